@@ -1,0 +1,1 @@
+"""Echoledger: licensing service for AI training data on music catalogues."""

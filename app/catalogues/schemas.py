@@ -1,0 +1,76 @@
+"""Request and response shapes for catalogues and license terms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from app.catalogues.models import CatalogueStatus
+
+# A use priced above a million currency units is a typo, not a license.
+MAX_RATE_MICROS = 10**12
+
+
+class LicenseTermsIn(BaseModel):
+    """License terms for a catalogue; each PUT creates a new version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_use_micros: int = Field(
+        strict=True,
+        ge=0,
+        le=MAX_RATE_MICROS,
+        description="Price of one full use, in micro-units (10^-6) of the settlement currency.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Resemblance (0..1) at or above which a match counts as a use. "
+        "Omitted: the service default (ECHOLEDGER_DEFAULT_THRESHOLD).",
+    )
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+    status: CatalogueStatus = CatalogueStatus.ACTIVE
+
+    @field_validator("valid_to")
+    @classmethod
+    def _after_valid_from(
+        cls, valid_to: dt.datetime | None, info: ValidationInfo
+    ) -> dt.datetime | None:
+        valid_from = info.data.get("valid_from")
+        if valid_to is not None and valid_from is not None and valid_to <= valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return valid_to
+
+
+class LicenseTermsRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    rate_per_use_micros: int
+    currency: str
+    threshold: float
+    valid_from: dt.datetime | None
+    valid_to: dt.datetime | None
+    status: CatalogueStatus
+    created_at: dt.datetime
+
+
+class CatalogueCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    license: LicenseTermsIn
+
+
+class CatalogueRead(BaseModel):
+    id: uuid.UUID
+    label_id: uuid.UUID
+    name: str
+    description: str
+    created_at: dt.datetime
+    license: LicenseTermsRead

@@ -1,0 +1,114 @@
+"""The `echoledger` command: serve, worker, migrate, create-org, rebuild-index, import."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from app.config import Settings, get_settings
+from app.logging import configure_logging, get_logger
+
+log = get_logger("app.cli")
+
+
+def _settings_with_database() -> Settings:
+    """Settings whose database URL is resolved (starting the embedded server if needed)."""
+    from app.db import resolve_database_url
+
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    # Child processes (uvicorn reload, workers) and Alembic see the same database.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings_with_database()
+    app = create_app(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit instead
+    # lets atexit hooks run (the embedded PostgreSQL stops with its last user).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app import migrate
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    migrate.upgrade(settings.database_url, args.revision)
+    log.info("migrate.done", revision=args.revision)
+    return 0
+
+
+def cmd_create_org(args: argparse.Namespace) -> int:
+    from app.db import create_db_engine, make_sessionmaker, transaction
+    from app.orgs import service as orgs
+    from app.orgs.models import OrgKind
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            org, issued = orgs.create(session, kind=OrgKind(args.kind), name=args.name)
+    finally:
+        engine.dispose()
+    print(f"organisation {org.id} ({org.kind}) {org.name!r}", file=sys.stderr)
+    print("API key (shown once, store it now):", file=sys.stderr)
+    print(issued.secret)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="echoledger",
+        description="Echoledger: licensing of music catalogues as AI training data.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (and an in-process worker)")
+    serve.add_argument("--host", default=None, help="default: ECHOLEDGER_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default: ECHOLEDGER_PORT or 8000")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    create_org = commands.add_parser(
+        "create-org", help="create an organisation and print its first API key"
+    )
+    create_org.add_argument(
+        "--kind", required=True, choices=["operator", "label", "ai_company", "auditor"]
+    )
+    create_org.add_argument("--name", required=True)
+    create_org.set_defaults(func=cmd_create_org)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

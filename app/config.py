@@ -1,0 +1,76 @@
+"""Service settings, read once from the environment (`ECHOLEDGER_*`, `DATABASE_URL`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="ECHOLEDGER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "ECHOLEDGER_DATABASE_URL"),
+        description="SQLAlchemy URL (postgresql+psycopg://...). Unset: embedded PostgreSQL.",
+    )
+    data_dir: Path = Field(default=Path(".echoledger"), description="Blobs, index, embedded DB.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    platform_fee_bps: int = Field(default=0, ge=0, le=10_000)
+
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    min_audio_seconds: float = Field(default=2.0, gt=0)
+    max_audio_seconds: float = Field(default=20 * 60.0, gt=0)
+    max_check_seconds: float = Field(default=10 * 60.0, gt=0)
+
+    embedder: Literal["spectral", "openl3"] = "spectral"
+    index_factory: str = "Flat"
+    index_search_params: str = ""
+    index_sync_seconds: float = Field(default=2.0, gt=0)
+    index_snapshot_seconds: float = Field(default=300.0, gt=0)
+
+    run_worker: bool = Field(default=True, description="Run an ingestion worker inside serve.")
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    idempotency_lock_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, url: str | None) -> str | None:
+        """Accept plain postgresql:// URLs and pin the psycopg 3 driver."""
+        if url is None or url == "":
+            return None
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def embedded_pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache to change them)."""
+    return Settings()

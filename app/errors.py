@@ -1,0 +1,169 @@
+"""Domain errors and the one JSON shape every error response takes.
+
+Every error body is `{"error": {"code", "message", "details", "request_id"}}`. Domain code raises
+an `AppError` subclass; the handlers here render it. Nothing raises `HTTPException` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class AppError(Exception):
+    """Root of every error the API reports on purpose."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(AppError):
+    """Missing, malformed, unknown or revoked API key."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    """The caller's role may not use this endpoint."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    """No such object, or it belongs to another tenant (never said which)."""
+
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, kind: str, ident: object) -> None:
+        super().__init__(f"{kind} {ident} not found", details={"kind": kind, "id": str(ident)})
+
+
+class Conflict(AppError):
+    """The request clashes with the current state (duplicate, in flight)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    """The upload exceeds the configured size limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(AppError):
+    """Well-formed request whose content cannot be used (bad audio, bad parameters)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (database, index) is not ready."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the error shape for the given statuses."""
+    descriptions = {
+        400: "Bad request",
+        401: "Missing, unknown or revoked API key",
+        403: "The caller's role may not do this",
+        404: "Not found (or owned by another tenant)",
+        409: "Conflict with the current state",
+        413: "Upload too large",
+        422: "Validation failed; `details` names the fields",
+        503: "Not ready",
+    }
+    return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _render(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, details=details, request_id=_request_id(request))
+    return JSONResponse(
+        {"error": body.model_dump(mode="json")}, status_code=status, headers=dict(headers or {})
+    )
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return _render(request, exc.status_code, exc.code, exc.message, exc.details, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ())),
+            "message": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in exc.errors()
+    ]
+    names = ", ".join(f["field"] for f in fields)
+    return _render(request, 422, "validation_error", f"invalid request: {names}", fields)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    return _render(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.unhandled_error", error_type=type(exc).__name__)
+    return _render(request, 500, "internal_error", "internal error; quote the request id")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,64 @@
+"""The FastAPI application: routers, error handlers, and the resources its lifespan owns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import health
+from app.catalogues.routes import router as catalogues_router
+from app.config import Settings, get_settings
+from app.db import create_db_engine, make_sessionmaker, resolve_database_url
+from app.errors import install_error_handlers
+from app.logging import configure_logging, get_logger
+from app.middleware import RequestContextMiddleware
+from app.orgs.routes import router as orgs_router
+
+log = get_logger(__name__)
+
+DESCRIPTION = """
+Echoledger licenses music catalogues as training data for generative models.
+
+* **Labels** register catalogues with license terms and upload tracks.
+* **AI companies** submit generated pieces; each check reports which catalogue tracks the piece
+  resembles, where, and how strongly, and records a micropayment per use.
+* **Auditors** read the full usage history and verify the ledger's hash chain.
+
+Authenticate with `Authorization: Bearer <API key>`. Every error has the body
+`{"error": {"code", "message", "details", "request_id"}}`. Money is in integer micro-units
+(10^-6) of the settlement currency.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_db_engine(resolve_database_url(settings))
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    log.info("service.started", database=engine.url.render_as_string(hide_password=True))
+    try:
+        yield
+    finally:
+        engine.dispose()
+        log.info("service.stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    app = FastAPI(
+        title="Echoledger",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(orgs_router)
+    app.include_router(catalogues_router)
+    return app

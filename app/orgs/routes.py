@@ -1,0 +1,115 @@
+"""HTTP endpoints for organisations and API keys."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from fastapi import APIRouter, status
+
+from app.db import SessionDep
+from app.errors import error_responses
+from app.orgs import service as orgs
+from app.orgs.auth import OperatorDep, PrincipalDep, ReaderDep
+from app.orgs.models import Organisation, OrgKind
+from app.orgs.schemas import KeyCreate, KeyIssued, KeyRead, OrgCreate, OrgCreated, OrgRead
+from app.pagination import CursorQuery, LimitQuery, Page, paginate
+
+router = APIRouter(prefix="/v1", tags=["organisations"], responses=error_responses(401, 403))
+
+
+def _issued(issued: orgs.IssuedKey) -> KeyIssued:
+    return KeyIssued(**KeyRead.model_validate(issued.record).model_dump(), key=issued.secret)
+
+
+@router.post(
+    "/orgs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrgCreated,
+    responses=error_responses(422),
+    summary="Create an organisation and its first API key (operator)",
+)
+def create_org(body: OrgCreate, session: SessionDep, _: OperatorDep) -> OrgCreated:
+    """The key in the response is shown once; store it now."""
+    org, issued = orgs.create(session, kind=body.kind, name=body.name)
+    return OrgCreated(org=OrgRead.model_validate(org), api_key=_issued(issued))
+
+
+@router.get(
+    "/orgs",
+    response_model=Page[OrgRead],
+    summary="List organisations (operator, auditor)",
+)
+def list_orgs(
+    session: SessionDep,
+    _: ReaderDep,
+    kind: OrgKind | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[OrgRead]:
+    stmt = sa.select(Organisation)
+    if kind is not None:
+        stmt = stmt.where(Organisation.kind == kind.value)
+    rows, next_cursor = paginate(
+        session,
+        stmt,
+        order_by=[Organisation.created_at, Organisation.id],
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(items=[OrgRead.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/orgs/me", response_model=OrgRead, summary="The caller's organisation")
+def read_me(session: SessionDep, principal: PrincipalDep) -> OrgRead:
+    return OrgRead.model_validate(orgs.get(session, principal.org_id))
+
+
+@router.get(
+    "/orgs/{org_id}",
+    response_model=OrgRead,
+    responses=error_responses(404),
+    summary="One organisation (itself; operator and auditor: any)",
+)
+def read_org(org_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> OrgRead:
+    principal.owns_or_reads_all(org_id, "organisation", org_id)
+    return OrgRead.model_validate(orgs.get(session, org_id))
+
+
+@router.post(
+    "/orgs/{org_id}/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyIssued,
+    responses=error_responses(404, 422),
+    summary="Issue a key for any organisation (operator), e.g. after a lost key",
+)
+def issue_org_key(
+    org_id: uuid.UUID, body: KeyCreate, session: SessionDep, _: OperatorDep
+) -> KeyIssued:
+    return _issued(orgs.issue_key(session, orgs.get(session, org_id), name=body.name))
+
+
+@router.get("/keys", response_model=list[KeyRead], summary="The caller's API keys (prefix only)")
+def list_keys(session: SessionDep, principal: PrincipalDep) -> list[KeyRead]:
+    return [KeyRead.model_validate(k) for k in orgs.list_keys(session, principal.org_id)]
+
+
+@router.post(
+    "/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyIssued,
+    responses=error_responses(422),
+    summary="Issue another key for the caller's organisation (for rotation)",
+)
+def issue_key(body: KeyCreate, session: SessionDep, principal: PrincipalDep) -> KeyIssued:
+    return _issued(orgs.issue_key(session, orgs.get(session, principal.org_id), name=body.name))
+
+
+@router.delete(
+    "/keys/{key_id}",
+    response_model=KeyRead,
+    responses=error_responses(404),
+    summary="Revoke one of the caller's keys; it stops working at once",
+)
+def revoke_key(key_id: uuid.UUID, session: SessionDep, principal: PrincipalDep) -> KeyRead:
+    return KeyRead.model_validate(orgs.revoke_key(session, principal.org_id, key_id))

@@ -1,0 +1,107 @@
+"""Shared fixtures: a real PostgreSQL database per test session, clean tables per test.
+
+With DATABASE_URL set, the suite creates (and finally drops) its own database on that server.
+Without it, the suite starts an embedded PostgreSQL (the `pgserver` package) in a temporary
+directory, as `make test` does on a machine with no server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine, make_url
+
+from app import migrate
+from app.config import Settings
+from app.db import create_db_engine
+from app.main import create_app
+from app.models import Base
+from tests.factories import Tenants
+
+
+def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return Settings(database_url=url).database_url or url
+    from pgserver import get_server  # type: ignore[attr-defined]
+
+    server = get_server(tmp_path_factory.mktemp("embedded-pg"), cleanup_mode="delete")
+    return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database at the latest migration, dropped after the session."""
+    server = make_url(_server_url(tmp_path_factory))
+    name = f"echoledger_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url, pool_size=5)
+    yield engine
+    engine.dispose()
+
+
+def _all_tables(engine: Engine) -> list[str]:
+    ours = [t.name for t in Base.metadata.sorted_tables]
+    with engine.connect() as conn:
+        theirs = conn.scalars(
+            sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename LIKE 'procrastinate%' AND tablename <> 'procrastinate_workers'"
+            )
+        ).all()
+    return ours + list(theirs)
+
+
+@pytest.fixture(autouse=True)
+def _clean_tables(request: pytest.FixtureRequest) -> None:
+    """Each test that touches the database starts from empty tables."""
+    if "engine" not in request.fixturenames and "client" not in request.fixturenames:
+        return
+    engine: Engine = request.getfixturevalue("engine")
+    tables = ", ".join(f'"{t}"' for t in _all_tables(engine))
+    with engine.begin() as conn:
+        # Replica mode skips the append-only triggers that guard the ledger in production.
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        log_format="console",
+        log_level="WARNING",
+        run_worker=False,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def tenants(client: TestClient, engine: Engine) -> Tenants:
+    return Tenants(client, engine)

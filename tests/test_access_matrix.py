@@ -1,0 +1,157 @@
+"""Every endpoint called with every kind of key, no key and a revoked key.
+
+The table below is the access policy in one place; `test_matrix_covers_every_route` makes sure a
+new endpoint cannot ship without a row here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from tests.factories import Tenant, Tenants
+
+ROLES = ("operator", "label", "other_label", "ai_company", "auditor", "no_key", "revoked")
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    path: str
+    expected: dict[str, int]
+    body: dict[str, Any] | None = None
+
+
+def _all(status: int, **overrides: int) -> dict[str, int]:
+    """`status` for every authenticated role, 401 without a valid key, then the overrides."""
+    table = dict.fromkeys(ROLES, status) | {"no_key": 401, "revoked": 401}
+    return table | overrides
+
+
+MATRIX = [
+    Row("GET", "/healthz", dict.fromkeys(ROLES, 200)),
+    Row("GET", "/readyz", dict.fromkeys(ROLES, 200)),
+    Row(
+        "POST",
+        "/v1/orgs",
+        _all(403, operator=201),
+        body={"kind": "label", "name": "x"},
+    ),
+    Row("GET", "/v1/orgs", _all(403, operator=200, auditor=200)),
+    Row("GET", "/v1/orgs/me", _all(200)),
+    Row("GET", "/v1/orgs/{label_id}", _all(404, operator=200, auditor=200, label=200)),
+    Row(
+        "POST",
+        "/v1/orgs/{label_id}/keys",
+        _all(403, operator=201),
+        body={"name": "spare"},
+    ),
+    Row("GET", "/v1/keys", _all(200)),
+    Row("POST", "/v1/keys", _all(201), body={"name": "rotation"}),
+    # Another tenant's key: every caller gets 404, whatever its role.
+    Row("DELETE", "/v1/keys/{foreign_key_id}", _all(404)),
+    Row(
+        "POST",
+        "/v1/catalogues",
+        _all(403, label=201, other_label=201),
+        body={"name": "c", "license": {"rate_per_use_micros": 1}},
+    ),
+    Row("GET", "/v1/catalogues", _all(200, ai_company=403)),
+    Row(
+        "GET",
+        "/v1/catalogues/{catalogue_id}",
+        _all(200, ai_company=403, other_label=404),
+    ),
+    Row(
+        "PUT",
+        "/v1/catalogues/{catalogue_id}/license",
+        _all(403, label=200, other_label=404),
+        body={"rate_per_use_micros": 5},
+    ),
+    Row(
+        "GET",
+        "/v1/catalogues/{catalogue_id}/license/versions",
+        _all(200, ai_company=403, other_label=404),
+    ),
+    Row(
+        "GET",
+        "/v1/catalogues/{catalogue_id}/license/versions/{version}",
+        _all(200, ai_company=403, other_label=404),
+    ),
+]
+
+
+@pytest.fixture
+def world(client: TestClient, tenants: Tenants) -> dict[str, Any]:
+    """One tenant of each kind, a revoked key, and objects owned by `label`."""
+    label = tenants.label()
+    callers: dict[str, Tenant | None] = {
+        "operator": tenants.operator(),
+        "label": label,
+        "other_label": tenants.label(),
+        "ai_company": tenants.ai_company(),
+        "auditor": tenants.auditor(),
+        "no_key": None,
+    }
+    doomed = tenants.label()
+    doomed_key = client.get("/v1/keys", headers=doomed.headers).json()[0]
+    client.delete(f"/v1/keys/{doomed_key['id']}", headers=doomed.headers)
+    callers["revoked"] = doomed
+
+    stranger = tenants.ai_company()
+    stranger_key = client.get("/v1/keys", headers=stranger.headers).json()[0]
+    catalogue = tenants.catalogue(label)
+    params = {
+        "label_id": label.id,
+        "catalogue_id": catalogue["id"],
+        "version": 1,
+        "foreign_key_id": stranger_key["id"],
+    }
+    return {"callers": callers, "params": params}
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=lambda r: f"{r.method} {r.path}")
+def test_access(client: TestClient, world: dict[str, Any], row: Row) -> None:
+    path = row.path.format(**world["params"])
+    got: dict[str, int] = {}
+    for role in ROLES:
+        caller: Tenant | None = world["callers"][role]
+        headers = caller.headers if caller else {}
+        response = client.request(row.method, path, json=row.body, headers=headers)
+        got[role] = response.status_code
+        if response.status_code >= 400:
+            assert set(response.json()) == {"error"}, response.text
+    assert got == row.expected
+
+
+def test_matrix_covers_every_route(client: TestClient) -> None:
+    routes = {
+        (method, route.path)
+        for route in client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    covered = {(row.method, row.path) for row in MATRIX}
+    uncovered = {
+        (m, p)
+        for m, p in routes
+        if (m, _canonical(p)) not in {(cm, _canonical(cp)) for cm, cp in covered}
+    }
+    assert uncovered == set()
+
+
+def _canonical(path: str) -> str:
+    """Path with every {param} replaced, so templates match whatever their names."""
+    parts = [("{}" if part.startswith("{") else part) for part in path.split("/")]
+    return "/".join(parts)
+
+
+def test_unknown_ids_answer_404_like_foreign_ones(client: TestClient, tenants: Tenants) -> None:
+    label = tenants.label()
+    response = client.get(f"/v1/catalogues/{uuid.uuid4()}", headers=label.headers)
+    assert response.status_code == 404
