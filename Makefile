@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean
+.PHONY: install run worker test lint format clean
 
 # Re-install when the project metadata changes.
 $(STAMP): pyproject.toml
@@ -18,6 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/echoledger migrate
 	$(BIN)/echoledger serve
+
+## A standalone ingestion worker (production runs several, on any machines).
+worker: $(STAMP)
+	$(BIN)/echoledger worker
 
 ## The whole test suite (embedded PostgreSQL unless DATABASE_URL is set).
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""The `echoledger` command: serve, worker, migrate, create-org, rebuild-index, import."""
+"""The `echoledger` command: serve, worker, migrate, create-org, import, rebuild-index."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.config import Settings, get_settings
 from app.logging import configure_logging, get_logger
@@ -75,6 +76,70 @@ def cmd_create_org(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.worker import run_standalone
+
+    settings = _settings_with_database()
+    asyncio.run(
+        run_standalone(settings, concurrency=args.concurrency or settings.worker_concurrency)
+    )
+    return 0
+
+
+def cmd_rebuild_index(args: argparse.Namespace) -> int:
+    from app.db import create_db_engine, make_sessionmaker
+    from app.embedding import get_embedder
+    from app.index.manager import IndexManager, spec_for
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        manager = IndexManager(
+            spec_for(settings, get_embedder(settings.embedder)),
+            sessions=make_sessionmaker(engine),
+            snapshot_dir=settings.index_dir,
+        )
+        manager.rebuild()
+        manager.save_snapshot(force=True)
+    finally:
+        engine.dispose()
+    print(f"index rebuilt: {manager.size} segments -> {manager.snapshot_path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import httpx
+    from tqdm import tqdm
+
+    from app.catalogues.importer import discover, import_folder
+
+    key = args.key or os.environ.get("ECHOLEDGER_API_KEY")
+    if not key:
+        print("an API key is needed: --key or ECHOLEDGER_API_KEY", file=sys.stderr)
+        return 2
+    files = discover(args.folder, default_artist=args.artist)
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = httpx.Timeout(30.0, read=300.0)
+    with (
+        httpx.Client(base_url=args.api, headers=headers, timeout=timeout) as client,
+        tqdm(total=len(files), unit="file", desc="import") as bar,
+    ):
+        report = import_folder(
+            client, args.catalogue, files, jobs=args.jobs, progress=lambda: bar.update()
+        )
+    for path, reason in report.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(
+        f"uploaded {len(report.uploaded)}, already there {len(report.skipped)}, "
+        f"failed {len(report.failed)}",
+        file=sys.stderr,
+    )
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoledger",
@@ -87,9 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="default: ECHOLEDGER_PORT or 8000")
     serve.set_defaults(func=cmd_serve)
 
+    worker = commands.add_parser("worker", help="run an ingestion worker (run several to scale)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at once (default: ECHOLEDGER_WORKER_CONCURRENCY)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=cmd_migrate)
+
+    imp = commands.add_parser(
+        "import", help="upload a folder of audio files to a catalogue (resumable)"
+    )
+    imp.add_argument("folder", type=Path)
+    imp.add_argument("--catalogue", required=True, help="catalogue id")
+    imp.add_argument(
+        "--api",
+        default=os.environ.get("ECHOLEDGER_API_URL", "http://127.0.0.1:8000"),
+        help="service URL (default: ECHOLEDGER_API_URL or http://127.0.0.1:8000)",
+    )
+    imp.add_argument(
+        "--key", default=None, help="the label's API key (default: ECHOLEDGER_API_KEY)"
+    )
+    imp.add_argument("--artist", default="Unknown artist", help="artist when no metadata says")
+    imp.add_argument("--jobs", type=int, default=2, help="uploads at once")
+    imp.set_defaults(func=cmd_import)
+
+    rebuild = commands.add_parser(
+        "rebuild-index",
+        help="rebuild the FAISS index snapshot from PostgreSQL (running servers load it on start)",
+    )
+    rebuild.set_defaults(func=cmd_rebuild_index)
 
     create_org = commands.add_parser(
         "create-org", help="create an organisation and print its first API key"

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     run_worker: bool = Field(default=True, description="Run an ingestion worker inside serve.")
     worker_concurrency: int = Field(default=1, ge=1, le=64)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    worker_stalled_seconds: float = Field(
+        default=30.0, gt=0, description="Silence after which a worker's running job is retried."
+    )
     idempotency_lock_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("database_url")

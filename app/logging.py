@@ -40,14 +40,22 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
         )
     )
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler, so configuring twice does not duplicate lines and
+    # handlers others installed (test log capture, say) keep working.
+    for old in [h for h in root.handlers if getattr(h, "_echoledger", False)]:
+        root.removeHandler(old)
+    handler._echoledger = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's access log duplicates our request log line.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error", "procrastinate"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("procrastinate").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # Libraries narrate their internals at INFO; keep their warnings unless debugging.
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("procrastinate", "pgserver", "alembic", "faiss.loader"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import health
 from app.catalogues.routes import router as catalogues_router
 from app.config import Settings, get_settings
-from app.db import create_db_engine, make_sessionmaker, resolve_database_url
+from app.db import create_db_engine, resolve_database_url
 from app.errors import install_error_handlers
+from app.index.manager import IndexManager, keep_in_sync, spec_for
 from app.logging import configure_logging, get_logger
-from app.middleware import RequestContextMiddleware
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.orgs.routes import router as orgs_router
+from app.worker import build_runtime, in_process_worker
 
 log = get_logger(__name__)
 
@@ -35,13 +39,40 @@ Authenticate with `Authorization: Bearer <API key>`. Every error has the body
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    engine = create_db_engine(resolve_database_url(settings))
+    url = resolve_database_url(settings)
+    engine = create_db_engine(url)
+    runtime = build_runtime(settings, engine)
     app.state.engine = engine
-    app.state.sessions = make_sessionmaker(engine)
+    app.state.sessions = runtime.sessions
+    app.state.blobs = runtime.blobs
+    app.state.runtime = runtime
+    index = IndexManager(
+        spec_for(settings, runtime.embedder),
+        sessions=runtime.sessions,
+        snapshot_dir=settings.index_dir,
+    )
+    await asyncio.to_thread(index.start)
+    app.state.index = index
     log.info("service.started", database=engine.url.render_as_string(hide_password=True))
+    syncing = asyncio.create_task(
+        keep_in_sync(
+            index,
+            every=settings.index_sync_seconds,
+            snapshot_every=settings.index_snapshot_seconds,
+        )
+    )
     try:
-        yield
+        async with AsyncExitStack() as stack:
+            if settings.run_worker:
+                await stack.enter_async_context(
+                    in_process_worker(url, runtime, concurrency=settings.worker_concurrency)
+                )
+            yield
     finally:
+        syncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncing
+        await asyncio.to_thread(index.save_snapshot)
         engine.dispose()
         log.info("service.stopped")
 
@@ -57,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Multipart framing adds a little to the file itself.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(orgs_router)

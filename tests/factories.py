@@ -1,17 +1,24 @@
-"""Test data builders: organisations with keys, catalogues; through the API where it matters."""
+"""Test data builders: organisations, catalogues, audio files, uploads; and a job runner."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy.engine import Engine
 
+from app import jobs
+from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
+from app.worker import build_runtime, work
+from tests.audio_synth import AudioFormat, melody_track, write_audio
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,50 @@ class Tenants:
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body
+
+
+def run_jobs(settings: Settings, engine: Engine) -> None:
+    """Run a real procrastinate worker until the queues are empty."""
+    assert settings.database_url is not None
+    runtime = build_runtime(settings, engine)
+    job_app = jobs.build_app(settings, settings.database_url, pool_size=2)
+
+    async def drain() -> None:
+        async with job_app.open_async():
+            await work(job_app, runtime, wait=False)
+
+    asyncio.run(drain())
+
+
+def audio_file(
+    directory: Path,
+    *,
+    seed: int = 0,
+    seconds: float = 12.0,
+    sr: int = 22050,
+    fmt: AudioFormat = "WAV",
+    name: str | None = None,
+    **render: Any,
+) -> Path:
+    """A synthesised piece of music written to disk in the given format."""
+    path = directory / (name or f"track-{seed}-{seconds:g}s.{fmt.lower()}")
+    write_audio(path, melody_track(seed, seconds=seconds, sr=sr, **render), sr, fmt)
+    return path
+
+
+def upload(
+    client: TestClient,
+    label: Tenant,
+    catalogue_id: str,
+    path: Path,
+    **fields: str,
+) -> Response:
+    """POST a track's file and form fields; returns the raw response."""
+    data = {"title": path.stem, "artist": "Test Artist"} | fields
+    with path.open("rb") as f:
+        return client.post(
+            f"/v1/catalogues/{catalogue_id}/tracks",
+            files={"file": (path.name, f, "application/octet-stream")},
+            data=data,
+            headers=label.headers,
+        )

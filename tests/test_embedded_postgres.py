@@ -1,4 +1,5 @@
-"""Without DATABASE_URL, the CLI starts an embedded PostgreSQL, migrates it and serves."""
+"""Without DATABASE_URL, the CLI starts an embedded PostgreSQL, migrates it and serves
+(with its in-process worker), and the bulk importer uploads to it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.factories import audio_file
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +78,40 @@ def test_cli_migrates_and_serves_on_embedded_postgres(tmp_path: Path) -> None:
             f"{base}/v1/orgs", json={"kind": "label", "name": "indie"}, headers=headers
         )
         assert label.status_code == 201
+        label_headers = {"Authorization": f"Bearer {label.json()['api_key']['key']}"}
+        catalogue = httpx.post(
+            f"{base}/v1/catalogues",
+            json={"name": "demo", "license": {"rate_per_use_micros": 100}},
+            headers=label_headers,
+        ).json()
+
+        # The bulk importer uploads a folder; the worker inside `serve` indexes it.
+        folder = tmp_path / "music"
+        folder.mkdir()
+        for seed in (1, 2):
+            audio_file(folder, seed=seed, seconds=4.0)
+        imported = _cli(
+            "import",
+            str(folder),
+            "--catalogue",
+            catalogue["id"],
+            "--api",
+            base,
+            "--key",
+            label.json()["api_key"]["key"],
+            env=env,
+        )
+        assert imported.returncode == 0, imported.stderr
+        assert "uploaded 2, already there 0, failed 0" in imported.stderr
+        url = f"{base}/v1/catalogues/{catalogue['id']}"
+        deadline = time.monotonic() + 60
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            counts = httpx.get(url, headers=label_headers).json()["track_counts"]
+            if counts["indexed"] == 2:
+                break
+            time.sleep(0.3)
+        assert counts["indexed"] == 2, counts
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -29,6 +29,7 @@ def empty_database(database_url: str) -> Iterator[str]:
 
 
 def _relations(url: str) -> set[str]:
+    """Tables, sequences, views, indexes, functions and types in the public schema."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -37,7 +38,12 @@ def _relations(url: str) -> set[str]:
                     sa.text(
                         "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
                         "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
-                        "AND c.relkind IN ('r', 'S', 'v', 'i')"
+                        "AND c.relkind IN ('r', 'S', 'v', 'i') "
+                        "UNION SELECT p.proname FROM pg_proc p JOIN pg_namespace n "
+                        "ON n.oid = p.pronamespace WHERE n.nspname = 'public' "
+                        "UNION SELECT t.typname FROM pg_type t JOIN pg_namespace n "
+                        "ON n.oid = t.typnamespace WHERE n.nspname = 'public' "
+                        "AND t.typtype IN ('e', 'c') AND t.typrelid = 0"
                     )
                 )
             )
@@ -47,8 +53,13 @@ def _relations(url: str) -> set[str]:
 
 def test_upgrade_to_head_then_down_to_base_leaves_nothing(empty_database: str) -> None:
     migrate.upgrade(empty_database)
-    tables = _relations(empty_database)
-    assert {t.name for t in Base.metadata.sorted_tables} <= tables
+    created = _relations(empty_database)
+    assert {t.name for t in Base.metadata.sorted_tables} <= created
+    assert {
+        "procrastinate_jobs",
+        "procrastinate_defer_jobs_v1",
+        "procrastinate_job_status",
+    } <= created
 
     migrate.downgrade(empty_database, "base")
     assert _relations(empty_database) <= {"alembic_version", "alembic_version_pkc"}

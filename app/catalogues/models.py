@@ -60,3 +60,74 @@ class LicenseTerms(Base):
             and (self.valid_from is None or self.valid_from <= at)
             and (self.valid_to is None or at < self.valid_to)
         )
+
+
+class TrackStatus(enum.StrEnum):
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+# Values the index manager tails: new segments by id, withdrawals by this sequence.
+withdrawal_seq = sa.Sequence("track_withdrawal_seq", metadata=Base.metadata)
+
+
+class Track(Base):
+    """A licensed recording. Its audio lives in the blob store under `audio_sha256`."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('pending', 'indexed', 'failed')", name="status_known"),
+        sa.CheckConstraint("(status = 'failed') = (error IS NOT NULL)", name="error_iff_failed"),
+        # The same audio may be uploaded again only after the earlier copy was withdrawn.
+        sa.Index(
+            "uq_tracks_catalogue_id_audio_sha256",
+            "catalogue_id",
+            "audio_sha256",
+            unique=True,
+            postgresql_where=sa.text("withdrawn_at IS NULL"),
+        ),
+        sa.Index("ix_tracks_catalogue_id_created_at", "catalogue_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    catalogue_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("catalogues.id"))
+    title: Mapped[str] = mapped_column(sa.String(500))
+    artist: Mapped[str] = mapped_column(sa.String(500))
+    isrc: Mapped[str | None] = mapped_column(sa.String(12))
+    external_id: Mapped[str | None] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16), default=TrackStatus.PENDING.value)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    audio_sha256: Mapped[str] = mapped_column(sa.String(64))
+    audio_format: Mapped[str] = mapped_column(sa.String(8))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    sample_rate: Mapped[int]
+    channels: Mapped[int]
+    embedder: Mapped[str | None] = mapped_column(sa.String(32))
+    embedder_version: Mapped[str | None] = mapped_column(sa.String(64))
+    segment_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    indexed_at: Mapped[dt.datetime | None]
+    withdrawn_at: Mapped[dt.datetime | None]
+    withdrawal_seq: Mapped[int | None] = mapped_column(sa.BigInteger, unique=True)
+
+
+class Segment(Base):
+    """One embedded window of a track: the source of truth the FAISS index is built from."""
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        sa.CheckConstraint("duration_s > 0", name="duration_positive"),
+        sa.CheckConstraint("start_s >= 0", name="start_not_negative"),
+        sa.Index("ix_segments_embedder_id", "embedder", "embedder_version", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"), index=True)
+    embedder: Mapped[str] = mapped_column(sa.String(32))
+    embedder_version: Mapped[str] = mapped_column(sa.String(64))
+    start_s: Mapped[float] = mapped_column(sa.Double)
+    duration_s: Mapped[float] = mapped_column(sa.Double)
+    # float32 little-endian, `dim` values; bytes keep 1M vectors compact and fast to stream.
+    vector: Mapped[bytes] = mapped_column(sa.LargeBinary)

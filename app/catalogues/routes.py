@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Form, Query, status
 from sqlalchemy.orm import Session
 
+from app.audio.decode import AudioError, probe
 from app.catalogues import service as catalogues
-from app.catalogues.models import Catalogue, LicenseTerms
-from app.catalogues.schemas import CatalogueCreate, CatalogueRead, LicenseTermsIn, LicenseTermsRead
+from app.catalogues import tracks
+from app.catalogues.models import Catalogue, LicenseTerms, Track, TrackStatus
+from app.catalogues.schemas import (
+    CatalogueCreate,
+    CatalogueRead,
+    LicenseTermsIn,
+    LicenseTermsRead,
+    TrackRead,
+    TrackUpload,
+)
 from app.db import SessionDep
-from app.deps import SettingsDep
-from app.errors import error_responses
+from app.deps import BlobsDep, SettingsDep
+from app.errors import Unprocessable, error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 
@@ -30,7 +40,9 @@ def terms_read(terms: LicenseTerms, currency: str) -> LicenseTermsRead:
 
 
 def _reads(session: Session, rows: list[Catalogue], currency: str) -> list[CatalogueRead]:
-    terms = catalogues.current_terms(session, [c.id for c in rows])
+    ids = [c.id for c in rows]
+    terms = catalogues.current_terms(session, ids)
+    counts = tracks.counts_by_status(session, ids)
     return [
         CatalogueRead(
             id=c.id,
@@ -39,6 +51,7 @@ def _reads(session: Session, rows: list[Catalogue], currency: str) -> list[Catal
             description=c.description,
             created_at=c.created_at,
             license=terms_read(terms[c.id], currency),
+            track_counts=counts[c.id],
         )
         for c in rows
     ]
@@ -94,7 +107,7 @@ def list_catalogues(
     "/catalogues/{catalogue_id}",
     response_model=CatalogueRead,
     responses=error_responses(404),
-    summary="One catalogue with its current license terms",
+    summary="One catalogue with its current license terms and track counts per status",
 )
 def read_catalogue(
     catalogue_id: uuid.UUID,
@@ -160,3 +173,97 @@ def read_license_version(
 ) -> LicenseTermsRead:
     catalogue = catalogues.get_visible(session, catalogue_id, principal)
     return terms_read(catalogues.terms_version(session, catalogue.id, version), settings.currency)
+
+
+@router.post(
+    "/catalogues/{catalogue_id}/tracks",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TrackRead,
+    responses=error_responses(404, 409, 413, 422),
+    summary="Upload a track (WAV, FLAC, OGG/Vorbis or MP3); it is indexed in the background",
+)
+def upload_track(
+    catalogue_id: uuid.UUID,
+    form: Annotated[TrackUpload, Form(media_type="multipart/form-data")],
+    session: SessionDep,
+    principal: LabelDep,
+    settings: SettingsDep,
+    blobs: BlobsDep,
+) -> TrackRead:
+    """The track starts `pending`; poll it (or the catalogue's counts) until `indexed` or
+    `failed`. Problems visible in the file's header are refused here with 422; problems
+    only decoding shows (corrupt stream, silence) mark the track `failed` with a reason."""
+    catalogue = catalogues.get_owned(session, catalogue_id, principal.org_id)
+    with blobs.stage(form.file.file, max_bytes=settings.max_upload_bytes) as staged:
+        existing = tracks.find_active_by_hash(session, catalogue.id, staged.sha256)
+        if existing is not None:
+            raise tracks.duplicate_error(existing)
+        try:
+            info = probe(
+                staged.path,
+                min_seconds=settings.min_audio_seconds,
+                max_seconds=settings.max_audio_seconds,
+            )
+        except AudioError as exc:
+            raise Unprocessable(
+                exc.message, details={"field": "file", "reason": exc.reason}
+            ) from None
+        blobs.commit(staged)
+    track = tracks.register(session, catalogue, form, staged, info)
+    return TrackRead.model_validate(track)
+
+
+@router.get(
+    "/catalogues/{catalogue_id}/tracks",
+    response_model=Page[TrackRead],
+    responses=error_responses(404, 422),
+    summary="A catalogue's tracks, newest first",
+)
+def list_tracks(
+    catalogue_id: uuid.UUID,
+    session: SessionDep,
+    principal: LabelOrReaderDep,
+    track_status: Annotated[TrackStatus | None, Query(alias="status")] = None,
+    withdrawn: bool | None = None,
+    audio_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+    external_id: str | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[TrackRead]:
+    catalogue = catalogues.get_visible(session, catalogue_id, principal)
+    stmt = sa.select(Track).where(Track.catalogue_id == catalogue.id)
+    if track_status is not None:
+        stmt = stmt.where(Track.status == track_status.value)
+    if withdrawn is not None:
+        stmt = stmt.where(
+            Track.withdrawn_at.is_not(None) if withdrawn else Track.withdrawn_at.is_(None)
+        )
+    if audio_sha256 is not None:
+        stmt = stmt.where(Track.audio_sha256 == audio_sha256)
+    if external_id is not None:
+        stmt = stmt.where(Track.external_id == external_id)
+    rows, next_cursor = paginate(
+        session, stmt, order_by=[Track.created_at, Track.id], cursor=cursor, limit=limit
+    )
+    return Page(items=[TrackRead.model_validate(t) for t in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/tracks/{track_id}",
+    response_model=TrackRead,
+    responses=error_responses(404),
+    summary="One track, with its ingestion status",
+)
+def read_track(track_id: uuid.UUID, session: SessionDep, principal: LabelOrReaderDep) -> TrackRead:
+    return TrackRead.model_validate(tracks.get_visible(session, track_id, principal))
+
+
+@router.delete(
+    "/tracks/{track_id}",
+    response_model=TrackRead,
+    responses=error_responses(404),
+    summary="Withdraw a track: it stops matching at once; its history stays",
+)
+def withdraw_track(track_id: uuid.UUID, session: SessionDep, principal: LabelDep) -> TrackRead:
+    track = tracks.get_visible(session, track_id, principal)
+    return TrackRead.model_validate(tracks.withdraw(session, track))

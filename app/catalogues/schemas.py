@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
+from fastapi import UploadFile
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from app.catalogues.models import CatalogueStatus
+from app.catalogues.models import CatalogueStatus, TrackStatus
 
 # A use priced above a million currency units is a typo, not a license.
 MAX_RATE_MICROS = 10**12
@@ -74,3 +76,65 @@ class CatalogueRead(BaseModel):
     description: str
     created_at: dt.datetime
     license: LicenseTermsRead
+    track_counts: dict[str, int] = Field(
+        description="Tracks per status (pending, indexed, failed) and withdrawn tracks."
+    )
+
+
+ISRC_PATTERN = r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$"
+
+
+class TrackUpload(BaseModel):
+    """A track upload: the audio file and its metadata, as multipart form fields."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    file: UploadFile = Field(description="WAV, FLAC, OGG/Vorbis or MP3.")
+    title: str = Field(min_length=1, max_length=500)
+    artist: str = Field(min_length=1, max_length=500)
+    isrc: str | None = Field(
+        default=None, description="International Standard Recording Code, e.g. USRC17607839."
+    )
+    external_id: str | None = Field(
+        default=None, max_length=200, description="The label's own identifier for the track."
+    )
+
+    @field_validator("isrc")
+    @classmethod
+    def _isrc(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        normalised = value.replace("-", "").upper()
+        if not re.match(ISRC_PATTERN, normalised):
+            raise ValueError("not an ISRC (CC-XXX-YY-NNNNN, 12 characters)")
+        return normalised
+
+    @field_validator("external_id")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class TrackRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    catalogue_id: uuid.UUID
+    title: str
+    artist: str
+    isrc: str | None
+    external_id: str | None
+    status: TrackStatus
+    error: str | None = Field(description="Why ingestion failed (status `failed` only).")
+    audio_sha256: str
+    audio_format: str
+    size_bytes: int
+    duration_s: float
+    sample_rate: int
+    channels: int
+    embedder: str | None
+    embedder_version: str | None
+    segment_count: int
+    created_at: dt.datetime
+    indexed_at: dt.datetime | None
+    withdrawn_at: dt.datetime | None

@@ -1,0 +1,131 @@
+"""Tracks: registration of uploaded audio, listing, withdrawal."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import jobs
+from app.audio.decode import SUPPORTED_FORMATS, AudioInfo
+from app.blobs import StagedFile
+from app.catalogues.models import Catalogue, Track, TrackStatus, withdrawal_seq
+from app.catalogues.schemas import TrackUpload
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.orgs.auth import Principal
+
+# Appends to the segment table and withdrawals are serialised under this advisory lock, so
+# segment ids and withdrawal numbers become visible in increasing order and the index can
+# tail them by id without ever skipping a row committed late.
+INDEX_APPEND_LOCK = 0x45_4C_49_44  # "ELID"
+
+
+def lock_index_appends(session: Session) -> None:
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock(INDEX_APPEND_LOCK)))
+
+
+def find_active_by_hash(session: Session, catalogue_id: uuid.UUID, sha256: str) -> Track | None:
+    return session.scalars(
+        sa.select(Track).where(
+            Track.catalogue_id == catalogue_id,
+            Track.audio_sha256 == sha256,
+            Track.withdrawn_at.is_(None),
+        )
+    ).one_or_none()
+
+
+def duplicate_error(track: Track) -> Conflict:
+    return Conflict(
+        f"this audio is already in the catalogue as track {track.id} ({track.title!r})",
+        details={"existing_track_id": str(track.id), "status": track.status},
+    )
+
+
+def register(
+    session: Session,
+    catalogue: Catalogue,
+    upload: TrackUpload,
+    staged: StagedFile,
+    info: AudioInfo,
+) -> Track:
+    """Record an uploaded track as pending and enqueue its ingestion in the same transaction."""
+    track = Track(
+        catalogue_id=catalogue.id,
+        title=upload.title,
+        artist=upload.artist,
+        isrc=upload.isrc,
+        external_id=upload.external_id,
+        status=TrackStatus.PENDING.value,
+        audio_sha256=staged.sha256,
+        audio_format=SUPPORTED_FORMATS[info.format],
+        size_bytes=staged.size,
+        duration_s=info.duration_s,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+    )
+    session.add(track)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # A concurrent upload of the same audio won the race for the unique index.
+        existing = find_active_by_hash(session, catalogue.id, staged.sha256)
+        if existing is None:
+            raise
+        raise duplicate_error(existing) from None
+    jobs.defer(
+        session,
+        jobs.INGEST_TRACK,
+        queue=jobs.INGEST_QUEUE,
+        lock=f"track:{track.id}",
+        track_id=str(track.id),
+    )
+    return track
+
+
+def get_visible(session: Session, track_id: uuid.UUID, principal: Principal) -> Track:
+    """The track if the caller's label owns its catalogue, or the caller reads all tenants."""
+    row = session.execute(
+        sa.select(Track, Catalogue.label_id)
+        .join(Catalogue, Catalogue.id == Track.catalogue_id)
+        .where(Track.id == track_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("track", track_id)
+    principal.owns_or_reads_all(row[1], "track", track_id)
+    return row[0]
+
+
+def withdraw(session: Session, track: Track) -> Track:
+    """Stop a track matching from now on; its segments and history stay."""
+    if track.withdrawn_at is not None:
+        return track
+    lock_index_appends(session)
+    track.withdrawn_at = utcnow()
+    track.withdrawal_seq = session.scalar(withdrawal_seq.next_value())
+    session.flush()
+    return track
+
+
+def counts_by_status(
+    session: Session, catalogue_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, int]]:
+    """Tracks per status for each catalogue, plus how many were withdrawn."""
+    counts: dict[uuid.UUID, dict[str, int]] = {
+        cid: {s.value: 0 for s in TrackStatus} | {"withdrawn": 0} for cid in catalogue_ids
+    }
+    if not catalogue_ids:
+        return counts
+    withdrawn = Track.withdrawn_at.is_not(None)
+    rows = session.execute(
+        sa.select(Track.catalogue_id, Track.status, withdrawn, sa.func.count())
+        .where(Track.catalogue_id.in_(catalogue_ids))
+        .group_by(Track.catalogue_id, Track.status, withdrawn)
+    )
+    for catalogue_id, status, is_withdrawn, n in rows:
+        counts[catalogue_id]["withdrawn" if is_withdrawn else status] += n
+    return counts

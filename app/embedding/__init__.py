@@ -1,0 +1,33 @@
+"""Embedders turn audio into window vectors; the service uses the one named in its settings."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+
+from app.embedding.base import Embedder, Embedding, EmbeddingError, FloatArray
+
+__all__ = ["Embedder", "Embedding", "EmbeddingError", "embed_audio", "get_embedder"]
+
+NAMES = ("spectral",)
+
+
+@cache
+def get_embedder(name: str) -> Embedder:
+    """The process-wide embedder of that name (heavy models load once)."""
+    if name == "spectral":
+        from app.embedding.spectral import SpectralEmbedder
+
+        return SpectralEmbedder()
+    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def embed_audio(embedder: Embedder, audio: FloatArray, *, hop_s: float | None = None) -> Embedding:
+    """Embed audio at the embedder's rate; audio shorter than one window is padded with
+    silence so that every accepted file (2 s and up) yields at least one vector."""
+    need = math.ceil(embedder.window_s * embedder.sample_rate)
+    if 0 < len(audio) < need:
+        audio = np.concatenate([audio, np.zeros(need - len(audio), dtype=np.float32)])
+    return embedder.embed(audio, embedder.sample_rate, hop_s=hop_s)

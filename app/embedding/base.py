@@ -1,0 +1,65 @@
+"""The embedder contract shared by every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class EmbeddingError(ValueError):
+    """The audio cannot be embedded (too short, wrong shape, wrong rate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """Window vectors of one piece of audio.
+
+    vectors : np.ndarray [shape=(n, dim), dtype=float32], each row L2-normalised
+    starts : np.ndarray [shape=(n,), dtype=float32], window start times in seconds
+    window_s : window length in seconds (every window has the same length)
+    """
+
+    vectors: FloatArray
+    starts: FloatArray
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2:
+            raise EmbeddingError(f"expected vectors of shape (n, dim), got {self.vectors.shape}")
+        if self.starts.shape != (self.vectors.shape[0],):
+            raise EmbeddingError(
+                f"starts shape {self.starts.shape} does not match {self.vectors.shape[0]} vectors"
+            )
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns mono audio at `sample_rate` into L2-normalised window vectors."""
+
+    name: str
+    version: str
+    dim: int
+    sample_rate: int
+    window_s: float
+    hop_s: float
+
+    def embed(self, audio: FloatArray, sr: int, *, hop_s: float | None = None) -> Embedding:
+        """Embed mono float32 audio sampled at `sr` (must equal `sample_rate`).
+
+        audio : np.ndarray [shape=(n_samples,), dtype=float32]
+        hop_s : hop between window starts; defaults to the embedder's `hop_s`
+        """
+        ...
+
+
+def l2_normalise(vectors: FloatArray) -> FloatArray:
+    """Scale each row to unit length; all-zero rows stay zero."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    out = np.zeros(vectors.shape, dtype=np.float32)
+    np.divide(vectors, norms, out=out, where=norms > 0)
+    return out

@@ -1,0 +1,256 @@
+"""The built-in embedder: key-normalised pitch-class (chroma) patches from an STFT.
+
+Pure numpy: no model files, deterministic, fast enough to embed a catalogue on one core.
+
+Pipeline (default `SpectralConfig`):
+
+1. Short-time Fourier transform at 11025 Hz, 4096-point Hann frames every 50 ms.
+2. Semitone filterbank (MIDI 36..95, triangular on the log-frequency axis), folded into
+   12 pitch classes.
+3. A window of `window_s` seconds is pooled into steps; each step's chroma is compressed
+   and scaled to unit length (gain invariance), with floors so near-silence is not blown up.
+4. Key normalisation: the patch is circularly correlated, along the pitch axis, with a sharpened
+   version of its own mean chroma profile. A transposed rendering has the same profile rotated,
+   so the result does not change; unlike rotating to the strongest pitch class (argmax), it
+   varies smoothly when two pitch classes are nearly equal.
+5. A small, low-weighted block of coarse log-band levels (timbre) is appended; the vector is
+   L2-normalised. Silent windows give all-zero rows (similarity 0 to everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from app.embedding.base import Embedding, EmbeddingError, FloatArray, l2_normalise
+
+IntArray = npt.NDArray[np.int64]
+
+VERSION: Final = "2"
+# Frames processed per FFT block; bounds memory for long tracks.
+_BLOCK_FRAMES: Final = 1024
+
+
+@dataclass(frozen=True)
+class SpectralConfig:
+    """Feature constants. Any change gives the embedder another `version`."""
+
+    sample_rate: int = 11025
+    frame_s: float = 0.05
+    n_fft: int = 4096
+    midi_low: int = 36  # C2; the pitch range must span whole octaves starting at C
+    midi_high: int = 96  # C7, exclusive
+    window_frames: int = 80  # 4 s
+    step_frames: int = 8  # 0.4 s
+    hop_s: float = 1.0
+    compress: Literal["sqrt", "log"] = "sqrt"
+    # Steps quieter than this fraction of the window's loudest step are scaled down, not up.
+    relative_floor: float = 0.05
+    # Steps quieter than this (dB re a full-scale sine) count as silence.
+    silence_db: float = -70.0
+    key: Literal["none", "argmax", "soft"] = "soft"
+    key_sharpness: float = 8.0  # exponent applied to the mean profile for "soft"
+    centre: bool = True  # subtract the window's mean step
+    timbre_bands: int = 8
+    timbre_weight: float = 0.3
+
+    def __post_init__(self) -> None:
+        if (self.midi_high - self.midi_low) % 12 or self.midi_low % 12:
+            raise ValueError("the pitch range must be whole octaves starting at C")
+        if self.window_frames % self.step_frames:
+            raise ValueError("window_frames must be a multiple of step_frames")
+
+    @property
+    def steps(self) -> int:
+        return self.window_frames // self.step_frames
+
+    @property
+    def dim(self) -> int:
+        return self.steps * 12 + self.timbre_bands
+
+
+class SpectralEmbedder:
+    """Key-normalised chroma sequence patches plus a low-weighted spectral-envelope block.
+
+    Each window of `window_s` seconds becomes one L2-normalised float32 vector of `dim` values:
+    `steps` x 12 key-normalised pitch-class values, then `timbre_bands` log-band levels.
+    """
+
+    name: str = "spectral"
+
+    def __init__(self, config: SpectralConfig | None = None) -> None:
+        cfg = config or SpectralConfig()
+        self.config = cfg
+        self.version = VERSION if cfg == SpectralConfig() else f"{VERSION}+{_digest(cfg)}"
+        self.dim = cfg.dim
+        self.sample_rate = cfg.sample_rate
+        self.window_s = cfg.window_frames * cfg.frame_s
+        self.hop_s = cfg.hop_s
+        self._samples_per_frame = cfg.sample_rate * cfg.frame_s
+        self._pitch_fb, self._pitch_bins = _pitch_filterbank(cfg)
+        self._band_fb, self._band_bins = _band_filterbank(cfg)
+        self._fft_window = np.hanning(cfg.n_fft).astype(np.float32)
+        # Chroma of one step of a full-scale sine: the reference for the silence floor.
+        full_scale = cfg.n_fft / 4 * cfg.step_frames
+        self._silence = full_scale * 10 ** (cfg.silence_db / 20)
+
+    def embed(self, audio: FloatArray, sr: int, *, hop_s: float | None = None) -> Embedding:
+        """Embed mono float32 audio sampled at `sr` (must equal `sample_rate`).
+
+        audio : np.ndarray [shape=(n_samples,), dtype=float32], at least `window_s` long
+        hop_s : hop between window starts, rounded to the 50 ms frame grid; defaults to
+            `self.hop_s`
+
+        Returns window vectors [n, dim] and their start times; the last window ends at or
+        before the end of the audio.
+        """
+        hop_frames = self._check(audio, sr, hop_s)
+        chroma, bands = self._spectra(audio)
+        n_frames = chroma.shape[0]
+        cfg = self.config
+        starts_f = np.arange(0, n_frames - cfg.window_frames + 1, hop_frames, dtype=np.int64)
+        vectors = self._windows(chroma, bands, starts_f)
+        starts = (starts_f * cfg.frame_s).astype(np.float32)
+        return Embedding(vectors=vectors, starts=starts, window_s=self.window_s)
+
+    def _check(self, audio: object, sr: int, hop_s: float | None) -> int:
+        if not isinstance(audio, np.ndarray):
+            raise EmbeddingError(f"expected a numpy array, got {type(audio).__name__}")
+        if audio.ndim != 1:
+            raise EmbeddingError(f"expected mono audio of shape (n,), got shape={audio.shape}")
+        if audio.dtype != np.float32:
+            raise EmbeddingError(f"expected float32 audio, got dtype={audio.dtype}")
+        if sr != self.sample_rate:
+            raise EmbeddingError(f"expected sample rate {self.sample_rate}, got sr={sr}")
+        if self._n_frames(audio.shape[0]) < self.config.window_frames:
+            raise EmbeddingError(
+                f"audio is {audio.shape[0] / sr:.2f} s long; at least {self.window_s:.2f} s "
+                "(one window) is needed"
+            )
+        if not np.all(np.isfinite(audio)):
+            raise EmbeddingError("audio holds non-finite samples")
+        hop = self.hop_s if hop_s is None else hop_s
+        if isinstance(hop, bool) or not isinstance(hop, float | int) or not math.isfinite(hop):
+            raise EmbeddingError(f"hop_s must be a positive number of seconds, got {hop!r}")
+        if hop <= 0:
+            raise EmbeddingError(f"hop_s must be a positive number of seconds, got {hop!r}")
+        return max(1, math.floor(hop / self.config.frame_s + 0.5))
+
+    def _n_frames(self, n_samples: int) -> int:
+        # Frame j stands for [j, j + 1) frame periods; only whole periods inside the audio count.
+        return math.floor(n_samples / self._samples_per_frame + 1e-9)
+
+    def _spectra(self, audio: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Chroma [frames, 12] (linear magnitude) and band power [frames, bands] per frame."""
+        cfg = self.config
+        n_frames = self._n_frames(audio.shape[0])
+        half = cfg.n_fft // 2
+        padded = np.pad(audio, (half, half + 2))
+        # Frame j is centred on sample round(j * samples_per_frame): exact times on the grid.
+        centres = np.floor(np.arange(n_frames) * self._samples_per_frame + 0.5).astype(np.int64)
+        offsets = np.arange(cfg.n_fft)
+        n_pitch_bins = self._pitch_bins
+        n_band_bins = self._band_bins
+        n_bins = max(n_pitch_bins, n_band_bins)
+        chroma = np.empty((n_frames, 12), dtype=np.float32)
+        bands = np.empty((n_frames, cfg.timbre_bands), dtype=np.float32)
+        for b0 in range(0, n_frames, _BLOCK_FRAMES):
+            b1 = min(n_frames, b0 + _BLOCK_FRAMES)
+            frames = padded[centres[b0:b1, None] + offsets[None, :]] * self._fft_window
+            spectrum = np.fft.rfft(frames, axis=1)[:, :n_bins]
+            mag = np.abs(spectrum).astype(np.float32)
+            pitch = mag[:, :n_pitch_bins] @ self._pitch_fb
+            chroma[b0:b1] = pitch.reshape(b1 - b0, -1, 12).sum(axis=1)
+            bands[b0:b1] = np.square(mag[:, :n_band_bins]) @ self._band_fb
+        return chroma, bands
+
+    def _windows(self, chroma: FloatArray, bands: FloatArray, starts: IntArray) -> FloatArray:
+        cfg = self.config
+        n = starts.size
+        steps = _pool(chroma, starts, cfg.step_frames, cfg.steps)  # [n, steps, 12]
+        norms = np.linalg.norm(steps, axis=2, keepdims=True)
+        silent = norms < self._silence
+        if cfg.compress == "sqrt":
+            steps = np.sqrt(steps)
+        else:
+            top = np.max(steps, axis=(1, 2), keepdims=True)
+            steps = np.log1p(100.0 * steps / np.maximum(top, 1e-12))
+        steps = np.where(silent, 0.0, steps)
+        norms = np.linalg.norm(steps, axis=2, keepdims=True)
+        floor = np.maximum(cfg.relative_floor * norms.max(axis=1, keepdims=True), 1e-12)
+        steps = steps / np.maximum(norms, floor)
+        patch = _normalise_key(steps, cfg)
+        if cfg.centre:
+            patch = patch - patch.mean(axis=1, keepdims=True)
+        chroma_block = l2_normalise(patch.reshape(n, -1).astype(np.float32))
+        if cfg.timbre_bands == 0:
+            return chroma_block
+
+        band_power = _pool(bands, starts, cfg.window_frames, 1)[:, 0, :]  # [n, bands]
+        levels = np.log10(band_power + 1e-10)
+        levels -= levels.mean(axis=1, keepdims=True)
+        levels[silent.all(axis=(1, 2))] = 0.0
+        timbre_block = cfg.timbre_weight * l2_normalise(levels.astype(np.float32))
+        return l2_normalise(np.concatenate([chroma_block, timbre_block], axis=1))
+
+
+def _pool(values: FloatArray, starts: IntArray, length: int, count: int) -> FloatArray:
+    """Sums of `count` consecutive runs of `length` frames from each start: [n, count, d]."""
+    csum = np.zeros((values.shape[0] + 1, values.shape[1]), dtype=np.float64)
+    np.cumsum(values, axis=0, out=csum[1:])
+    edges = starts[:, None] + length * np.arange(count + 1)[None, :]
+    out: FloatArray = (csum[edges[:, 1:]] - csum[edges[:, :-1]]).astype(np.float32)
+    return out
+
+
+def _normalise_key(steps: FloatArray, cfg: SpectralConfig) -> FloatArray:
+    """Make [n, steps, 12] patches invariant to circular shifts of the pitch axis."""
+    if cfg.key == "none":
+        return steps
+    profile = steps.mean(axis=1)  # [n, 12]
+    if cfg.key == "argmax":
+        shift = np.argmax(profile, axis=1)
+        index = (np.arange(12)[None, :] + shift[:, None]) % 12
+        return np.take_along_axis(steps, index[:, None, :], axis=2)
+    top = np.maximum(profile.max(axis=1, keepdims=True), 1e-12)
+    weights = (profile / top) ** cfg.key_sharpness
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+    # out[t, p] = sum_s w[s] * steps[t, p + s]: a circular cross-correlation, done by FFT.
+    spectrum = np.fft.rfft(steps, axis=2) * np.conj(np.fft.rfft(weights, axis=1))[:, None, :]
+    out: FloatArray = np.fft.irfft(spectrum, n=12, axis=2).astype(np.float32)
+    return out
+
+
+def _pitch_filterbank(cfg: SpectralConfig) -> tuple[FloatArray, int]:
+    """Triangular semitone filters on the log-frequency axis: [bins, pitches] and bins used.
+
+    Columns run midi_low..midi_high-1, so reshaping to (octaves, 12) groups pitch classes.
+    """
+    freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+    midi = 69.0 + 12.0 * np.log2(np.maximum(freqs, 1e-6) / 440.0)
+    pitches = np.arange(cfg.midi_low, cfg.midi_high)
+    weights = np.maximum(0.0, 1.0 - np.abs(midi[:, None] - pitches[None, :]))
+    used = int(np.flatnonzero(weights.any(axis=1)).max()) + 1
+    return np.ascontiguousarray(weights[:used], dtype=np.float32), used
+
+
+def _band_filterbank(cfg: SpectralConfig) -> tuple[FloatArray, int]:
+    """Rectangular log-spaced bands between 100 Hz and 5 kHz: [bins, bands] and bins used."""
+    freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
+    edges = np.geomspace(100.0, min(5000.0, cfg.sample_rate / 2), cfg.timbre_bands + 1)
+    fb = np.zeros((freqs.size, cfg.timbre_bands), dtype=np.float32)
+    for i in range(cfg.timbre_bands):
+        fb[(freqs >= edges[i]) & (freqs < edges[i + 1]), i] = 1.0
+    used = int(np.flatnonzero(fb.any(axis=1)).max()) + 1 if cfg.timbre_bands else 1
+    return np.ascontiguousarray(fb[:used]), used
+
+
+def _digest(cfg: SpectralConfig) -> str:
+    body = json.dumps(asdict(cfg), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:8]

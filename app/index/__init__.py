@@ -1,0 +1,1 @@
+"""The FAISS similarity index of catalogue segments (a cache of PostgreSQL)."""

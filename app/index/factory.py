@@ -1,0 +1,528 @@
+"""Small, pure helpers around FAISS index creation, training, parameters and search.
+
+Every index made here uses the inner-product metric: stored vectors and queries are
+L2-normalised float32, so a similarity is a cosine in [-1, 1].
+
+Ids are int64 segment ids chosen by the caller. Two layouts are used, both with the same
+``add_with_ids`` / ``search`` / ``remove_ids`` / ``reconstruct`` interface:
+
+* IVF indexes (``"IVF4096,Flat"``, ``"IVF4096,SQ8"``, ``"OPQ32,IVF4096,PQ32"``...) store ids
+  natively in their inverted lists and get a hashtable direct map so ``reconstruct(id)``
+  works and ``remove_ids`` stays cheap. They are *not* wrapped in ``IndexIDMap2``:
+  ``IndexIDMap*.remove_ids`` assumes the wrapped index renumbers the vectors that remain
+  (as flat storage does), but an IVF keeps its internal ids, so after a removal the id map
+  and the inverted lists disagree and searches silently return ``-1`` or wrong ids.
+* Everything else (``"Flat"``, ``"SQ8"``, ``"PQ32"``, ``"HNSW32"``...) is wrapped in
+  ``faiss.IndexIDMap2``, which maps ids to positions and supports ``reconstruct(id)``.
+
+HNSW graphs and refine wrappers cannot remove vectors; ``create_index`` refuses them
+unless the caller passes ``require_removal=False`` (the benchmark does, to compare them).
+
+Threads
+-------
+FAISS parallelises one ``search`` call with OpenMP (over the query rows for IVF/HNSW,
+inside the BLAS matrix product for flat search), and the faiss-cpu wheel's OpenBLAS is
+built on the same libgomp. Two facts matter for a 2-core service:
+
+* ``faiss.omp_set_num_threads(n)`` sets the limit for the *calling* OS thread only (libgomp
+  keeps the limit per thread). A call at import time in the main thread does not reach the
+  worker threads a web server searches from; those keep the default of one OpenMP thread
+  per core. The process-wide switch is the ``OMP_NUM_THREADS`` environment variable, read
+  once when the OpenMP runtime loads.
+* Each Python thread that searches brings its own OpenMP team, so ``w`` concurrent
+  searches run ``w * n`` busy threads on 2 cores. See ``bench/index.py --concurrency``.
+
+This module therefore does not change the thread count as a side effect of import or of
+``create_index``. ``set_search_threads`` sets it for the calling thread (call it at the top
+of a worker thread, or pass ``threads=`` to ``search``), and ``SEARCH_THREADS_DEFAULT``
+records the recommended value, 1: the service answers many short queries (~60 vectors
+each) from several threads, where one OpenMP thread per search gives the best throughput
+and a stable p95; a lone query loses at most about half of its (already small) latency.
+Index building and training are single batch jobs and keep using every core.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "SEARCH_THREADS_DEFAULT",
+    "IndexCapabilities",
+    "IndexSetupError",
+    "SearchParams",
+    "add",
+    "apply_search_params",
+    "capabilities",
+    "create_index",
+    "get_search_threads",
+    "min_training_size",
+    "needs_training",
+    "parse_search_params",
+    "recommended_training_size",
+    "remove",
+    "search",
+    "set_search_threads",
+    "train",
+]
+
+# The faiss stubs (faiss-cpu >= 1.13) leave out DirectMap, the IDSelector classes and
+# BlockInvertedLists; older wheels have no stubs at all. Those names go through this alias.
+_faiss: Any = faiss
+
+FloatArray = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int64]
+SearchParams = dict[str, int | float]
+
+SEARCH_THREADS_DEFAULT: Final = 1
+"""Recommended OpenMP threads per ``search`` call on the 2-core service host."""
+
+# Parameter names faiss.ParameterSpace understands that are useful at query time, with the
+# smallest allowed value. ParameterSpace casts to unsigned and silently wraps negatives.
+_SEARCH_PARAM_MIN: Final[Mapping[str, float]] = {
+    "nprobe": 1,  # IVF: inverted lists visited per query
+    "efSearch": 1,  # HNSW: candidate list size (also an HNSW coarse quantizer's)
+    "quantizer_efSearch": 1,  # IVF with an HNSW coarse quantizer
+    "max_codes": 0,  # IVF: stop after this many codes (0 = no limit)
+    "k_factor": 1,  # refine: rerank k * k_factor candidates
+    "k_factor_rf": 1,
+    "ht": 0,  # polysemous Hamming threshold (IVFPQ)
+}
+_INT_PARAMS: Final = frozenset({"nprobe", "efSearch", "quantizer_efSearch", "max_codes", "ht"})
+_PARAM_ITEM: Final = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^=,\s]+)\s*$")
+
+# faiss k-means prints a warning below this many points per centroid.
+_POINTS_PER_CENTROID_WARN: Final = 39
+
+# "Error in <signature> at /path/file.cpp:123: <message>"
+_FAISS_LOCATION: Final = re.compile(r" at \S+?:\d+: ")
+
+
+class IndexSetupError(ValueError):
+    """A factory string, search parameter or training sample is unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCapabilities:
+    """What an index made by ``create_index`` can do.
+
+    native_ids : the index stores ids itself (IVF family); otherwise it is an IndexIDMap2
+    removable : ``remove_ids`` works
+    reconstructable : ``reconstruct(id)`` works (lossy for PQ/SQ/PCA codes)
+    trained : ready to ``add`` / ``search``
+    """
+
+    native_ids: bool
+    removable: bool
+    reconstructable: bool
+    trained: bool
+
+
+def _faiss_message(exc: BaseException) -> str:
+    """The message part of a faiss C++ exception, without the signature and source line."""
+    text = " ".join(str(exc).split())
+    parts = _FAISS_LOCATION.split(text, maxsplit=1)
+    return parts[-1] or type(exc).__name__
+
+
+def _walk(index: faiss.Index) -> Iterator[faiss.Index]:
+    """Yield ``index`` and every index nested inside it (wrappers, storages, bases)."""
+    stack = [index]
+    while stack:
+        node = faiss.downcast_index(stack.pop())
+        yield node
+        for attr in ("index", "base_index", "refine_index", "storage"):
+            child = getattr(node, attr, None)
+            if isinstance(child, faiss.Index):
+                stack.append(child)
+
+
+def _native_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF index if ``index`` is an IVF, possibly behind vector transforms, else None.
+
+    Only these layouts take ``add_with_ids``/``remove_ids`` directly; an IVF nested in a
+    refine wrapper does not.
+    """
+    node = faiss.downcast_index(index)
+    while isinstance(node, faiss.IndexPreTransform):
+        node = faiss.downcast_index(node.index)
+    return node if isinstance(node, faiss.IndexIVF) else None
+
+
+def _selector(index: faiss.Index, ids: IdArray) -> Any:
+    """An IDSelector over ``ids`` (which must stay alive while it is used).
+
+    IVF hashtable direct maps accept only an IDSelectorArray; elsewhere a hashed
+    IDSelectorBatch keeps membership tests O(1).
+    """
+    ivf = _native_ivf(index)
+    if ivf is not None and ivf.direct_map.type == _faiss.DirectMap.Hashtable:
+        return _faiss.IDSelectorArray(ids.shape[0], faiss.swig_ptr(ids))
+    return _faiss.IDSelectorBatch(ids.shape[0], faiss.swig_ptr(ids))
+
+
+def _probe_removal(index: faiss.Index) -> bool:
+    """Whether ``remove_ids`` is implemented, checked by removing nothing from an empty index."""
+    none = np.empty(0, dtype=np.int64)
+    try:
+        index.remove_ids(_selector(index, none))
+    except RuntimeError:
+        return False
+    return True
+
+
+def create_index(
+    factory: str,
+    dim: int,
+    *,
+    require_removal: bool = True,
+    require_reconstruct: bool = True,
+) -> faiss.Index:
+    """Build an empty inner-product index that takes int64 ids.
+
+    factory : a faiss index_factory string without "IDMap", e.g. "Flat", "IVF4096,Flat",
+        "IVF4096,SQ8", "HNSW32"
+    dim : vector dimension (> 0)
+    require_removal : refuse index types whose ``remove_ids`` is not implemented (HNSW,
+        refine wrappers); the service needs it to withdraw tracks
+    require_reconstruct : refuse layouts where ``reconstruct(id)`` cannot work (IVF
+        fast-scan, whose block lists cannot keep a hashtable direct map and still remove)
+
+    Returns an index with ``metric_type == METRIC_INNER_PRODUCT`` and ``d == dim``: the
+    IVF itself (native ids, hashtable direct map) or a ``faiss.IndexIDMap2``. Check
+    ``needs_training`` before adding. Raises IndexSetupError (a ValueError) naming the
+    factory string when it is malformed, incompatible with ``dim`` or lacks a required
+    capability.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise IndexSetupError(f"dimension must be a positive int, got {dim!r}")
+    if not isinstance(factory, str) or not factory.strip():
+        raise IndexSetupError(f"index factory string must be a non-empty str, got {factory!r}")
+    spec = factory.strip()
+    if "IDMap" in spec:
+        raise IndexSetupError(
+            f"index factory string {factory!r} must not contain IDMap: ids are handled by "
+            "create_index"
+        )
+    try:
+        inner = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise IndexSetupError(
+            f"invalid index factory string {factory!r} for dim={dim}: {_faiss_message(exc)}"
+        ) from exc
+    if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexSetupError(
+            f"index factory string {factory!r} does not give an inner-product index"
+        )
+
+    ivf = _native_ivf(inner)
+    if ivf is not None:
+        index = inner
+        ivf.set_direct_map_type(_faiss.DirectMap.Hashtable)
+        reconstructable = True
+        removable = _probe_removal(index)
+        if not removable:
+            # Fast-scan (block) inverted lists can remove only without a direct map.
+            ivf.set_direct_map_type(_faiss.DirectMap.NoMap)
+            reconstructable = False
+            removable = _probe_removal(index)
+    else:
+        index = faiss.IndexIDMap2(inner)
+        reconstructable = True
+        removable = _probe_removal(index)
+
+    if require_removal and not removable:
+        raise IndexSetupError(
+            f"index factory string {factory!r} gives an index without remove_ids "
+            "(withdrawn tracks could not be dropped); pass require_removal=False to allow it"
+        )
+    if require_reconstruct and not reconstructable:
+        raise IndexSetupError(
+            f"index factory string {factory!r} gives an index without reconstruct(id); "
+            "pass require_reconstruct=False to allow it"
+        )
+    return index
+
+
+def capabilities(index: faiss.Index) -> IndexCapabilities:
+    """Describe an index made by ``create_index`` (or read back with ``faiss.read_index``)."""
+    ivf = _native_ivf(index)
+    if ivf is not None:
+        map_type = ivf.direct_map.type
+        has_map = map_type != _faiss.DirectMap.NoMap
+        invlists = ivf.invlists
+        blocks = invlists is not None and isinstance(
+            faiss.downcast_InvertedLists(invlists), _faiss.BlockInvertedLists
+        )
+        removable = not (blocks and map_type == _faiss.DirectMap.Hashtable) and (
+            map_type != _faiss.DirectMap.Array
+        )
+        return IndexCapabilities(
+            native_ids=True,
+            removable=removable,
+            reconstructable=has_map,
+            trained=bool(index.is_trained),
+        )
+    removable = not any(
+        isinstance(node, faiss.IndexHNSW | faiss.IndexRefine | faiss.IndexNSG)
+        for node in _walk(index)
+    )
+    return IndexCapabilities(
+        native_ids=False,
+        removable=removable,
+        reconstructable=isinstance(faiss.downcast_index(index), faiss.IndexIDMap2),
+        trained=bool(index.is_trained),
+    )
+
+
+def needs_training(index: faiss.Index) -> bool:
+    """True until ``train`` has run for an index that learns from data (IVF, PQ, SQ)."""
+    return not bool(index.is_trained)
+
+
+def _centroid_counts(index: faiss.Index) -> list[int]:
+    """Sizes of the k-means codebooks ``train`` must fit (IVF lists, PQ sub-codebooks)."""
+    counts: list[int] = []
+    for node in _walk(index):
+        if isinstance(node, faiss.IndexIVF):
+            counts.append(int(node.nlist))
+        pq = getattr(node, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer) and not isinstance(node, faiss.IndexIVFFlat):
+            counts.append(int(pq.ksub))
+    return counts
+
+
+def min_training_size(index: faiss.Index) -> int:
+    """Smallest sample ``train`` accepts: one point per centroid of the largest codebook."""
+    return max([1, *_centroid_counts(index)])
+
+
+def recommended_training_size(index: faiss.Index) -> int:
+    """Sample size at which faiss k-means stops warning (39 points per centroid)."""
+    return _POINTS_PER_CENTROID_WARN * min_training_size(index)
+
+
+def _check_vectors(vectors: object, dim: int, what: str) -> FloatArray:
+    """Raise ValueError unless ``vectors`` is a C-contiguous float32 array [n, dim]."""
+    if not isinstance(vectors, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(vectors).__name__}")
+    if vectors.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D [n, {dim}], got shape {vectors.shape}"
+            + (" (use vectors[None, :] for one vector)" if vectors.ndim == 1 else "")
+        )
+    if vectors.dtype != np.float32:
+        raise ValueError(f"{what} must be float32, got {vectors.dtype}")
+    if vectors.shape[1] != dim:
+        raise ValueError(f"{what} have dimension {vectors.shape[1]}, the index expects {dim}")
+    if not vectors.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
+    return vectors
+
+
+def _check_ids(ids: object, n: int) -> IdArray:
+    if not isinstance(ids, np.ndarray) or ids.dtype != np.int64 or ids.ndim != 1:
+        raise ValueError("ids must be a 1-D int64 numpy array")
+    if ids.shape[0] != n:
+        raise ValueError(f"got {ids.shape[0]} ids for {n} vectors")
+    return np.ascontiguousarray(ids)
+
+
+def train(index: faiss.Index, sample: FloatArray) -> None:
+    """Train the index's codebooks (IVF centroids, PQ/SQ quantizers) on ``sample``.
+
+    sample : np.ndarray [shape=(n, index.d), dtype=float32], C-contiguous, finite; use
+        ``recommended_training_size(index)`` rows or more (faiss subsamples above 256 points
+        per IVF centroid). A no-op for an index that needs no training.
+
+    Raises IndexSetupError if the sample has fewer rows than ``min_training_size(index)``
+    (k-means needs at least one point per centroid) or is not finite; ValueError on a
+    wrong shape or dtype; IndexSetupError if vectors were already added.
+    """
+    _check_vectors(sample, int(index.d), "training sample")
+    if not needs_training(index):
+        return
+    if int(index.ntotal) > 0:
+        raise IndexSetupError("cannot train an index that already holds vectors")
+    need = min_training_size(index)
+    n = int(sample.shape[0])
+    if n < need:
+        raise IndexSetupError(
+            f"training sample has {n} vectors; this index needs at least {need} "
+            f"(one per centroid, {recommended_training_size(index)} recommended)"
+        )
+    if not np.isfinite(sample).all():
+        raise IndexSetupError("training sample contains NaN or infinite values")
+    try:
+        index.train(sample)
+    except RuntimeError as exc:
+        raise IndexSetupError(f"training failed: {_faiss_message(exc)}") from exc
+    if needs_training(index):  # pragma: no cover - faiss contract
+        raise IndexSetupError("index still reports is_trained=False after training")
+
+
+def add(index: faiss.Index, vectors: FloatArray, ids: IdArray) -> None:
+    """Add ``vectors`` [n, index.d] float32 under int64 ``ids`` [n].
+
+    Ids are not checked for duplicates: adding an id twice keeps both vectors and the
+    later one wins for ``reconstruct``. Raises ValueError on bad shapes/dtypes or an
+    untrained index.
+    """
+    _check_vectors(vectors, int(index.d), "vectors")
+    ids = _check_ids(ids, int(vectors.shape[0]))
+    if needs_training(index):
+        raise ValueError("index is not trained; call train() first")
+    index.add_with_ids(vectors, ids)
+
+
+def remove(index: faiss.Index, ids: IdArray) -> int:
+    """Remove every vector stored under one of ``ids`` [m] int64; returns how many went.
+
+    Raises IndexSetupError if the index type cannot remove (see ``capabilities``).
+    """
+    if not isinstance(ids, np.ndarray) or ids.dtype != np.int64 or ids.ndim != 1:
+        raise ValueError("ids must be a 1-D int64 numpy array")
+    try:
+        ids = np.ascontiguousarray(ids)
+        return int(index.remove_ids(_selector(index, ids)))
+    except RuntimeError as exc:
+        raise IndexSetupError(f"cannot remove ids: {_faiss_message(exc)}") from exc
+
+
+def parse_search_params(spec: str | Mapping[str, int | float] | None) -> SearchParams:
+    """Parse a setting like ``"nprobe=32"`` or ``"nprobe=32,efSearch=128"``.
+
+    Accepts an already-parsed mapping too; None or "" gives {}. Known names: nprobe,
+    efSearch, quantizer_efSearch, max_codes, k_factor, k_factor_rf, ht. Values are ints
+    except k_factor*. Raises IndexSetupError quoting the setting on malformed text, an
+    unknown name, a duplicate or an out-of-range value.
+    """
+    if spec is None:
+        return {}
+    items: list[tuple[str, str | int | float]]
+    if isinstance(spec, str):
+        items = []
+        for part in spec.split(","):
+            if not part.strip():
+                if spec.strip():
+                    raise IndexSetupError(f"empty item in search params {spec!r}")
+                continue
+            m = _PARAM_ITEM.match(part)
+            if m is None:
+                raise IndexSetupError(
+                    f"cannot parse {part.strip()!r} in search params {spec!r}; "
+                    "expected name=value[,name=value...]"
+                )
+            items.append((m.group(1), m.group(2)))
+    else:
+        items = list(spec.items())
+
+    out: SearchParams = {}
+    for name, raw in items:
+        if name not in _SEARCH_PARAM_MIN:
+            raise IndexSetupError(
+                f"unknown search parameter {name!r} in {spec!r}; "
+                f"known: {', '.join(sorted(_SEARCH_PARAM_MIN))}"
+            )
+        if name in out:
+            raise IndexSetupError(f"search parameter {name!r} given twice in {spec!r}")
+        value: int | float
+        try:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            if name in _INT_PARAMS:
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise ValueError(raw)
+                value = int(raw)
+            else:
+                value = float(raw)
+        except ValueError:
+            kind = "an integer" if name in _INT_PARAMS else "a number"
+            raise IndexSetupError(
+                f"search parameter {name}={raw!r} in {spec!r} is not {kind}"
+            ) from None
+        if not math.isfinite(value) or value < _SEARCH_PARAM_MIN[name]:
+            raise IndexSetupError(
+                f"search parameter {name}={raw!r} in {spec!r} must be >= {_SEARCH_PARAM_MIN[name]}"
+            )
+        out[name] = value
+    return out
+
+
+def apply_search_params(
+    index: faiss.Index, params: str | Mapping[str, int | float] | None
+) -> SearchParams:
+    """Set query-time parameters on ``index`` (through any IDMap/transform wrappers).
+
+    params : e.g. the service setting ``"nprobe=32"``, ``"efSearch=128"`` or a mapping
+    Returns the parsed parameters. Raises IndexSetupError naming the parameter and index
+    type when the index does not have it (``nprobe`` on a flat index, ``efSearch`` on an
+    IVF with a flat coarse quantizer...). The values live on the index object and apply to
+    every later search from any thread; set them once after loading, not per request.
+    """
+    parsed = parse_search_params(params)
+    space = faiss.ParameterSpace()
+    for name, value in parsed.items():
+        try:
+            space.set_index_parameter(index, name, float(value))
+        except RuntimeError as exc:
+            kind = type(faiss.downcast_index(index)).__name__
+            inner = getattr(index, "index", None)
+            if inner is not None:
+                kind += f"({type(faiss.downcast_index(inner)).__name__})"
+            raise IndexSetupError(
+                f"search parameter {name!r} does not apply to index type {kind}"
+            ) from exc
+    return parsed
+
+
+def set_search_threads(n: int) -> None:
+    """Limit OpenMP threads for FAISS calls made from the *calling* thread to ``n``.
+
+    libgomp keeps this per OS thread: each worker thread that searches must call it (or
+    the process must start with OMP_NUM_THREADS set).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"thread count must be a positive int, got {n!r}")
+    faiss.omp_set_num_threads(n)
+
+
+def get_search_threads() -> int:
+    """OpenMP thread limit for FAISS calls made from the calling thread."""
+    return int(faiss.omp_get_max_threads())
+
+
+def search(
+    index: faiss.Index, vectors: FloatArray, *, k: int, threads: int | None = None
+) -> tuple[FloatArray, IdArray]:
+    """Find the ``k`` most similar stored vectors for each query row.
+
+    vectors : np.ndarray [shape=(n, index.d), dtype=float32], C-contiguous, L2-normalised
+    k : results per row (>= 1)
+    threads : if given, first set the calling thread's OpenMP limit (``set_search_threads``)
+
+    Returns (similarities [n, k] float32, ids [n, k] int64), each row sorted by decreasing
+    similarity (cosine for normalised vectors). Empty slots, when fewer than k vectors are
+    reachable (small index, or an IVF whose probed lists hold fewer), have id -1 and a
+    similarity of about -3.4e38. Raises ValueError on a bad shape, dtype, dim or k, or an
+    untrained index.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    _check_vectors(vectors, int(index.d), "query vectors")
+    if needs_training(index):
+        raise ValueError("index is not trained; call train() first")
+    if threads is not None:
+        set_search_threads(threads)
+    n = int(vectors.shape[0])
+    if n == 0:
+        return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
+    sims, ids = index.search(vectors, k)
+    return sims, ids

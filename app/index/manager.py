@@ -1,0 +1,476 @@
+"""The in-memory FAISS index of catalogue segments, derived from PostgreSQL.
+
+PostgreSQL's `segments` table is the source of truth; this index is a cache of it. On start the
+manager loads its snapshot file and adds the segments written since (by increasing segment id,
+which ingestion makes safe to tail, see `app.catalogues.tracks.lock_index_appends`); while
+running it keeps tailing new segments and withdrawals. A missing, stale or corrupt snapshot is
+rebuilt from the database. Only vectors of one embedder (name and version) live in an index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.embedding.base import Embedder
+from app.index import factory
+from app.logging import get_logger
+
+log = get_logger(__name__)
+
+SNAPSHOT_FORMAT = 1
+_BATCH = 20_000
+
+IdArray = npt.NDArray[np.int64]
+
+
+class IndexMismatch(ValueError):
+    """Vectors or a snapshot from another embedder, dimension or index layout."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """What an index holds and how it is built."""
+
+    embedder: str
+    embedder_version: str
+    dim: int
+    factory: str = "Flat"
+    search_params: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Top-k neighbours of each query vector, resolved to tracks.
+
+    similarities : np.ndarray [shape=(n, k), dtype=float32]
+    tracks : np.ndarray [shape=(n, k), dtype=int64], index into `track_ids`, -1 for no hit
+    reference_starts : np.ndarray [shape=(n, k), dtype=float32], seconds into the track
+    track_ids : the uuid of each track index
+    watermark : highest segment id the index had seen when it answered
+    """
+
+    similarities: npt.NDArray[np.float32]
+    tracks: IdArray
+    reference_starts: npt.NDArray[np.float32]
+    track_ids: list[uuid.UUID]
+    watermark: int
+
+
+@dataclass(slots=True)
+class SyncStats:
+    added: int = 0
+    removed: int = 0
+    withdrawn_tracks: int = 0
+
+
+@dataclass(slots=True)
+class _State:
+    """Everything one snapshot holds; replaced whole on rebuild."""
+
+    index: Any
+    effective_factory: str
+    segment_ids: IdArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    segment_tracks: IdArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    segment_starts: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    track_ids: list[uuid.UUID] = field(default_factory=list)
+    track_slots: dict[uuid.UUID, int] = field(default_factory=dict)
+    segment_watermark: int = 0
+    withdrawal_watermark: int = 0
+
+    def slot(self, track_id: uuid.UUID) -> int:
+        found = self.track_slots.get(track_id)
+        if found is None:
+            found = len(self.track_ids)
+            self.track_ids.append(track_id)
+            self.track_slots[track_id] = found
+        return found
+
+
+class IndexManager:
+    """Owns one FAISS index; thread-safe (searches and syncs take a lock)."""
+
+    def __init__(
+        self, spec: IndexSpec, *, sessions: sessionmaker[Session], snapshot_dir: Path
+    ) -> None:
+        self.spec = spec
+        self.sessions = sessions
+        self.snapshot_dir = snapshot_dir
+        self._lock = threading.Lock()
+        self._state = self._empty(spec.factory)
+        self._dirty = False
+        self._saved_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def snapshot_path(self) -> Path:
+        name = f"{self.spec.embedder}-{self.spec.embedder_version}.npz"
+        return self.snapshot_dir / name
+
+    def start(self) -> SyncStats:
+        """Load the snapshot (or rebuild when it is missing or unusable), then catch up."""
+        started = time.perf_counter()
+        try:
+            state = self._read_snapshot()
+            source = "snapshot"
+        except FileNotFoundError:
+            log.info("index.snapshot_missing", path=str(self.snapshot_path))
+            state, source = self._build(), "rebuild"
+            self._dirty = True
+        except Exception as exc:
+            log.warning(
+                "index.snapshot_unusable",
+                path=str(self.snapshot_path),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            state, source = self._build(), "rebuild"
+            self._dirty = True
+        with self._lock:
+            self._state = state
+        stats = self.sync()
+        log.info(
+            "index.ready",
+            source=source,
+            segments=self.size,
+            watermark=self.watermark,
+            seconds=round(time.perf_counter() - started, 2),
+            factory=state.effective_factory,
+        )
+        return stats
+
+    def rebuild(self) -> None:
+        """Build a fresh index from PostgreSQL and swap it in."""
+        state = self._build()
+        with self._lock:
+            self._state = state
+            self._dirty = True
+
+    @property
+    def size(self) -> int:
+        return int(self._state.index.ntotal)
+
+    @property
+    def watermark(self) -> int:
+        return self._state.segment_watermark
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def search(self, vectors: npt.NDArray[np.float32], *, k: int) -> SearchResult:
+        """The `k` nearest segments of each query vector, mapped to tracks and start times."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.spec.dim:
+            raise IndexMismatch(
+                f"query vectors have shape {vectors.shape}; this index holds dim {self.spec.dim}"
+            )
+        with self._lock:
+            state = self._state
+            k = max(1, min(k, max(1, int(state.index.ntotal))))
+            sims, ids = factory.search(
+                state.index, np.ascontiguousarray(vectors, dtype=np.float32), k=k, threads=1
+            )
+            tracks, starts = _resolve(state, ids)
+            return SearchResult(
+                similarities=sims,
+                tracks=tracks,
+                reference_starts=starts,
+                track_ids=list(state.track_ids),
+                watermark=state.segment_watermark,
+            )
+
+    # -- keeping up with the database --------------------------------------------------------
+
+    def sync(self) -> SyncStats:
+        """Add segments written since the watermark and drop newly withdrawn tracks."""
+        stats = SyncStats()
+        with self.sessions() as session:
+            while True:
+                rows = self._segments_after(session, self._state.segment_watermark)
+                if not rows:
+                    break
+                with self._lock:
+                    stats.added += self._append(self._state, rows)
+                    self._dirty = True
+            withdrawals = session.execute(
+                sa.text(
+                    "SELECT id, withdrawal_seq FROM tracks "
+                    "WHERE withdrawal_seq > :after ORDER BY withdrawal_seq"
+                ),
+                {"after": self._state.withdrawal_watermark},
+            ).all()
+            if withdrawals:
+                segment_ids = session.scalars(
+                    sa.text(
+                        "SELECT id FROM segments WHERE track_id = ANY(:tracks) "
+                        "AND embedder = :embedder AND embedder_version = :version"
+                    ),
+                    {
+                        "tracks": [w.id for w in withdrawals],
+                        "embedder": self.spec.embedder,
+                        "version": self.spec.embedder_version,
+                    },
+                ).all()
+                with self._lock:
+                    if segment_ids:
+                        stats.removed = factory.remove(
+                            self._state.index, np.asarray(segment_ids, dtype=np.int64)
+                        )
+                    self._state.withdrawal_watermark = int(withdrawals[-1].withdrawal_seq)
+                    self._dirty = True
+                stats.withdrawn_tracks = len(withdrawals)
+        if stats.added or stats.withdrawn_tracks:
+            log.info(
+                "index.synced",
+                added=stats.added,
+                removed=stats.removed,
+                withdrawn_tracks=stats.withdrawn_tracks,
+                watermark=self.watermark,
+            )
+        return stats
+
+    def _segments_after(self, session: Session, after: int) -> list[Any]:
+        """The next batch of this embedder's segments with ids above `after`, in id order."""
+        return list(
+            session.execute(
+                sa.text(
+                    "SELECT s.id, s.track_id, s.start_s, s.vector, "
+                    "t.withdrawn_at IS NOT NULL AS withdrawn "
+                    "FROM segments s JOIN tracks t ON t.id = s.track_id "
+                    "WHERE s.embedder = :embedder AND s.embedder_version = :version "
+                    "AND s.id > :after ORDER BY s.id LIMIT :limit"
+                ),
+                {
+                    "embedder": self.spec.embedder,
+                    "version": self.spec.embedder_version,
+                    "after": after,
+                    "limit": _BATCH,
+                },
+            )
+        )
+
+    def _append(self, state: _State, rows: list[Any]) -> int:
+        keep = [r for r in rows if not r.withdrawn]
+        state.segment_watermark = int(rows[-1].id)
+        if not keep:
+            return 0
+        ids = np.fromiter((r.id for r in keep), dtype=np.int64, count=len(keep))
+        vectors = self._vectors([r.vector for r in keep])
+        if factory.needs_training(state.index):
+            raise IndexMismatch("index is not trained; rebuild it")
+        factory.add(state.index, vectors, ids)
+        slots = np.fromiter((state.slot(r.track_id) for r in keep), dtype=np.int64)
+        starts = np.fromiter((r.start_s for r in keep), dtype=np.float32, count=len(keep))
+        state.segment_ids = np.concatenate([state.segment_ids, ids])
+        state.segment_tracks = np.concatenate([state.segment_tracks, slots])
+        state.segment_starts = np.concatenate([state.segment_starts, starts])
+        return len(keep)
+
+    def _vectors(self, blobs: list[bytes]) -> npt.NDArray[np.float32]:
+        expected = self.spec.dim * 4
+        bad = next((len(b) for b in blobs if len(b) != expected), None)
+        if bad is not None:
+            raise IndexMismatch(
+                f"a stored vector has {bad // 4} values; {self.spec.embedder} "
+                f"{self.spec.embedder_version} vectors have {self.spec.dim}"
+            )
+        joined = np.frombuffer(b"".join(blobs), dtype="<f4")
+        return np.ascontiguousarray(joined.reshape(len(blobs), self.spec.dim), dtype=np.float32)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _empty(self, factory_string: str) -> _State:
+        index = factory.create_index(factory_string, self.spec.dim)
+        if factory_string == self.spec.factory:
+            factory.apply_search_params(index, self.spec.search_params)
+        return _State(index=index, effective_factory=factory_string)
+
+    def _build(self) -> _State:
+        """A complete index of every live segment of this embedder, from PostgreSQL."""
+        started = time.perf_counter()
+        state = self._empty(self.spec.factory)
+        if factory.needs_training(state.index):
+            sample = self._training_sample(factory.recommended_training_size(state.index))
+            if len(sample) < factory.min_training_size(state.index):
+                log.warning(
+                    "index.too_few_segments_to_train",
+                    factory=self.spec.factory,
+                    segments=len(sample),
+                    needed=factory.min_training_size(state.index),
+                    fallback="Flat",
+                )
+                state = self._empty("Flat")
+            else:
+                factory.train(state.index, sample)
+        with self.sessions() as session:
+            while True:
+                rows = self._segments_after(session, state.segment_watermark)
+                if not rows:
+                    break
+                self._append(state, rows)
+            # Withdrawals up to now are reflected by skipping their segments above.
+            state.withdrawal_watermark = int(
+                session.scalar(sa.text("SELECT coalesce(max(withdrawal_seq), 0) FROM tracks")) or 0
+            )
+        log.info(
+            "index.built",
+            segments=int(state.index.ntotal),
+            factory=state.effective_factory,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        return state
+
+    def _training_sample(self, n: int) -> npt.NDArray[np.float32]:
+        with self.sessions() as session:
+            blobs = session.scalars(
+                sa.text(
+                    "SELECT s.vector FROM segments s JOIN tracks t ON t.id = s.track_id "
+                    "WHERE s.embedder = :embedder AND s.embedder_version = :version "
+                    "AND t.withdrawn_at IS NULL ORDER BY md5(s.id::text) LIMIT :n"
+                ),
+                {"embedder": self.spec.embedder, "version": self.spec.embedder_version, "n": n},
+            ).all()
+        if not blobs:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        return self._vectors(list(blobs))
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def save_snapshot(self, *, force: bool = False) -> bool:
+        """Write the index to its snapshot file (atomically) if it changed since the last one."""
+        with self._lock:
+            if not (self._dirty or force):
+                return False
+            state = self._state
+            arrays = (
+                faiss.serialize_index(state.index),
+                state.segment_ids.copy(),
+                state.segment_tracks.copy(),
+                state.segment_starts.copy(),
+                np.frombuffer(b"".join(t.bytes for t in state.track_ids), dtype=np.uint8),
+            )
+            meta = {
+                "format": SNAPSHOT_FORMAT,
+                "embedder": self.spec.embedder,
+                "embedder_version": self.spec.embedder_version,
+                "dim": self.spec.dim,
+                "factory": self.spec.factory,
+                "effective_factory": state.effective_factory,
+                "segment_watermark": state.segment_watermark,
+                "withdrawal_watermark": state.withdrawal_watermark,
+                "ntotal": int(state.index.ntotal),
+            }
+            self._dirty = False
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.snapshot_dir, prefix=".snapshot-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                index_bytes, segment_ids, segment_tracks, segment_starts, track_ids = arrays
+                np.savez(
+                    out,
+                    meta=np.array(json.dumps(meta)),
+                    faiss=index_bytes,
+                    segment_ids=segment_ids,
+                    segment_tracks=segment_tracks,
+                    segment_starts=segment_starts,
+                    track_ids=track_ids,
+                )
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            with self._lock:
+                self._dirty = True
+            raise
+        self._saved_at = time.monotonic()
+        log.info("index.snapshot_saved", path=str(self.snapshot_path), **meta)
+        return True
+
+    def snapshot_due(self, every_seconds: float) -> bool:
+        return self._dirty and time.monotonic() - self._saved_at >= every_seconds
+
+    def _read_snapshot(self) -> _State:
+        raw = self.snapshot_path.read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            expected = {
+                "format": SNAPSHOT_FORMAT,
+                "embedder": self.spec.embedder,
+                "embedder_version": self.spec.embedder_version,
+                "dim": self.spec.dim,
+                "factory": self.spec.factory,
+            }
+            stale = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
+            if stale:
+                raise IndexMismatch(f"snapshot was made for {stale}, not {expected}")
+            index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
+            state = _State(
+                index=index,
+                effective_factory=str(meta["effective_factory"]),
+                segment_ids=data["segment_ids"].astype(np.int64),
+                segment_tracks=data["segment_tracks"].astype(np.int64),
+                segment_starts=data["segment_starts"].astype(np.float32),
+                segment_watermark=int(meta["segment_watermark"]),
+                withdrawal_watermark=int(meta["withdrawal_watermark"]),
+            )
+            for raw_id in data["track_ids"].reshape(-1, 16):
+                state.slot(uuid.UUID(bytes=raw_id.tobytes()))
+        if int(index.ntotal) != int(meta["ntotal"]) or index.d != self.spec.dim:
+            raise IndexMismatch("snapshot index does not match its metadata")
+        if not (len(state.segment_ids) == len(state.segment_tracks) == len(state.segment_starts)):
+            raise IndexMismatch("snapshot segment arrays disagree in length")
+        if state.effective_factory == self.spec.factory:
+            factory.apply_search_params(index, self.spec.search_params)
+        return state
+
+
+def _resolve(state: _State, ids: IdArray) -> tuple[IdArray, npt.NDArray[np.float32]]:
+    """Track slot and start time of each segment id (-1 and 0 for empty result slots)."""
+    tracks = np.full(ids.shape, -1, dtype=np.int64)
+    starts = np.zeros(ids.shape, dtype=np.float32)
+    if len(state.segment_ids) == 0:
+        return tracks, starts
+    # segment_ids is sorted: ids are appended in increasing order.
+    pos = np.clip(np.searchsorted(state.segment_ids, ids), 0, len(state.segment_ids) - 1)
+    found = (ids >= 0) & (state.segment_ids[pos] == ids)
+    tracks[found] = state.segment_tracks[pos[found]]
+    starts[found] = state.segment_starts[pos[found]]
+    return tracks, starts
+
+
+def spec_for(settings: Settings, embedder: Embedder) -> IndexSpec:
+    return IndexSpec(
+        embedder=embedder.name,
+        embedder_version=embedder.version,
+        dim=embedder.dim,
+        factory=settings.index_factory,
+        search_params=settings.index_search_params,
+    )
+
+
+async def keep_in_sync(manager: IndexManager, *, every: float, snapshot_every: float) -> None:
+    """Tail the database forever (until cancelled); snapshot now and then."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(manager.sync)
+            if manager.snapshot_due(snapshot_every):
+                await asyncio.to_thread(manager.save_snapshot)
+        except Exception:
+            # A database blip must not kill the loop; the next round catches up.
+            log.exception("index.sync_failed")

@@ -1,0 +1,145 @@
+"""Background jobs on procrastinate: the job app, in-transaction deferral, maintenance tasks.
+
+Jobs are rows in PostgreSQL, so any number of workers on any machines share one queue and a
+job exists exactly when the transaction that created it committed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import procrastinate
+import psycopg
+import sqlalchemy as sa
+import sqlalchemy.exc
+from procrastinate.manager import JobManager
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.blobs import BlobStore
+from app.config import Settings
+from app.db import libpq_conninfo
+from app.embedding.base import Embedder
+from app.logging import get_logger
+
+log = get_logger(__name__)
+
+INGEST_TRACK = "ingest_track"
+RECONCILE_TRACKS = "reconcile_tracks"
+
+INGEST_QUEUE = "ingest"
+MAINTENANCE_QUEUE = "maintenance"
+QUEUES = (INGEST_QUEUE, MAINTENANCE_QUEUE)
+
+# Errors worth retrying: the database or the disk hiccupped, not the input.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    psycopg.OperationalError,
+)
+RETRY = procrastinate.RetryStrategy(
+    max_attempts=5, exponential_wait=3, retry_exceptions=list(TRANSIENT_ERRORS)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRuntime:
+    """What tasks need, loaded once per worker process and handed to every job."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    embedder: Embedder
+    blobs: BlobStore
+
+
+# procrastinate_defer_jobs_v1 is the versioned SQL entry point procrastinate's own `defer`
+# calls. Calling it on the caller's connection puts the job in the caller's transaction.
+_DEFER = sa.text(
+    "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW("
+    ":queue, :task_name, :priority, :lock, :queueing_lock, CAST(:args AS jsonb), NULL"
+    ")]::procrastinate_job_to_defer_v1[]))"
+)
+
+
+def defer(
+    session: Session,
+    task_name: str,
+    *,
+    queue: str,
+    lock: str | None = None,
+    priority: int = 0,
+    **kwargs: Any,
+) -> int:
+    """Enqueue a job in the session's transaction; it exists only if that transaction commits."""
+    job_id = session.execute(
+        _DEFER,
+        {
+            "queue": queue,
+            "task_name": task_name,
+            "priority": priority,
+            "lock": lock,
+            "queueing_lock": None,
+            "args": json.dumps(kwargs),
+        },
+    ).scalar_one()
+    return int(job_id)
+
+
+async def retry_stalled(manager: JobManager, *, seconds: float) -> int:
+    """Hand the jobs of workers silent for `seconds` (killed mid-job, machine lost) back to
+    the queue; returns how many."""
+    stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=seconds))
+    for job in stalled:
+        log.warning("jobs.stalled_job_retried", job_id=job.id, task=job.task_name)
+        await manager.retry_job(job)
+    return len(stalled)
+
+
+async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
+    """Periodic: stalled jobs go back to the queue."""
+    runtime: WorkerRuntime = context.additional_context["runtime"]
+    await retry_stalled(context.app.job_manager, seconds=runtime.settings.worker_stalled_seconds)
+
+
+def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> procrastinate.App:
+    """The procrastinate app bound to the service's database, with every task registered."""
+    from app.catalogues import tasks as catalogue_tasks  # tasks import this module
+
+    connector = procrastinate.PsycopgConnector(
+        conninfo=libpq_conninfo(database_url), min_size=1, max_size=pool_size
+    )
+    app = procrastinate.App(
+        connector=connector,
+        worker_defaults={
+            "update_heartbeat_interval": settings.worker_heartbeat_seconds,
+            "stalled_worker_timeout": settings.worker_stalled_seconds,
+        },
+    )
+    app.task(name=INGEST_TRACK, queue=INGEST_QUEUE, retry=RETRY, pass_context=True)(
+        catalogue_tasks.ingest_track
+    )
+    reconcile = app.task(
+        name=RECONCILE_TRACKS,
+        queue=MAINTENANCE_QUEUE,
+        queueing_lock=RECONCILE_TRACKS,
+        pass_context=True,
+    )(catalogue_tasks.reconcile_tracks)
+    app.periodic(cron="* * * * *", periodic_id=RECONCILE_TRACKS)(reconcile)
+    retry = app.task(
+        name="retry_stalled_jobs",
+        queue=MAINTENANCE_QUEUE,
+        queueing_lock="retry_stalled_jobs",
+        pass_context=True,
+    )(retry_stalled_jobs)
+    app.periodic(cron="* * * * *", periodic_id="retry_stalled_jobs")(retry)
+    return app
+
+
+def job_states(session: Session, *, lock: str) -> list[str]:
+    """Statuses of every job holding `lock` (tests and reconciliation)."""
+    rows = session.execute(
+        sa.text("SELECT status::text FROM procrastinate_jobs WHERE lock = :lock ORDER BY id"),
+        {"lock": lock},
+    )
+    return [r[0] for r in rows]

@@ -1,0 +1,80 @@
+"""Running ingestion workers: standalone (`echoledger worker`), inside `serve`, or in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import procrastinate
+from sqlalchemy.engine import Engine
+
+from app import jobs
+from app.blobs import BlobStore
+from app.config import Settings
+from app.db import create_db_engine, make_sessionmaker, resolve_database_url
+from app.embedding import get_embedder
+from app.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def build_runtime(settings: Settings, engine: Engine) -> jobs.WorkerRuntime:
+    return jobs.WorkerRuntime(
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        embedder=get_embedder(settings.embedder),
+        blobs=BlobStore(settings.blob_dir),
+    )
+
+
+async def work(
+    job_app: procrastinate.App,
+    runtime: jobs.WorkerRuntime,
+    *,
+    wait: bool = True,
+    concurrency: int = 1,
+    install_signal_handlers: bool = False,
+) -> None:
+    """Process jobs until stopped (or, with wait=False, until the queues are empty)."""
+    await job_app.run_worker_async(
+        queues=list(jobs.QUEUES),
+        wait=wait,
+        concurrency=concurrency,
+        install_signal_handlers=install_signal_handlers,
+        additional_context={"runtime": runtime},
+    )
+
+
+@contextlib.asynccontextmanager
+async def in_process_worker(
+    database_url: str, runtime: jobs.WorkerRuntime, *, concurrency: int
+) -> AsyncIterator[None]:
+    """A worker running beside the API in the same event loop, stopped on exit."""
+    job_app = jobs.build_app(runtime.settings, database_url)
+    async with job_app.open_async():
+        task = asyncio.create_task(work(job_app, runtime, concurrency=concurrency))
+        log.info("worker.started", mode="in-process", concurrency=concurrency)
+        try:
+            yield
+        finally:
+            # Cancelling stops the worker after the jobs it is running finish.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("worker.stopped", mode="in-process")
+
+
+async def run_standalone(settings: Settings, *, concurrency: int) -> None:
+    """The body of `echoledger worker`: a worker process until SIGINT/SIGTERM."""
+    url = resolve_database_url(settings)
+    engine = create_db_engine(url, pool_size=concurrency + 1)
+    runtime = build_runtime(settings, engine)
+    job_app = jobs.build_app(settings, url, pool_size=concurrency + 2)
+    try:
+        async with job_app.open_async():
+            log.info("worker.started", mode="standalone", concurrency=concurrency)
+            await work(job_app, runtime, concurrency=concurrency, install_signal_handlers=True)
+    finally:
+        engine.dispose()
+        log.info("worker.stopped", mode="standalone")

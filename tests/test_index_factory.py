@@ -1,0 +1,413 @@
+"""Tests for app.index.factory against real FAISS (small indexes, fast)."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from app.index import factory as fx
+
+DIM = 16
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def segment_ids(n: int) -> npt.NDArray[np.int64]:
+    """Sparse, large ids so a position can never pass for an id."""
+    return (np.arange(n, dtype=np.int64) * 7919 + 10**12).astype(np.int64)
+
+
+def filled(
+    factory: str, n: int = 2000, **kwargs: bool
+) -> tuple[faiss.Index, np.ndarray, np.ndarray]:
+    x = unit_vectors(n)
+    ids = segment_ids(n)
+    index = fx.create_index(factory, DIM, **kwargs)
+    if fx.needs_training(index):
+        fx.train(index, x)
+    fx.add(index, x, ids)
+    return index, x, ids
+
+
+# --- factory strings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory", ["IVF", "IVFx,Flat", "Flatt", "HNSWx", "IVF16,PQ5", "LSH", "PQ3"]
+)
+def test_bad_factory_string_raises_value_error_naming_it(factory: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(factory))):
+        fx.create_index(factory, DIM)
+
+
+@pytest.mark.parametrize("factory", ["", "   "])
+def test_empty_factory_string_raises(factory: str) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        fx.create_index(factory, DIM)
+
+
+@pytest.mark.parametrize("factory", ["IDMap,Flat", "IDMap2,IVF16,Flat", "IVF16,Flat,IDMap"])
+def test_idmap_in_factory_string_is_rejected(factory: str) -> None:
+    with pytest.raises(fx.IndexSetupError, match="IDMap"):
+        fx.create_index(factory, DIM)
+
+
+@pytest.mark.parametrize("dim", [0, -4, True])
+def test_bad_dim_raises(dim: int) -> None:
+    with pytest.raises(ValueError, match="dimension"):
+        fx.create_index("Flat", dim)
+
+
+@pytest.mark.parametrize(
+    ("factory", "native"),
+    [("Flat", False), ("SQ8", False), ("IVF16,Flat", True), ("IVF16,SQ8", True)],
+)
+def test_create_index_layout_and_metric(factory: str, native: bool) -> None:
+    index = fx.create_index(factory, DIM)
+    assert index.d == DIM
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert isinstance(index, faiss.IndexIDMap2) is not native
+    caps = fx.capabilities(index)
+    assert caps.native_ids is native
+    assert caps.removable
+    assert caps.reconstructable
+
+
+def test_hnsw_refused_unless_removal_not_required() -> None:
+    with pytest.raises(fx.IndexSetupError, match="remove_ids"):
+        fx.create_index("HNSW16", DIM)
+    index = fx.create_index("HNSW16", DIM, require_removal=False)
+    assert isinstance(index, faiss.IndexIDMap2)
+    assert not fx.capabilities(index).removable
+
+
+def test_ivf_fast_scan_cannot_reconstruct_but_can_remove() -> None:
+    with pytest.raises(fx.IndexSetupError, match="reconstruct"):
+        fx.create_index("IVF8,PQ8x4fs", DIM)
+    index, _, ids = filled("IVF8,PQ8x4fs", require_reconstruct=False)
+    caps = fx.capabilities(index)
+    assert caps.removable
+    assert not caps.reconstructable
+    assert fx.remove(index, ids[:10]) == 10
+
+
+# --- flat search ----------------------------------------------------------------------------
+
+
+def test_flat_top_hit_is_the_vector_itself() -> None:
+    index, x, ids = filled("Flat", n=500)
+    sims, found = fx.search(index, x[:50], k=5)
+    assert sims.shape == (50, 5)
+    assert found.shape == (50, 5)
+    assert sims.dtype == np.float32
+    assert found.dtype == np.int64
+    np.testing.assert_array_equal(found[:, 0], ids[:50])
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 1e-6), "rows must be sorted by similarity"
+    assert np.all(sims[:, 1] < 0.9999)
+
+
+def test_flat_matches_brute_force() -> None:
+    index, x, ids = filled("Flat", n=300)
+    q = unit_vectors(20, seed=5)
+    sims, found = fx.search(index, q, k=4)
+    exact = q @ x.T
+    order = np.argsort(-exact, axis=1)[:, :4]
+    np.testing.assert_array_equal(found, ids[order])
+    np.testing.assert_allclose(sims, np.take_along_axis(exact, order, axis=1), atol=1e-5)
+
+
+def test_fewer_vectors_than_k_pads_with_minus_one() -> None:
+    index, _, ids = filled("Flat", n=3)
+    _, found = fx.search(index, unit_vectors(2, seed=9), k=5)
+    assert set(found[:, :3].ravel()) <= set(ids.tolist())
+    assert np.all(found[:, 3:] == -1)
+
+
+def test_empty_query_batch() -> None:
+    index, _, _ = filled("Flat", n=10)
+    sims, found = fx.search(index, np.empty((0, DIM), dtype=np.float32), k=3)
+    assert sims.shape == (0, 3)
+    assert found.shape == (0, 3)
+
+
+# --- removal --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQ8", "IVF16,Flat", "IVF16,SQ8"])
+def test_remove_ids_removes_and_keeps_the_rest_findable(factory: str) -> None:
+    index, x, ids = filled(factory)
+    fx.apply_search_params(index, "nprobe=16" if "IVF" in factory else "")
+    gone = ids[::2]
+    assert fx.remove(index, gone) == gone.size
+    assert index.ntotal == ids.size - gone.size
+
+    sims, found = fx.search(index, x, k=10)
+    assert not np.isin(found, gone).any(), "a removed id came back"
+    # Every remaining vector is still its own top hit, under its own id. (IndexIDMap2 around
+    # an IVF fails exactly this: ids and inverted lists fall out of step after a removal.)
+    kept = np.arange(ids.size)[1::2]
+    np.testing.assert_array_equal(found[kept, 0], ids[kept])
+    assert np.all(sims[kept, 0] > 0.98)
+
+    np.testing.assert_allclose(index.reconstruct(int(ids[1])), x[1], atol=0.02)
+    with pytest.raises(RuntimeError):
+        index.reconstruct(int(ids[0]))
+
+
+def test_remove_unknown_ids_removes_nothing() -> None:
+    index, _, ids = filled("IVF16,Flat", n=500)
+    assert fx.remove(index, np.array([1, 2, 3], dtype=np.int64)) == 0
+    assert index.ntotal == ids.size
+
+
+def test_remove_on_hnsw_raises_setup_error() -> None:
+    index, _, ids = filled("HNSW16", n=200, require_removal=False)
+    with pytest.raises(fx.IndexSetupError, match="remove"):
+        fx.remove(index, ids[:3])
+
+
+def test_remove_rejects_non_int64_ids() -> None:
+    index, _, _ = filled("Flat", n=10)
+    with pytest.raises(ValueError, match="int64"):
+        fx.remove(index, np.array([1, 2], dtype=np.int32))  # type: ignore[arg-type]
+
+
+def test_ivf_survives_serialisation_with_remove_and_reconstruct() -> None:
+    index, x, ids = filled("IVF16,Flat")
+    copy = faiss.deserialize_index(faiss.serialize_index(index))
+    assert fx.capabilities(copy).native_ids
+    assert fx.capabilities(copy).reconstructable
+    assert fx.remove(copy, ids[:5]) == 5
+    np.testing.assert_allclose(copy.reconstruct(int(ids[7])), x[7], atol=1e-6)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_ivf_needs_training_then_works() -> None:
+    x = unit_vectors(2000)
+    ids = segment_ids(2000)
+    index = fx.create_index("IVF32,Flat", DIM)
+    assert fx.needs_training(index)
+    assert fx.min_training_size(index) == 32
+    assert fx.recommended_training_size(index) == 32 * 39
+    with pytest.raises(ValueError, match="not trained"):
+        fx.add(index, x, ids)
+    with pytest.raises(ValueError, match="not trained"):
+        fx.search(index, x[:2], k=1)
+
+    fx.train(index, x)
+    assert not fx.needs_training(index)
+    fx.add(index, x, ids)
+    fx.apply_search_params(index, "nprobe=32")
+    _, found = fx.search(index, x[:100], k=1)
+    np.testing.assert_array_equal(found[:, 0], ids[:100])
+
+
+def test_flat_needs_no_training_and_train_is_a_no_op() -> None:
+    index = fx.create_index("Flat", DIM)
+    assert not fx.needs_training(index)
+    fx.train(index, unit_vectors(5))
+    assert index.ntotal == 0
+
+
+def test_training_sample_smaller_than_centroids_raises() -> None:
+    index = fx.create_index("IVF64,Flat", DIM)
+    with pytest.raises(fx.IndexSetupError, match=r"has 63 vectors.*at least 64"):
+        fx.train(index, unit_vectors(63))
+    assert fx.needs_training(index)
+
+
+def test_pq_training_size_counts_sub_codebooks() -> None:
+    index = fx.create_index("IVF4,PQ4", DIM)
+    assert fx.min_training_size(index) == 256
+    with pytest.raises(fx.IndexSetupError, match="at least 256"):
+        fx.train(index, unit_vectors(100))
+
+
+def test_training_sample_must_be_finite() -> None:
+    x = unit_vectors(200)
+    x[3, 2] = np.nan
+    with pytest.raises(fx.IndexSetupError, match="NaN"):
+        fx.train(fx.create_index("IVF8,Flat", DIM), x)
+
+
+def test_scalar_quantizer_needs_training() -> None:
+    sq = fx.create_index("SQ8", DIM)
+    assert fx.needs_training(sq)
+    fx.train(sq, unit_vectors(10))
+    assert not fx.needs_training(sq)
+
+
+# --- search parameters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("nprobe=32", {"nprobe": 32}),
+        (" nprobe = 32 , efSearch=128 ", {"nprobe": 32, "efSearch": 128}),
+        ("k_factor_rf=1.5", {"k_factor_rf": 1.5}),
+        ("", {}),
+        (None, {}),
+        ({"nprobe": 8}, {"nprobe": 8}),
+        ({"nprobe": 8.0}, {"nprobe": 8}),
+    ],
+)
+def test_parse_search_params(spec: str | None, expected: dict[str, float]) -> None:
+    parsed = fx.parse_search_params(spec)
+    assert parsed == expected
+    assert all(type(v) is type(expected[k]) for k, v in parsed.items())
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nprobe", "cannot parse"),
+        ("nprobe=32,", "empty item"),
+        ("nprobe=x", "not an integer"),
+        ("nprobe=1.5", "not an integer"),
+        ("nprobe=0", ">= 1"),
+        ("nprobe=-3", ">= 1"),
+        ("nprobe=2,nprobe=3", "twice"),
+        ("nprob=2", "unknown search parameter 'nprob'"),
+        ("efSearch=inf", "not an integer"),
+    ],
+)
+def test_parse_search_params_errors_quote_the_setting(spec: str, message: str) -> None:
+    with pytest.raises(fx.IndexSetupError, match=re.escape(message)) as info:
+        fx.parse_search_params(spec)
+    assert repr(spec) in str(info.value)
+
+
+def test_nprobe_is_applied_and_changes_results() -> None:
+    index, x, ids = filled("IVF64,Flat", n=4000)
+    ivf = faiss.extract_index_ivf(index)
+    queries = unit_vectors(200, seed=3)
+    exact_sims = np.sort(queries @ x.T, axis=1)[:, ::-1][:, :10]
+    exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
+
+    assert fx.apply_search_params(index, "nprobe=1") == {"nprobe": 1}
+    assert ivf.nprobe == 1
+    _, narrow = fx.search(index, queries, k=10)
+
+    fx.apply_search_params(index, {"nprobe": 64})
+    assert ivf.nprobe == 64
+    full_sims, _ = fx.search(index, queries, k=10)
+
+    # every list probed: exact search (compared on similarities, near-ties may swap ids)
+    np.testing.assert_allclose(full_sims, exact_sims, atol=1e-5)
+    recall_narrow = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(narrow, ids[exact], strict=True)]
+    )
+    assert recall_narrow < 0.9, "nprobe=1 should miss neighbours on isotropic data"
+
+
+def test_efsearch_is_applied_through_the_id_map() -> None:
+    index = fx.create_index("HNSW16", DIM, require_removal=False)
+    fx.apply_search_params(index, "efSearch=77")
+    inner = faiss.downcast_index(index.index)
+    assert inner.hnsw.efSearch == 77
+
+
+@pytest.mark.parametrize(("factory", "spec"), [("Flat", "nprobe=8"), ("IVF8,Flat", "efSearch=8")])
+def test_param_that_does_not_apply_raises(factory: str, spec: str) -> None:
+    index = fx.create_index(factory, DIM)
+    with pytest.raises(fx.IndexSetupError, match="does not apply"):
+        fx.apply_search_params(index, spec)
+
+
+# --- input validation -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flat_index() -> faiss.Index:
+    index, _, _ = filled("Flat", n=50)
+    return index
+
+
+@pytest.mark.parametrize(
+    ("vectors", "message"),
+    [
+        (np.zeros((3, DIM + 1), dtype=np.float32), "dimension 17, the index expects 16"),
+        (np.zeros((3, DIM), dtype=np.float64), "float32"),
+        (np.zeros((DIM,), dtype=np.float32), "2-D"),
+        (np.zeros((2, 3, DIM), dtype=np.float32), "2-D"),
+        (np.zeros((DIM, 6), dtype=np.float32).T, "C-contiguous"),
+        (np.zeros((6, 2 * DIM), dtype=np.float32)[:, ::2], "C-contiguous"),
+        ([[0.0] * DIM], "numpy array"),
+    ],
+)
+def test_search_rejects_bad_vectors(flat_index: faiss.Index, vectors: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fx.search(flat_index, vectors, k=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("k", [0, -1, True, 2.0])
+def test_search_rejects_bad_k(flat_index: faiss.Index, k: int) -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        fx.search(flat_index, unit_vectors(1), k=k)
+
+
+def test_add_rejects_mismatched_ids() -> None:
+    index = fx.create_index("Flat", DIM)
+    x = unit_vectors(4)
+    with pytest.raises(ValueError, match="3 ids for 4 vectors"):
+        fx.add(index, x, segment_ids(3))
+    with pytest.raises(ValueError, match="int64"):
+        fx.add(index, x, np.arange(4, dtype=np.int32))  # type: ignore[arg-type]
+    assert index.ntotal == 0
+
+
+def test_train_rejects_wrong_dim() -> None:
+    with pytest.raises(ValueError, match="dimension 8"):
+        fx.train(fx.create_index("IVF4,Flat", DIM), unit_vectors(100, dim=8))
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def test_search_threads_are_per_calling_thread() -> None:
+    before = fx.get_search_threads()
+    seen: list[int] = []
+
+    def worker() -> None:
+        fx.set_search_threads(1)
+        seen.append(fx.get_search_threads())
+
+    try:
+        fx.set_search_threads(3)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == [1]
+        assert fx.get_search_threads() == 3
+    finally:
+        fx.set_search_threads(before)
+
+
+def test_search_with_threads_argument(flat_index: faiss.Index) -> None:
+    before = fx.get_search_threads()
+    try:
+        _, found = fx.search(flat_index, unit_vectors(2), k=1, threads=1)
+        assert found.shape == (2, 1)
+        assert fx.get_search_threads() == 1
+    finally:
+        fx.set_search_threads(before)
+
+
+@pytest.mark.parametrize("n", [0, -2, True])
+def test_set_search_threads_rejects_bad_counts(n: int) -> None:
+    with pytest.raises(ValueError, match="thread count"):
+        fx.set_search_threads(n)

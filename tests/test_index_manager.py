@@ -1,0 +1,268 @@
+"""The FAISS index manager: rebuild, snapshot + tail, corruption, withdrawals, embedder tags."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.catalogues import tracks as track_service
+from app.catalogues.ingest import store_segments
+from app.catalogues.models import Catalogue, Track
+from app.db import make_sessionmaker, transaction
+from app.embedding.base import Embedding, l2_normalise
+from app.index.manager import IndexManager, IndexMismatch, IndexSpec
+from app.orgs.models import Organisation
+
+DIM = 16
+SPEC = IndexSpec(embedder="test", embedder_version="1", dim=DIM)
+
+
+class SyntheticCatalogue:
+    """Tracks with random unit vectors, written through the ingestion code path."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.sessions = make_sessionmaker(engine)
+        self.rng = np.random.default_rng(7)
+        self.vectors: dict[uuid.UUID, np.ndarray] = {}
+        with transaction(self.sessions) as session:
+            label = Organisation(kind="label", name="l")
+            session.add(label)
+            session.flush()
+            catalogue = Catalogue(label_id=label.id, name="c")
+            session.add(catalogue)
+            session.flush()
+            self.catalogue_id = catalogue.id
+
+    def add_track(self, n: int = 10, *, spec: IndexSpec = SPEC) -> uuid.UUID:
+        vectors = l2_normalise(self.rng.standard_normal((n, spec.dim)).astype(np.float32))
+        with transaction(self.sessions) as session:
+            track = Track(
+                catalogue_id=self.catalogue_id,
+                title="t",
+                artist="a",
+                audio_sha256=uuid.uuid4().hex * 2,
+                audio_format="wav",
+                size_bytes=1,
+                duration_s=float(n),
+                sample_rate=22050,
+                channels=1,
+            )
+            session.add(track)
+            session.flush()
+            track_id = track.id
+        with transaction(self.sessions) as session:
+            store_segments(
+                session,
+                track_id,
+                Embedding(vectors, np.arange(n, dtype=np.float32), window_s=4.0),
+                embedder_name=spec.embedder,
+                embedder_version=spec.embedder_version,
+                duration_s=float(n),
+            )
+        self.vectors[track_id] = vectors
+        return track_id
+
+    def withdraw(self, track_id: uuid.UUID) -> None:
+        with transaction(self.sessions) as session:
+            track_service.withdraw(session, session.get(Track, track_id))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def catalogue(engine: Engine) -> SyntheticCatalogue:
+    return SyntheticCatalogue(engine)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def _manager(sessions: sessionmaker[Session], path: Path, spec: IndexSpec = SPEC) -> IndexManager:
+    return IndexManager(spec, sessions=sessions, snapshot_dir=path)
+
+
+def _top_tracks(manager: IndexManager, vectors: np.ndarray) -> list[uuid.UUID | None]:
+    result = manager.search(vectors, k=1)
+    return [result.track_ids[t] if t >= 0 else None for t in result.tracks[:, 0]]
+
+
+def test_search_finds_the_track_and_time_of_each_stored_vector(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    a, b = catalogue.add_track(8), catalogue.add_track(5)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert manager.size == 13
+    result = manager.search(catalogue.vectors[b], k=3)
+    assert [result.track_ids[t] for t in result.tracks[:, 0]] == [b] * 5
+    np.testing.assert_allclose(result.reference_starts[:, 0], np.arange(5))
+    np.testing.assert_allclose(result.similarities[:, 0], 1.0, atol=1e-5)
+    assert _top_tracks(manager, catalogue.vectors[a]) == [a] * 8
+    assert result.watermark == manager.watermark > 0
+
+
+def test_snapshot_plus_tail_equals_a_fresh_rebuild(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    first = [catalogue.add_track(6) for _ in range(3)]
+    original = _manager(sessions, tmp_path)
+    original.start()
+    assert original.save_snapshot()
+
+    later = [catalogue.add_track(4) for _ in range(2)]  # written after the snapshot
+    catalogue.withdraw(first[1])  # withdrawn after the snapshot
+
+    resumed = _manager(sessions, tmp_path)
+    resumed.start()
+    fresh = _manager(sessions, tmp_path / "elsewhere")
+    fresh.start()
+
+    assert resumed.size == fresh.size == 3 * 6 + 2 * 4 - 6
+    assert resumed.watermark == fresh.watermark
+    everything = np.concatenate([catalogue.vectors[t] for t in first + later])
+    a, b = resumed.search(everything, k=5), fresh.search(everything, k=5)
+    assert [[a.track_ids[t] if t >= 0 else None for t in row] for row in a.tracks] == [
+        [b.track_ids[t] if t >= 0 else None for t in row] for row in b.tracks
+    ]
+    np.testing.assert_allclose(a.similarities, b.similarities, atol=1e-6)
+    np.testing.assert_array_equal(a.reference_starts, b.reference_starts)
+
+
+def test_corrupt_snapshot_is_rebuilt_and_logged(
+    catalogue: SyntheticCatalogue,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    track = catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    manager.save_snapshot()
+    data = bytearray(manager.snapshot_path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 512] = bytes(512)
+    manager.snapshot_path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING):
+        again = _manager(sessions, tmp_path)
+        again.start()
+    assert again.size == 6
+    assert _top_tracks(again, catalogue.vectors[track]) == [track] * 6
+    assert any("index.snapshot_unusable" in str(r.msg) for r in caplog.records)
+
+
+def test_snapshot_of_another_embedder_version_is_not_used(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    catalogue.add_track(6)
+    _manager(sessions, tmp_path).start()
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    manager.save_snapshot(force=True)
+    newer = IndexSpec(embedder="test", embedder_version="1", dim=DIM, factory="SQ8")
+    rebuilt = _manager(sessions, tmp_path, newer)
+    rebuilt.start()  # the snapshot says Flat; SQ8 was asked for: rebuilt, not mixed
+    assert rebuilt.size == 6
+
+
+def test_withdrawn_track_never_appears_in_results(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    keep, drop = catalogue.add_track(6), catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert drop in _top_tracks(manager, catalogue.vectors[drop])
+
+    catalogue.withdraw(drop)
+    stats = manager.sync()
+    assert (stats.withdrawn_tracks, stats.removed) == (1, 6)
+    result = manager.search(catalogue.vectors[drop], k=12)
+    found = {result.track_ids[t] for t in result.tracks.ravel() if t >= 0}
+    assert found == {keep}
+
+
+def test_only_vectors_of_the_indexs_embedder_are_loaded(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    mine = catalogue.add_track(4)
+    catalogue.add_track(4, spec=IndexSpec(embedder="test", embedder_version="0", dim=DIM))
+    catalogue.add_track(3, spec=IndexSpec(embedder="other", embedder_version="1", dim=32))
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert manager.size == 4
+    assert _top_tracks(manager, catalogue.vectors[mine]) == [mine] * 4
+
+
+def test_vectors_of_the_wrong_size_are_refused(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    catalogue.add_track(4, spec=IndexSpec(embedder="test", embedder_version="1", dim=DIM * 2))
+    with pytest.raises(IndexMismatch, match="has 32 values"):
+        _manager(sessions, tmp_path).start()
+    manager = _manager(sessions, tmp_path / "x", IndexSpec("none", "1", DIM))
+    manager.start()
+    with pytest.raises(IndexMismatch, match="dim 16"):
+        manager.search(np.zeros((1, 8), dtype=np.float32), k=1)
+
+
+def test_ivf_is_trained_from_the_database_or_falls_back_to_flat(
+    catalogue: SyntheticCatalogue,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ivf = IndexSpec(
+        embedder="test",
+        embedder_version="1",
+        dim=DIM,
+        factory="IVF4,Flat",
+        search_params="nprobe=4",
+    )
+    catalogue.add_track(2)
+    with caplog.at_level(logging.WARNING):
+        small = _manager(sessions, tmp_path, ivf)
+        small.start()
+    assert any("index.too_few_segments_to_train" in str(r.msg) for r in caplog.records)
+    assert small.size == 2
+
+    tracks = [catalogue.add_track(50) for _ in range(4)]
+    trained = _manager(sessions, tmp_path / "ivf", ivf)
+    trained.rebuild()
+    trained.sync()
+    assert trained.size == 202
+    assert _top_tracks(trained, catalogue.vectors[tracks[2]]) == [tracks[2]] * 50
+
+
+def test_sync_is_cheap_when_nothing_changed(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    catalogue.add_track(3)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert manager.save_snapshot()
+    stats = manager.sync()
+    assert (stats.added, stats.removed, stats.withdrawn_tracks) == (0, 0, 0)
+    assert not manager.save_snapshot()  # unchanged: nothing written
+
+
+def test_segment_ids_become_visible_in_order(engine: Engine) -> None:
+    """Appends hold a transaction-scoped advisory lock: a second appender waits for commit."""
+    with engine.connect() as first, engine.connect() as second:
+        first.begin()
+        first.execute(sa.select(sa.func.pg_advisory_xact_lock(track_service.INDEX_APPEND_LOCK)))
+        second.begin()
+        got = second.scalar(
+            sa.select(sa.func.pg_try_advisory_xact_lock(track_service.INDEX_APPEND_LOCK))
+        )
+        assert got is False
+        first.commit()
+        assert second.scalar(
+            sa.select(sa.func.pg_try_advisory_xact_lock(track_service.INDEX_APPEND_LOCK))
+        )
+        second.rollback()

@@ -1,0 +1,198 @@
+"""Ingestion under failure: interrupted jobs, killed workers, abandoned jobs, live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from app import jobs
+from app.catalogues import ingest
+from app.config import Settings
+from app.db import make_sessionmaker, transaction
+from app.main import create_app
+from tests.audio_synth import melody_track, write_audio
+from tests.factories import Tenants, audio_file, run_jobs, upload
+
+
+def _scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.scalar(sa.text(sql), params)
+
+
+def _wait_for(predicate: Any, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_interrupted_job_writes_nothing_and_its_retry_completes(
+    client: TestClient,
+    tenants: Tenants,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    label = tenants.label()
+    catalogue = tenants.catalogue(label)
+    track = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=10.0)).json()
+
+    def connection_lost() -> Any:
+        # Raised after the segment rows were inserted, before the transaction commits.
+        raise sqlalchemy.exc.OperationalError(
+            "COMMIT", {}, Exception("server closed the connection")
+        )
+
+    monkeypatch.setattr(ingest, "utcnow", connection_lost)
+    run_jobs(settings, engine)
+    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert _scalar(engine, "SELECT status FROM tracks") == "pending"
+    # A transient error: the job is scheduled again rather than failed.
+    assert (
+        _scalar(
+            engine, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'ingest_track'"
+        )
+        == "todo"
+    )
+
+    monkeypatch.undo()
+    with engine.begin() as conn:  # skip the retry back-off
+        conn.execute(sa.text("UPDATE procrastinate_jobs SET scheduled_at = now()"))
+    run_jobs(settings, engine)
+    done = client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()
+    assert done["status"] == "indexed"
+    assert _scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 0
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_no_partial_segments_and_its_job_is_picked_up_again(
+    client: TestClient,
+    tenants: Tenants,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    label = tenants.label()
+    catalogue = tenants.catalogue(label)
+    # Ten minutes of music: long enough that the worker is surely mid-job when killed.
+    sr = 11025
+    long_piece = np.tile(melody_track(5, seconds=30.0, sr=sr), 20)
+    path = tmp_path / "long.wav"
+    write_audio(path, long_piece, sr, "WAV")
+    track = upload(client, label, catalogue["id"], path).json()
+
+    env = dict(os.environ) | {
+        "DATABASE_URL": settings.database_url or "",
+        "ECHOLEDGER_DATA_DIR": str(settings.data_dir),
+        "ECHOLEDGER_WORKER_HEARTBEAT_SECONDS": "0.5",
+        "ECHOLEDGER_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(
+            lambda: _scalar(
+                engine, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
+            ),
+            timeout=60,
+            what="the worker to start the job",
+        )
+        time.sleep(0.5)  # into decoding and embedding
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    assert (
+        _scalar(
+            engine, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'ingest_track'"
+        )
+        == "doing"
+    )
+    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert _scalar(engine, "SELECT status FROM tracks") == "pending"
+
+    time.sleep(1.5)  # the dead worker's heartbeat goes stale
+
+    async def recover() -> int:
+        job_app = jobs.build_app(settings, settings.database_url or "", pool_size=2)
+        async with job_app.open_async():
+            return await jobs.retry_stalled(job_app.job_manager, seconds=1.0)
+
+    assert asyncio.run(recover()) == 1
+    run_jobs(settings, engine)
+    done = client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()
+    assert done["status"] == "indexed"
+    assert _scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 500
+
+
+def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
+    client: TestClient, tenants: Tenants, settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    label = tenants.label()
+    catalogue = tenants.catalogue(label)
+    stuck = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=1, seconds=3.0)).json()
+    fresh = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=2, seconds=3.0)).json()
+    with engine.begin() as conn:
+        # As after the last retry of a transient error: the job ended failed.
+        conn.execute(
+            sa.text("UPDATE procrastinate_jobs SET status = 'failed' WHERE lock = :lock"),
+            {"lock": f"track:{stuck['id']}"},
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE tracks SET created_at = now() - interval '1 hour' WHERE id IN (:a, :b)"
+            ),
+            {"a": stuck["id"], "b": fresh["id"]},
+        )
+    import datetime as dt
+
+    with transaction(make_sessionmaker(engine)) as session:
+        failed = ingest.fail_abandoned(session, older_than=dt.timedelta(minutes=2))
+    assert [str(t) for t in failed] == [stuck["id"]]
+    stuck_now = client.get(f"/v1/tracks/{stuck['id']}", headers=label.headers).json()
+    assert stuck_now["status"] == "failed"
+    assert "did not complete" in stuck_now["error"]
+    assert (
+        client.get(f"/v1/tracks/{fresh['id']}", headers=label.headers).json()["status"] == "pending"
+    )
+
+
+@pytest.mark.slow
+def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(
+    settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    live = settings.model_copy(update={"run_worker": True, "index_sync_seconds": 0.2})
+    with TestClient(create_app(live)) as client:
+        tenants = Tenants(client, engine)
+        label = tenants.label()
+        catalogue = tenants.catalogue(label)
+        track = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=8.0)).json()
+        url = f"/v1/tracks/{track['id']}"
+        _wait_for(
+            lambda: client.get(url, headers=label.headers).json()["status"] == "indexed",
+            timeout=60,
+            what="the in-process worker to index the track",
+        )
+        index = client.app.state.index  # type: ignore[attr-defined]
+        segments = client.get(url, headers=label.headers).json()["segment_count"]
+        _wait_for(lambda: index.size == segments, timeout=10, what="the index to add segments")
+        client.delete(url, headers=label.headers)
+        _wait_for(lambda: index.size == 0, timeout=10, what="the index to drop the track")
