@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CALIBRATION = Path(__file__).parent / "checks" / "calibration.json"
 
 
 class Settings(BaseSettings):
@@ -48,7 +51,18 @@ class Settings(BaseSettings):
     worker_stalled_seconds: float = Field(
         default=30.0, gt=0, description="Silence after which a worker's running job is retried."
     )
-    idempotency_lock_seconds: float = Field(default=300.0, gt=0)
+    idempotency_lock_seconds: float = Field(
+        default=300.0, gt=0, description="After this long, an unfinished check's key is freed."
+    )
+    check_concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        description="Checks decoding and embedding at once (CPU-bound; about one per core).",
+    )
+    calibration_file: Path = Field(
+        default=DEFAULT_CALIBRATION,
+        description="Alignment constants and the abstain threshold (see `echoledger calibrate`).",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -111,7 +111,7 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def get_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one session and one transaction per request."""
-    with transaction(request.app.state.sessions) as session:
+    with transaction(request.app.state.service.sessions) as session:
         yield session
 
 

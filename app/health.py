@@ -37,7 +37,7 @@ async def healthz() -> Health:
 def readyz(request: Request) -> JSONResponse:
     head = head_revision()
     try:
-        with request.app.state.engine.connect() as conn:
+        with request.app.state.service.engine.connect() as conn:
             current = current_revision(conn)
         database = "ok"
     except SQLAlchemyError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -11,13 +12,19 @@ from fastapi import FastAPI
 
 from app import health
 from app.catalogues.routes import router as catalogues_router
+from app.checks.attribution import AttributionParams
+from app.checks.routes import router as checks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url
 from app.errors import install_error_handlers
 from app.index.manager import IndexManager, keep_in_sync, spec_for
+from app.ledger.appender import LedgerAppender
+from app.ledger.routes import router as ledger_router
 from app.logging import configure_logging, get_logger
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.orgs.routes import router as orgs_router
+from app.reports.routes import router as reports_router
+from app.state import ServiceState
 from app.worker import build_runtime, in_process_worker
 
 log = get_logger(__name__)
@@ -42,17 +49,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     url = resolve_database_url(settings)
     engine = create_db_engine(url)
     runtime = build_runtime(settings, engine)
-    app.state.engine = engine
-    app.state.sessions = runtime.sessions
-    app.state.blobs = runtime.blobs
-    app.state.runtime = runtime
     index = IndexManager(
         spec_for(settings, runtime.embedder),
         sessions=runtime.sessions,
         snapshot_dir=settings.index_dir,
     )
     await asyncio.to_thread(index.start)
-    app.state.index = index
+    service = ServiceState(
+        settings=settings,
+        engine=engine,
+        sessions=runtime.sessions,
+        blobs=runtime.blobs,
+        embedder=runtime.embedder,
+        index=index,
+        attribution=AttributionParams.load(settings.calibration_file),
+        ledger=LedgerAppender(runtime.sessions),
+        check_slots=threading.BoundedSemaphore(settings.check_concurrency),
+    )
+    app.state.service = service
     log.info("service.started", database=engine.url.render_as_string(hide_password=True))
     syncing = asyncio.create_task(
         keep_in_sync(
@@ -72,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         syncing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await syncing
+        await asyncio.to_thread(service.ledger.close)
         await asyncio.to_thread(index.save_snapshot)
         engine.dispose()
         log.info("service.stopped")
@@ -94,4 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orgs_router)
     app.include_router(catalogues_router)
+    app.include_router(checks_router)
+    app.include_router(ledger_router)
+    app.include_router(reports_router)
     return app

@@ -1,7 +1,23 @@
 """Every ORM model, imported in one place so the metadata is complete (Alembic, tests)."""
 
 from app.catalogues.models import Catalogue, LicenseTerms, Segment, Track
+from app.checks.models import Check, IdempotencyKey, Use
 from app.db import Base
+from app.ledger.models import LedgerAccount, LedgerPosting, LedgerTransaction
 from app.orgs.models import ApiKey, Organisation
 
-__all__ = ["ApiKey", "Base", "Catalogue", "LicenseTerms", "Organisation", "Segment", "Track"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Catalogue",
+    "Check",
+    "IdempotencyKey",
+    "LedgerAccount",
+    "LedgerPosting",
+    "LedgerTransaction",
+    "LicenseTerms",
+    "Organisation",
+    "Segment",
+    "Track",
+    "Use",
+]

@@ -18,6 +18,11 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate ignores procrastinate's tables: their schema comes from migration 0002."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
 def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     return str(url) if url else resolve_database_url(get_settings())
@@ -34,7 +39,9 @@ def run_migrations_online() -> None:
         {"sqlalchemy.url": _url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
     )
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, include_name=_include_name
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from app.logging import configure_logging
 from app.main import create_app
 from app.models import Base
 from tests.factories import Tenants
+from tests.worlds import Music, build_world
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,3 +112,17 @@ def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
 @pytest.fixture
 def tenants(client: TestClient, engine: Engine) -> Tenants:
     return Tenants(client, engine)
+
+
+@pytest.fixture(scope="session")
+def music(tmp_path_factory: pytest.TempPathFactory) -> Music:
+    """Synthesised pieces, written once per session."""
+    return Music(tmp_path_factory.mktemp("music"))
+
+
+@pytest.fixture
+def world(
+    client: TestClient, tenants: Tenants, settings: Settings, engine: Engine, music: Music
+) -> dict[str, Any]:
+    """A label with a catalogue of indexed tracks, and an AI company (see tests/worlds.py)."""
+    return build_world(client, tenants, settings, engine, music)

@@ -125,3 +125,22 @@ def upload(
             data=data,
             headers=label.headers,
         )
+
+
+def submit_check(
+    client: TestClient,
+    company: Tenant,
+    path: Path,
+    *,
+    key: str | None = None,
+    **fields: str,
+) -> Response:
+    """POST a generated piece for a check, with a fresh Idempotency-Key unless given."""
+    headers = company.headers | {"Idempotency-Key": key or uuid.uuid4().hex}
+    with path.open("rb") as f:
+        return client.post(
+            "/v1/checks",
+            files={"file": (path.name, f, "application/octet-stream")},
+            data=fields,
+            headers=headers,
+        )

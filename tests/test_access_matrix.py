@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import Tenant, Tenants, audio_file, upload
+from tests.factories import Tenant, Tenants, audio_file, submit_check, upload
 
 ROLES = ("operator", "label", "other_label", "ai_company", "auditor", "no_key", "revoked")
 
@@ -25,7 +25,8 @@ class Row:
     path: str
     expected: dict[str, int]
     body: dict[str, Any] | None = None
-    upload: bool = False  # send a small audio file as a track upload
+    upload: bool = False  # send a small audio file (a track upload or a check)
+    form: dict[str, str] | None = None  # form fields sent with the file
 
 
 def _all(status: int, **overrides: int) -> dict[str, int]:
@@ -89,6 +90,7 @@ MATRIX = [
         "/v1/catalogues/{catalogue_id}/tracks",
         _all(403, label=202, other_label=404),
         upload=True,
+        form={"title": "t", "artist": "a"},
     ),
     Row(
         "GET",
@@ -97,6 +99,22 @@ MATRIX = [
     ),
     Row("GET", "/v1/tracks/{track_id}", _all(200, ai_company=403, other_label=404)),
     Row("DELETE", "/v1/tracks/{track_id}", _all(403, label=200, other_label=404)),
+    Row("POST", "/v1/checks", _all(403, ai_company=201), upload=True),
+    Row("GET", "/v1/checks", _all(200, label=403, other_label=403)),
+    Row("GET", "/v1/checks/{check_id}", _all(200, label=403, other_label=403)),
+    # The world's check charged nothing, so the operator's reversal is refused as a conflict.
+    Row(
+        "POST",
+        "/v1/checks/{check_id}/reversal",
+        _all(403, operator=409),
+        body={"reason": "test reversal"},
+    ),
+    Row("GET", "/v1/accounts/me", _all(200)),
+    Row("GET", "/v1/ledger/transactions", _all(403, operator=200, auditor=200)),
+    Row("GET", "/v1/ledger/verify", _all(403, operator=200, auditor=200)),
+    # Auditors and operators must name the label (422 without label_id).
+    Row("GET", "/v1/royalties", _all(200, ai_company=403, operator=422, auditor=422)),
+    Row("GET", "/v1/uses", _all(200)),
 ]
 
 
@@ -129,6 +147,8 @@ def world(client: TestClient, tenants: Tenants, tmp_path: Path) -> dict[str, Any
         "track_id": track.json()["id"],
     }
     sample = audio_file(tmp_path, seed=2, seconds=2.5).read_bytes()
+    check = submit_check(client, callers["ai_company"], audio_file(tmp_path, seed=3, seconds=3))
+    params["check_id"] = check.json()["id"]
     return {"callers": callers, "params": params, "sample": sample}
 
 
@@ -138,12 +158,12 @@ def test_access(client: TestClient, world: dict[str, Any], row: Row) -> None:
     got: dict[str, int] = {}
     for role in ROLES:
         caller: Tenant | None = world["callers"][role]
-        headers = caller.headers if caller else {}
+        headers = (caller.headers if caller else {}) | {"Idempotency-Key": uuid.uuid4().hex}
         if row.upload:
             response = client.request(
                 row.method,
                 path,
-                data={"title": "t", "artist": "a"},
+                data=row.form or {},
                 files={"file": ("sample.wav", world["sample"])},
                 headers=headers,
             )

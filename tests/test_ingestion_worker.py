@@ -191,7 +191,7 @@ def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(
             timeout=60,
             what="the in-process worker to index the track",
         )
-        index = client.app.state.index  # type: ignore[attr-defined]
+        index = client.app.state.service.index  # type: ignore[attr-defined]
         segments = client.get(url, headers=label.headers).json()["segment_count"]
         _wait_for(lambda: index.size == segments, timeout=10, what="the index to add segments")
         client.delete(url, headers=label.headers)

@@ -22,10 +22,10 @@ from app.catalogues.schemas import (
     TrackUpload,
 )
 from app.db import SessionDep
-from app.deps import BlobsDep, SettingsDep
 from app.errors import Unprocessable, error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.state import BlobsDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["catalogues"], responses=error_responses(401, 403))
 

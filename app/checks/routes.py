@@ -1,0 +1,214 @@
+"""HTTP endpoints for attribution checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Form, Header, Query, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from app.audio.decode import AudioError
+from app.checks import service as checks
+from app.checks.models import Check, Use
+from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
+from app.db import SessionDep, utcnow
+from app.errors import NotFound, Unprocessable, error_responses
+from app.ledger.schemas import TransactionRead, transaction_read
+from app.ledger.service import ChainHead
+from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, require
+from app.orgs.models import OrgKind
+from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.state import BlobsDep, ServiceDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(401, 403))
+
+IDEMPOTENCY_DOC = (
+    "Required. A unique key per logical request (a UUID is a good choice). Retrying with the "
+    "same key and the same request replays the first response (`Idempotent-Replayed: true`) "
+    "and never charges twice; the same key with a different request is 422; while the first "
+    "request with the key is still running, 409."
+)
+_KEY_CHARS = set("".join(chr(c) for c in range(0x21, 0x7F)))
+
+CheckReaderDep = Annotated[
+    Principal, Depends(require(OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR))
+]
+
+
+def _check_key(key: str | None) -> str:
+    if key is None or not key.strip():
+        raise Unprocessable(
+            "the Idempotency-Key header is required",
+            details=[{"field": checks.IDEMPOTENCY_FIELD, "message": "required"}],
+        )
+    key = key.strip()
+    if len(key) > 255 or not set(key) <= _KEY_CHARS:
+        raise Unprocessable(
+            "the Idempotency-Key must be 1 to 255 visible ASCII characters",
+            details=[{"field": checks.IDEMPOTENCY_FIELD, "message": "malformed"}],
+        )
+    return key
+
+
+@router.post(
+    "/checks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CheckResult,
+    responses=error_responses(409, 413, 422)
+    | {201: {"description": "The check (also when replayed: see `Idempotent-Replayed`)"}},
+    summary="Check a generated piece against the licensed catalogues and pay for its uses",
+)
+def create_check(
+    service: ServiceDep,
+    form: Annotated[CheckUpload, Form(media_type="multipart/form-data")],
+    principal: AiCompanyDep,
+    settings: SettingsDep,
+    blobs: BlobsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", description=IDEMPOTENCY_DOC)
+    ] = None,
+) -> JSONResponse:
+    """Finds which licensed tracks the piece draws on, how strongly and where, and records one
+    ledger transaction: the caller is charged, each track's label credited. A piece that
+    resembles nothing is still recorded, with no match and no charge."""
+    key = _check_key(idempotency_key)
+    metadata = form.metadata_object()
+    with blobs.stage(form.file.file, max_bytes=settings.max_upload_bytes) as staged:
+        replay = checks.claim_key(
+            service.sessions,
+            ai_company_id=principal.org_id,
+            key=key,
+            request_hash=checks.fingerprint(
+                audio_sha256=staged.sha256,
+                generation_id=form.generation_id,
+                model=form.model,
+                metadata=metadata,
+            ),
+            lock_seconds=settings.idempotency_lock_seconds,
+        )
+        if replay is not None:
+            return JSONResponse(replay, status_code=201, headers={"Idempotent-Replayed": "true"})
+        try:
+            submission = checks.Submission(
+                check_id=uuid.uuid4(),
+                ai_company_id=principal.org_id,
+                idempotency_key=key,
+                audio_sha256=staged.sha256,
+                generation_id=form.generation_id,
+                model=form.model,
+                metadata=metadata,
+                embedder=service.embedder,
+                params=service.attribution,
+                currency=settings.currency,
+                fee_bps=settings.platform_fee_bps,
+                created_at=utcnow(),
+            )
+            with service.check_slots:
+                analysis = checks.analyse(
+                    staged.path,
+                    settings=settings,
+                    embedder=service.embedder,
+                    index=service.index,
+                    params=service.attribution,
+                    sessions=service.sessions,
+                    at=submission.created_at,
+                )
+            result = service.ledger.run(
+                lambda session, head: checks.record(session, head, submission, analysis)
+            )
+        except AudioError as exc:
+            checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)
+            raise Unprocessable(
+                exc.message, details={"field": "file", "reason": exc.reason}
+            ) from None
+        except BaseException:
+            checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)
+            raise
+    return JSONResponse(result, status_code=201, headers={"Idempotent-Replayed": "false"})
+
+
+@router.get(
+    "/checks/{check_id}",
+    response_model=CheckResult,
+    responses=error_responses(404),
+    summary="One check, exactly as first returned (the AI company that made it; auditors)",
+)
+def read_check(check_id: uuid.UUID, session: SessionDep, principal: CheckReaderDep) -> JSONResponse:
+    check = session.get(Check, check_id)
+    if check is None:
+        raise NotFound("check", check_id)
+    principal.owns_or_reads_all(check.ai_company_id, "check", check_id)
+    return JSONResponse(check.result)
+
+
+@router.get(
+    "/checks",
+    response_model=Page[CheckSummary],
+    responses=error_responses(422),
+    summary="Checks, newest first (AI company: its own; auditors: all or one company's)",
+)
+def list_checks(
+    session: SessionDep,
+    principal: CheckReaderDep,
+    created_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    generation_id: str | None = None,
+    ai_company_id: uuid.UUID | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[CheckSummary]:
+    stmt = sa.select(Check)
+    if principal.kind not in READ_ALL:
+        stmt = stmt.where(Check.ai_company_id == principal.org_id)
+    elif ai_company_id is not None:
+        stmt = stmt.where(Check.ai_company_id == ai_company_id)
+    if created_from is not None:
+        stmt = stmt.where(Check.created_at >= created_from)
+    if created_to is not None:
+        stmt = stmt.where(Check.created_at < created_to)
+    if generation_id is not None:
+        stmt = stmt.where(Check.generation_id == generation_id)
+    rows, next_cursor = paginate(
+        session, stmt, order_by=[Check.created_at, Check.id], cursor=cursor, limit=limit
+    )
+    counts = dict(
+        session.execute(
+            sa.select(Use.check_id, sa.func.count())
+            .where(Use.check_id.in_([c.id for c in rows]))
+            .group_by(Use.check_id)
+        ).all()
+    )
+    items = [
+        CheckSummary.model_validate({**_summary_fields(c), "uses": counts.get(c.id, 0)})
+        for c in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def _summary_fields(check: Check) -> dict[str, Any]:
+    return {f: getattr(check, f) for f in CheckSummary.model_fields if f != "uses"}
+
+
+@router.post(
+    "/checks/{check_id}/reversal",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TransactionRead,
+    responses=error_responses(404, 409, 422),
+    summary="Reverse a check's charge with an opposite transaction (operator)",
+)
+def reverse_check(
+    check_id: uuid.UUID, body: ReversalIn, service: ServiceDep, _: OperatorDep
+) -> TransactionRead:
+    """The ledger is append-only: a correction is a new transaction that cancels the charge
+    exactly, with the reason recorded. Royalties and balances net it out."""
+
+    def work(session: Session, head: ChainHead) -> TransactionRead:
+        reversal = checks.reverse(session, head, check_id=check_id, reason=body.reason)
+        session.flush()
+        return transaction_read(session, reversal)
+
+    return service.ledger.run(work)

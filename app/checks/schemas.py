@@ -1,0 +1,121 @@
+"""Request and response shapes for attribution checks and usage history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_METADATA_BYTES = 16 * 1024
+
+
+class CheckUpload(BaseModel):
+    """A generated piece to check, as multipart form fields."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    file: UploadFile = Field(description="The generated audio: WAV, FLAC, OGG/Vorbis or MP3.")
+    generation_id: str | None = Field(
+        default=None, max_length=200, description="Your identifier for this generation."
+    )
+    model: str | None = Field(default=None, max_length=200, description="The generating model.")
+    metadata: str | None = Field(
+        default=None, description="A JSON object (at most 16 KiB) stored with the check."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value.encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"metadata is not valid JSON: {exc.msg}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("metadata must be a JSON object")
+        return value
+
+    def metadata_object(self) -> dict[str, Any]:
+        return {} if self.metadata is None else dict(json.loads(self.metadata))
+
+
+class EvidenceOut(BaseModel):
+    """Where the piece resembles the track: times in seconds in each."""
+
+    query_start: float
+    query_end: float
+    reference_start: float
+    reference_end: float
+    similarity: float
+
+
+class MatchOut(BaseModel):
+    track_id: uuid.UUID
+    catalogue_id: uuid.UUID
+    label_id: uuid.UUID
+    title: str
+    artist: str
+    resemblance: float = Field(description="How strongly the piece resembles the track, 0..1.")
+    share: float = Field(description="This use's part of the piece's uses (0 when not a use).")
+    is_use: bool = Field(description="Resemblance reached the catalogue's threshold: paid.")
+    threshold: float
+    terms_version: int
+    amount_micros: int = Field(description="What the track's label is credited for this use.")
+    evidence: list[EvidenceOut]
+
+
+class EmbedderOut(BaseModel):
+    name: str
+    version: str
+
+
+class CheckResult(BaseModel):
+    """The outcome of a check, as first returned and as replayed later."""
+
+    id: uuid.UUID
+    created_at: dt.datetime
+    idempotency_key: str
+    audio_sha256: str
+    duration_s: float
+    generation_id: str | None
+    model: str | None
+    metadata: dict[str, Any]
+    embedder: EmbedderOut
+    index_watermark: int
+    matches: list[MatchOut] = Field(
+        description="Tracks the piece resembles, strongest first; empty when nothing does."
+    )
+    charge_micros: int
+    fee_micros: int
+    currency: str
+    ledger_transaction_id: int | None
+
+
+class CheckSummary(BaseModel):
+    """A check in listings (the full result is at GET /v1/checks/{id})."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    ai_company_id: uuid.UUID
+    created_at: dt.datetime
+    generation_id: str | None
+    model: str | None
+    audio_sha256: str
+    duration_s: float
+    charge_micros: int
+    currency: str
+    uses: int
+
+
+class ReversalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=2000)

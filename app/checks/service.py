@@ -1,0 +1,454 @@
+"""Attribution checks: idempotent intake, analysis, pricing, and one recording transaction.
+
+A check runs in three steps:
+
+1. `claim_key` binds the client's Idempotency-Key to this request (a short transaction of its
+   own, so a concurrent retry sees the key as in flight);
+2. `analyse` decodes, embeds, searches the index and aligns hits per track (CPU; no writes);
+3. `record` writes the check, its uses and the ledger transaction that pays for them, and binds
+   the key to the check, all in one database transaction (run by the ledger appender).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.audio.decode import load
+from app.catalogues.models import Catalogue, LicenseTerms, Track
+from app.checks.attribution import AttributionParams, TrackMatch, attribute
+from app.checks.models import Check, IdempotencyKey, Use
+from app.checks.pricing import RESEMBLANCE_SCALE, UseCandidate, price, quantise
+from app.checks.schemas import CheckResult, EmbedderOut, EvidenceOut, MatchOut
+from app.config import Settings
+from app.db import transaction, utcnow
+from app.embedding import Embedder, embed_audio
+from app.errors import Conflict, NotFound, Unprocessable
+from app.index.manager import IndexManager
+from app.ledger import service as ledger
+from app.ledger.chain import PostingBody
+from app.ledger.models import AccountKind, LedgerTransaction, TransactionKind
+from app.ledger.service import ChainHead
+
+IDEMPOTENCY_FIELD = "header.Idempotency-Key"
+
+
+def fingerprint(
+    *, audio_sha256: str, generation_id: str | None, model: str | None, metadata: dict[str, Any]
+) -> str:
+    """What makes two requests "the same request" for idempotency."""
+    canonical = json.dumps(
+        {
+            "audio_sha256": audio_sha256,
+            "generation_id": generation_id,
+            "model": model,
+            "metadata": metadata,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def claim_key(
+    sessions: sessionmaker[Session],
+    *,
+    ai_company_id: uuid.UUID,
+    key: str,
+    request_hash: str,
+    lock_seconds: float,
+) -> dict[str, Any] | None:
+    """Take the key for this request; or return the stored result of the request that did.
+
+    Raises Unprocessable when the key was used for a different request, and Conflict while
+    another request holding the key is still running (a claim older than `lock_seconds` is
+    presumed dead and taken over).
+    """
+    with transaction(sessions) as session:
+        claimed = session.execute(
+            insert(IdempotencyKey)
+            .values(ai_company_id=ai_company_id, key=key, request_hash=request_hash)
+            .on_conflict_do_nothing()
+            .returning(IdempotencyKey.key)
+        ).first()
+        if claimed is not None:
+            return None
+        held = session.scalars(
+            sa.select(IdempotencyKey)
+            .where(IdempotencyKey.ai_company_id == ai_company_id, IdempotencyKey.key == key)
+            .with_for_update()
+        ).one()
+        if held.request_hash != request_hash:
+            raise Unprocessable(
+                "this Idempotency-Key was already used with a different request; "
+                "use a new key for a new request",
+                details={"field": IDEMPOTENCY_FIELD, "reason": "key_reused"},
+            )
+        if held.check_id is not None:
+            check = session.get(Check, held.check_id)
+            assert check is not None
+            return check.result
+        if held.claimed_at > utcnow() - dt.timedelta(seconds=lock_seconds):
+            raise Conflict(
+                "a check with this Idempotency-Key is still being processed; retry shortly",
+                details={"field": IDEMPOTENCY_FIELD, "reason": "in_flight"},
+            )
+        held.claimed_at = utcnow()
+        return None
+
+
+def release_key(sessions: sessionmaker[Session], *, ai_company_id: uuid.UUID, key: str) -> None:
+    """Give the key back after a failed attempt, so the client can retry with it."""
+    with transaction(sessions) as session:
+        session.execute(
+            sa.delete(IdempotencyKey).where(
+                IdempotencyKey.ai_company_id == ai_company_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.check_id.is_(None),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Licensed:
+    """A track that may match now, with the terms in force."""
+
+    track_id: uuid.UUID
+    title: str
+    artist: str
+    catalogue_id: uuid.UUID
+    label_id: uuid.UUID
+    terms_id: uuid.UUID
+    terms_version: int
+    rate_per_use_micros: int
+    threshold: float
+
+
+def licensed_tracks(
+    session: Session, track_ids: list[uuid.UUID], *, at: dt.datetime
+) -> dict[uuid.UUID, Licensed]:
+    """Of `track_ids`, those not withdrawn whose catalogue's current terms are in force."""
+    if not track_ids:
+        return {}
+    latest = (
+        sa.select(LicenseTerms.catalogue_id, sa.func.max(LicenseTerms.version).label("version"))
+        .group_by(LicenseTerms.catalogue_id)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(Track, Catalogue.label_id, LicenseTerms)
+        .join(Catalogue, Catalogue.id == Track.catalogue_id)
+        .join(latest, latest.c.catalogue_id == Catalogue.id)
+        .join(
+            LicenseTerms,
+            (LicenseTerms.catalogue_id == Catalogue.id)
+            & (LicenseTerms.version == latest.c.version),
+        )
+        .where(Track.id.in_(track_ids), Track.withdrawn_at.is_(None))
+    ).all()
+    return {
+        track.id: Licensed(
+            track_id=track.id,
+            title=track.title,
+            artist=track.artist,
+            catalogue_id=track.catalogue_id,
+            label_id=label_id,
+            terms_id=terms.id,
+            terms_version=terms.version,
+            rate_per_use_micros=terms.rate_per_use_micros,
+            threshold=terms.threshold,
+        )
+        for track, label_id, terms in rows
+        if terms.in_force(at)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What the piece resembles, before any money moves."""
+
+    duration_s: float
+    index_watermark: int
+    matches: list[tuple[TrackMatch, Licensed]]
+
+
+def analyse(
+    path: Path,
+    *,
+    settings: Settings,
+    embedder: Embedder,
+    index: IndexManager,
+    params: AttributionParams,
+    sessions: sessionmaker[Session],
+    at: dt.datetime,
+) -> Analysis:
+    """Decode, embed, search and align; only licensed, live tracks take part."""
+    audio = load(
+        path,
+        sample_rate=embedder.sample_rate,
+        min_seconds=settings.min_audio_seconds,
+        max_seconds=settings.max_check_seconds,
+    )
+    duration_s = len(audio) / embedder.sample_rate
+    embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
+    found = index.search(embedding.vectors, k=params.k)
+    slots = np.unique(found.tracks[found.tracks >= 0])
+    with sessions() as session:
+        licensed = licensed_tracks(session, [found.track_ids[s] for s in slots], at=at)
+    allowed = np.array([s for s in slots if found.track_ids[s] in licensed], dtype=np.int64)
+    # Withdrawn tracks and suspended or expired catalogues never match, even before the index
+    # has caught up with the change.
+    tracks = np.where(np.isin(found.tracks, allowed), found.tracks, -1)
+    matches = attribute(
+        query_starts=embedding.starts,
+        window_s=embedding.window_s,
+        query_duration_s=duration_s,
+        similarities=found.similarities,
+        tracks=tracks,
+        reference_starts=found.reference_starts,
+        params=params,
+    )
+    return Analysis(
+        duration_s=duration_s,
+        index_watermark=found.watermark,
+        matches=[(m, licensed[found.track_ids[m.track]]) for m in matches],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """Everything about the request that the record keeps."""
+
+    check_id: uuid.UUID
+    ai_company_id: uuid.UUID
+    idempotency_key: str
+    audio_sha256: str
+    generation_id: str | None
+    model: str | None
+    metadata: dict[str, Any]
+    embedder: Embedder
+    params: AttributionParams
+    currency: str
+    fee_bps: int
+    created_at: dt.datetime
+
+
+def record(
+    session: Session, head: ChainHead, submission: Submission, analysis: Analysis
+) -> dict[str, Any]:
+    """Write the check, its uses and the paying ledger transaction; bind the key. Returns the
+    result as stored. Runs inside the ledger appender (under the chain lock)."""
+    sub = submission
+    ranked = sorted(
+        analysis.matches, key=lambda m: (-quantise(m[0].resemblance), str(m[1].track_id))
+    )
+    uses = [(m, lic) for m, lic in ranked if quantise(m.resemblance) >= quantise(lic.threshold)]
+    pricing = price(
+        [UseCandidate(lic.track_id, quantise(m.resemblance), lic.rate_per_use_micros)
+         for m, lic in uses],
+        fee_bps=sub.fee_bps,
+    )  # fmt: skip
+    tx_id = ledger.next_transaction_id(session) if pricing.charge_micros > 0 else None
+    use_ids = {lic.track_id: uuid.uuid4() for _, lic in uses}
+    share_of = {lic.track_id: s for (_, lic), s in zip(uses, pricing.shares, strict=True)}
+    amount_of = {lic.track_id: a for (_, lic), a in zip(uses, pricing.amounts, strict=True)}
+
+    result = CheckResult(
+        id=sub.check_id,
+        created_at=sub.created_at,
+        idempotency_key=sub.idempotency_key,
+        audio_sha256=sub.audio_sha256,
+        duration_s=round(analysis.duration_s, 3),
+        generation_id=sub.generation_id,
+        model=sub.model,
+        metadata=sub.metadata,
+        embedder=EmbedderOut(name=sub.embedder.name, version=sub.embedder.version),
+        index_watermark=analysis.index_watermark,
+        matches=[
+            MatchOut(
+                track_id=lic.track_id,
+                catalogue_id=lic.catalogue_id,
+                label_id=lic.label_id,
+                title=lic.title,
+                artist=lic.artist,
+                resemblance=quantise(m.resemblance) / RESEMBLANCE_SCALE,
+                share=round(float(share_of.get(lic.track_id, 0)), 6),
+                is_use=lic.track_id in use_ids,
+                threshold=lic.threshold,
+                terms_version=lic.terms_version,
+                amount_micros=amount_of.get(lic.track_id, 0),
+                evidence=[EvidenceOut(**_rounded(e)) for e in m.evidence],
+            )
+            for m, lic in ranked
+        ],
+        charge_micros=pricing.charge_micros,
+        fee_micros=pricing.fee_micros,
+        currency=sub.currency,
+        ledger_transaction_id=tx_id,
+    ).model_dump(mode="json")
+
+    session.add(
+        Check(
+            id=sub.check_id,
+            ai_company_id=sub.ai_company_id,
+            idempotency_key=sub.idempotency_key,
+            created_at=sub.created_at,
+            audio_sha256=sub.audio_sha256,
+            duration_s=analysis.duration_s,
+            generation_id=sub.generation_id,
+            model=sub.model,
+            request_metadata=sub.metadata,
+            embedder=sub.embedder.name,
+            embedder_version=sub.embedder.version,
+            index_watermark=analysis.index_watermark,
+            params=sub.params.as_dict(),
+            charge_micros=pricing.charge_micros,
+            currency=sub.currency,
+            result=result,
+        )
+    )
+    session.flush()
+    if uses:
+        session.execute(
+            sa.insert(Use),
+            [
+                {
+                    "id": use_ids[lic.track_id],
+                    "check_id": sub.check_id,
+                    "created_at": sub.created_at,
+                    "ai_company_id": sub.ai_company_id,
+                    "label_id": lic.label_id,
+                    "catalogue_id": lic.catalogue_id,
+                    "track_id": lic.track_id,
+                    "license_terms_id": lic.terms_id,
+                    "terms_version": lic.terms_version,
+                    "rate_per_use_micros": lic.rate_per_use_micros,
+                    "resemblance": quantise(m.resemblance) / RESEMBLANCE_SCALE,
+                    "share": float(share_of[lic.track_id]),
+                    "amount_micros": amount_of[lic.track_id],
+                    "ledger_transaction_id": tx_id,
+                }
+                for m, lic in uses
+            ],
+        )
+    if tx_id is not None:
+        credits = [
+            (use_ids[lic.track_id], lic.label_id, amount_of[lic.track_id]) for _, lic in uses
+        ]
+        _pay(session, head, sub, tx_id, pricing.charge_micros, pricing.fee_micros, credits)
+    bound = session.execute(
+        sa.update(IdempotencyKey)
+        .where(
+            IdempotencyKey.ai_company_id == sub.ai_company_id,
+            IdempotencyKey.key == sub.idempotency_key,
+            IdempotencyKey.check_id.is_(None),
+        )
+        .values(check_id=sub.check_id, completed_at=utcnow())
+    )
+    if bound.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(
+            "this Idempotency-Key was completed by another request meanwhile",
+            details={"field": IDEMPOTENCY_FIELD, "reason": "completed_elsewhere"},
+        )
+    return result
+
+
+def _pay(
+    session: Session,
+    head: ChainHead,
+    sub: Submission,
+    tx_id: int,
+    charge: int,
+    fee: int,
+    credits: list[tuple[uuid.UUID, uuid.UUID, int]],
+) -> None:
+    """The AI company is debited the charge; each use's label is credited; the fee, if any,
+    goes to the platform."""
+    account = ledger.account_id
+    postings = [
+        PostingBody(
+            account(session, org_id=sub.ai_company_id, kind=AccountKind.AI_COMPANY,
+                    currency=sub.currency),
+            -charge,
+        )
+    ]  # fmt: skip
+    postings += [
+        PostingBody(
+            account(session, org_id=label_id, kind=AccountKind.LABEL, currency=sub.currency),
+            amount,
+            use_id,
+        )
+        for use_id, label_id, amount in credits
+        if amount
+    ]
+    if fee:
+        postings.append(
+            PostingBody(
+                account(session, org_id=None, kind=AccountKind.PLATFORM, currency=sub.currency),
+                fee,
+            )
+        )
+    ledger.append(
+        session,
+        head,
+        kind=TransactionKind.CHARGE,
+        currency=sub.currency,
+        postings=postings,
+        check_id=sub.check_id,
+        tx_id=tx_id,
+    )
+
+
+def _rounded(evidence: Any) -> dict[str, float]:
+    return {
+        "query_start": round(evidence.query_start, 2),
+        "query_end": round(evidence.query_end, 2),
+        "reference_start": round(evidence.reference_start, 2),
+        "reference_end": round(evidence.reference_end, 2),
+        "similarity": round(evidence.similarity, 4),
+    }
+
+
+def reverse(
+    session: Session, head: ChainHead, *, check_id: uuid.UUID, reason: str
+) -> LedgerTransaction:
+    """Append the exact opposite of a check's charge (corrections never edit the ledger)."""
+    charge = session.scalars(
+        sa.select(LedgerTransaction).where(
+            LedgerTransaction.check_id == check_id,
+            LedgerTransaction.kind == TransactionKind.CHARGE.value,
+        )
+    ).one_or_none()
+    if charge is None:
+        if session.get(Check, check_id) is None:
+            raise NotFound("check", check_id)
+        raise Conflict("this check charged nothing; there is nothing to reverse")
+    already = session.scalar(
+        sa.select(LedgerTransaction.id).where(LedgerTransaction.reverses_id == charge.id)
+    )
+    if already is not None:
+        raise Conflict(
+            f"this check's charge was already reversed by transaction {already}",
+            details={"reversal_transaction_id": already},
+        )
+    postings = ledger.postings_of(session, [charge.id])[charge.id]
+    return ledger.append(
+        session,
+        head,
+        kind=TransactionKind.REVERSAL,
+        currency=charge.currency,
+        postings=ledger.reversal_postings(postings),
+        check_id=check_id,
+        reverses_id=charge.id,
+        reason=reason,
+    )

@@ -1,0 +1,131 @@
+"""Group commit for everything that appends to the ledger's hash chain.
+
+The chain is serialised: each append must see the hash of the one before it, so the chain lock
+is held until commit, and a commit waits for the disk (about 6 ms on the machines we measured).
+One append per commit would cap the ledger near 170 transactions per second. Instead, callers
+hand their work to this appender; a single thread takes everything queued, runs each piece in
+its own savepoint under one chain lock, and commits them together. A piece that fails rolls
+back alone; the others commit. Callers block until their piece is durable.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.ledger.service import ChainHead
+from app.logging import get_logger
+
+log = get_logger(__name__)
+
+_DEFER_CHECKS = sa.text("SET CONSTRAINTS ALL DEFERRED")
+_CHECK_NOW = sa.text("SET CONSTRAINTS ALL IMMEDIATE")
+
+T = TypeVar("T")
+Work = Callable[[Session, ChainHead], T]
+
+
+class AppenderClosed(RuntimeError):
+    """The appender was shut down before the work could run."""
+
+
+@dataclass(slots=True)
+class _Item:
+    work: Work[Any]
+    future: Future[Any]
+
+
+class LedgerAppender:
+    """Runs `work(session, head)` callables in batched, chain-locked transactions."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 128) -> None:
+        self.sessions = sessions
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="ledger-appender", daemon=True)
+        self._thread.start()
+
+    def run(self, work: Work[T], *, timeout: float = 60.0) -> T:
+        """Run `work` in the next batch and return its result once committed.
+
+        `work` must only write through the session it is given and must append to the chain
+        through the head it is given. If it raises, its savepoint rolls back and the exception
+        is re-raised here; if the batch's commit fails, every piece in it gets that error.
+        """
+        if self._closed:
+            raise AppenderClosed("the ledger appender is closed")
+        future: Future[T] = Future()
+        self._queue.put(_Item(work, future))
+        return future.result(timeout=timeout)
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+        # Anything still queued after close() raced with it; fail it rather than hang it.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.future.set_exception(AppenderClosed("the ledger appender is closed"))
+
+    def _commit(self, batch: list[_Item]) -> None:
+        outcomes: list[tuple[_Item, Any, BaseException | None]] = []
+        try:
+            with self.sessions() as session:
+                head = ChainHead(session)
+                for item in batch:
+                    mark = head.mark()
+                    try:
+                        with session.begin_nested():
+                            session.execute(_DEFER_CHECKS)
+                            result = item.work(session, head)
+                            # Run the deferred balance checks now, inside this piece's
+                            # savepoint, so an unbalanced piece fails alone.
+                            session.execute(_CHECK_NOW)
+                    except Exception as exc:
+                        head.reset(mark)
+                        outcomes.append((item, None, exc))
+                    else:
+                        outcomes.append((item, result, None))
+                session.commit()
+        except Exception as exc:
+            log.exception("ledger.batch_failed", size=len(batch))
+            for item in batch:
+                item.future.set_exception(exc)
+            return
+        for item, result, error in outcomes:
+            if error is None:
+                item.future.set_result(result)
+            else:
+                item.future.set_exception(error)

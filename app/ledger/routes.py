@@ -1,0 +1,87 @@
+"""HTTP endpoints for balances, the ledger's transactions and its verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+
+from app.db import SessionDep
+from app.errors import error_responses
+from app.ledger import service as ledger
+from app.ledger.models import LedgerTransaction, TransactionKind
+from app.ledger.schemas import AccountRead, TransactionRead, VerificationRead, transaction_with
+from app.orgs.auth import PrincipalDep, ReaderDep
+from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.state import SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
+
+
+@router.get("/accounts/me", response_model=AccountRead, summary="The caller's balance")
+def my_account(session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> AccountRead:
+    """Sum of every posting on the caller's account: what a label has earned, what an AI
+    company owes (negative), net of reversals."""
+    found = ledger.balance(session, org_id=principal.org_id, currency=settings.currency)
+    return AccountRead(
+        org_id=principal.org_id,
+        account_id=found.account_id,
+        currency=found.currency,
+        balance_micros=found.balance_micros,
+        credits_micros=found.credits_micros,
+        debits_micros=found.debits_micros,
+        transactions=found.transactions,
+    )
+
+
+@router.get(
+    "/ledger/transactions",
+    response_model=Page[TransactionRead],
+    responses=error_responses(422),
+    summary="Ledger transactions with their postings, newest first (auditor, operator)",
+)
+def list_transactions(
+    session: SessionDep,
+    _: ReaderDep,
+    created_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    kind: TransactionKind | None = None,
+    check_id: uuid.UUID | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[TransactionRead]:
+    stmt = sa.select(LedgerTransaction)
+    if created_from is not None:
+        stmt = stmt.where(LedgerTransaction.created_at >= created_from)
+    if created_to is not None:
+        stmt = stmt.where(LedgerTransaction.created_at < created_to)
+    if kind is not None:
+        stmt = stmt.where(LedgerTransaction.kind == kind.value)
+    if check_id is not None:
+        stmt = stmt.where(LedgerTransaction.check_id == check_id)
+    rows, next_cursor = paginate(
+        session, stmt, order_by=[LedgerTransaction.id], cursor=cursor, limit=limit
+    )
+    postings = ledger.postings_of(session, [t.id for t in rows])
+    return Page(items=[transaction_with(t, postings[t.id]) for t in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/ledger/verify",
+    response_model=VerificationRead,
+    summary="Walk the hash chain and report the first broken link (auditor, operator)",
+)
+def verify_ledger(session: SessionDep, _: ReaderDep) -> VerificationRead:
+    """Recomputes every transaction's hash from its stored content and its predecessor's hash.
+    A transaction or posting changed after it was written breaks the chain at that point."""
+    result = ledger.verify(session)
+    return VerificationRead(
+        ok=result.ok,
+        transactions_checked=result.transactions_checked,
+        last_hash=result.last_hash,
+        first_broken_transaction_id=result.first_broken_transaction_id,
+        problem=result.problem,
+    )

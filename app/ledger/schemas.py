@@ -1,0 +1,76 @@
+"""Response shapes for accounts, ledger transactions and chain verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from app.ledger import service as ledger
+from app.ledger.models import LedgerPosting, LedgerTransaction
+
+
+class PostingRead(BaseModel):
+    account_id: uuid.UUID
+    amount_micros: int = Field(description="Positive: credited to the account; negative: debited.")
+    use_id: uuid.UUID | None
+
+
+class TransactionRead(BaseModel):
+    id: int
+    kind: str
+    created_at: dt.datetime
+    currency: str
+    check_id: uuid.UUID | None
+    reverses_id: int | None
+    reason: str | None
+    prev_hash: str
+    hash: str
+    postings: list[PostingRead]
+
+
+def transaction_read(session: Session, transaction: LedgerTransaction) -> TransactionRead:
+    postings = ledger.postings_of(session, [transaction.id])[transaction.id]
+    return transaction_with(transaction, postings)
+
+
+def transaction_with(
+    transaction: LedgerTransaction, postings: list[LedgerPosting]
+) -> TransactionRead:
+    return TransactionRead(
+        id=transaction.id,
+        kind=transaction.kind,
+        created_at=transaction.created_at,
+        currency=transaction.currency,
+        check_id=transaction.check_id,
+        reverses_id=transaction.reverses_id,
+        reason=transaction.reason,
+        prev_hash=transaction.prev_hash,
+        hash=transaction.hash,
+        postings=[
+            PostingRead(account_id=p.account_id, amount_micros=p.amount_micros, use_id=p.use_id)
+            for p in postings
+        ],
+    )
+
+
+class AccountRead(BaseModel):
+    """An organisation's position: labels are owed positive balances, AI companies owe."""
+
+    org_id: uuid.UUID
+    account_id: uuid.UUID | None = Field(description="Null until the first posting.")
+    currency: str
+    balance_micros: int
+    credits_micros: int
+    debits_micros: int
+    transactions: int
+
+
+class VerificationRead(BaseModel):
+    ok: bool
+    transactions_checked: int
+    last_hash: str = Field(description="Hash of the last transaction that verified.")
+    first_broken_transaction_id: int | None
+    problem: str | None

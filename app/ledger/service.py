@@ -1,0 +1,255 @@
+"""Ledger operations: accounts, appending chained transactions, balances, verification."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.ledger import chain
+from app.ledger.chain import PostingBody, TransactionBody
+from app.ledger.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    TransactionKind,
+)
+
+# Appends to the chain hold this transaction-scoped advisory lock until they commit, so two
+# appenders never link to the same predecessor.
+CHAIN_LOCK = 0x45_4C_4C_47  # "ELLG"
+
+
+class LedgerError(ValueError):
+    """A transaction that cannot be recorded (unbalanced, empty, wrong sign)."""
+
+
+def account_id(
+    session: Session, *, org_id: uuid.UUID | None, kind: AccountKind, currency: str
+) -> uuid.UUID:
+    """The organisation's account (created on first use); org_id None is the platform's."""
+    stmt = sa.select(LedgerAccount.id).where(
+        LedgerAccount.currency == currency,
+        LedgerAccount.org_id.is_(None) if org_id is None else LedgerAccount.org_id == org_id,
+    )
+    found = session.scalar(stmt)
+    if found is not None:
+        return found
+    session.execute(
+        insert(LedgerAccount)
+        .values(id=uuid.uuid4(), org_id=org_id, kind=kind.value, currency=currency)
+        .on_conflict_do_nothing()
+    )
+    created = session.scalar(stmt)
+    assert created is not None
+    return created
+
+
+class ChainHead:
+    """The end of the hash chain inside one database transaction that holds CHAIN_LOCK.
+
+    `mark`/`reset` let a caller undo appends made inside a savepoint that rolled back.
+    """
+
+    def __init__(self, session: Session) -> None:
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
+        last = session.scalar(
+            sa.select(LedgerTransaction.hash).order_by(LedgerTransaction.id.desc()).limit(1)
+        )
+        self.hash = last or chain.GENESIS
+
+    def mark(self) -> str:
+        return self.hash
+
+    def reset(self, mark: str) -> None:
+        self.hash = mark
+
+
+def append(
+    session: Session,
+    head: ChainHead,
+    *,
+    kind: TransactionKind,
+    currency: str,
+    postings: Sequence[PostingBody],
+    check_id: uuid.UUID | None = None,
+    reverses_id: int | None = None,
+    reason: str | None = None,
+    tx_id: int | None = None,
+) -> LedgerTransaction:
+    """Record one balanced transaction at the end of the chain.
+
+    tx_id : an id taken earlier from `next_transaction_id` under the same chain lock (so rows
+        written before the transaction can refer to it); by default a new one
+    """
+    if len(postings) < 2:
+        raise LedgerError(f"a transaction needs at least two postings, got {len(postings)}")
+    if sum(p.amount_micros for p in postings) != 0:
+        raise LedgerError(f"postings sum to {sum(p.amount_micros for p in postings)}, not 0")
+    if any(p.amount_micros == 0 for p in postings):
+        raise LedgerError("postings of zero are not recorded")
+    if tx_id is None:
+        tx_id = next_transaction_id(session)
+    body = TransactionBody(
+        id=tx_id,
+        kind=kind.value,
+        created_at=utcnow(),
+        currency=currency,
+        postings=tuple(postings),
+        check_id=check_id,
+        reverses_id=reverses_id,
+        reason=reason,
+    )
+    digest = chain.link(head.hash, body)
+    transaction = LedgerTransaction(
+        id=tx_id,
+        kind=body.kind,
+        check_id=check_id,
+        reverses_id=reverses_id,
+        reason=reason,
+        currency=currency,
+        created_at=body.created_at,
+        prev_hash=head.hash,
+        hash=digest,
+    )
+    session.add(transaction)
+    session.flush()
+    session.execute(
+        sa.insert(LedgerPosting),
+        [
+            {
+                "transaction_id": tx_id,
+                "account_id": p.account_id,
+                "amount_micros": p.amount_micros,
+                "use_id": p.use_id,
+            }
+            for p in postings
+        ],
+    )
+    head.hash = digest
+    return transaction
+
+
+def next_transaction_id(session: Session) -> int:
+    """A fresh transaction id; under the chain lock, ids grow in chain order."""
+    return int(session.scalar(sa.select(sa.func.nextval("ledger_transactions_id_seq"))) or 0)
+
+
+def postings_of(session: Session, transaction_ids: Sequence[int]) -> dict[int, list[LedgerPosting]]:
+    """Postings of each transaction, in the order they were written."""
+    found: dict[int, list[LedgerPosting]] = {t: [] for t in transaction_ids}
+    if transaction_ids:
+        stmt = (
+            sa.select(LedgerPosting)
+            .where(LedgerPosting.transaction_id.in_(transaction_ids))
+            .order_by(LedgerPosting.id)
+        )
+        for posting in session.scalars(stmt):
+            found[posting.transaction_id].append(posting)
+    return found
+
+
+def reversal_postings(postings: Sequence[LedgerPosting]) -> list[PostingBody]:
+    """The postings that cancel a transaction exactly."""
+    return [PostingBody(p.account_id, -p.amount_micros, p.use_id) for p in postings]
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: uuid.UUID | None
+    currency: str
+    balance_micros: int
+    credits_micros: int
+    debits_micros: int
+    transactions: int
+
+
+def balance(session: Session, *, org_id: uuid.UUID, currency: str) -> Balance:
+    """Sum of the postings on an organisation's account (zero before its first posting)."""
+    account = session.scalar(
+        sa.select(LedgerAccount.id).where(
+            LedgerAccount.org_id == org_id, LedgerAccount.currency == currency
+        )
+    )
+    if account is None:
+        return Balance(None, currency, 0, 0, 0, 0)
+    amount = LedgerPosting.amount_micros
+    row = session.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(amount), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((amount > 0, amount), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((amount < 0, -amount), else_=0)), 0),
+            sa.func.count(sa.distinct(LedgerPosting.transaction_id)),
+        ).where(LedgerPosting.account_id == account)
+    ).one()
+    return Balance(account, currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    transactions_checked: int
+    last_hash: str
+    first_broken_transaction_id: int | None = None
+    problem: str | None = None
+
+
+def verify(session: Session, *, batch: int = 2000) -> Verification:
+    """Walk the whole chain in order, recomputing every hash; stop at the first broken link."""
+    previous = chain.GENESIS
+    checked = 0
+    for transaction, postings in _walk(session, batch):
+        if transaction.prev_hash != previous:
+            return Verification(
+                False, checked, previous, transaction.id,
+                f"prev_hash {transaction.prev_hash[:12]}… does not match the hash of the "
+                f"transaction before it ({previous[:12]}…)",
+            )  # fmt: skip
+        body = TransactionBody(
+            id=transaction.id,
+            kind=transaction.kind,
+            created_at=transaction.created_at,
+            currency=transaction.currency,
+            postings=tuple(PostingBody(p.account_id, p.amount_micros, p.use_id) for p in postings),
+            check_id=transaction.check_id,
+            reverses_id=transaction.reverses_id,
+            reason=transaction.reason,
+        )
+        if chain.link(previous, body) != transaction.hash:
+            return Verification(
+                False, checked, previous, transaction.id,
+                "stored hash does not match the transaction's content: it or its postings "
+                "were changed after they were written",
+            )  # fmt: skip
+        if sum(p.amount_micros for p in postings) != 0:
+            return Verification(
+                False, checked, previous, transaction.id, "postings do not sum to zero"
+            )
+        previous = transaction.hash
+        checked += 1
+    return Verification(True, checked, previous)
+
+
+def _walk(session: Session, batch: int) -> Iterator[tuple[LedgerTransaction, list[LedgerPosting]]]:
+    after = 0
+    while True:
+        page = list(
+            session.scalars(
+                sa.select(LedgerTransaction)
+                .where(LedgerTransaction.id > after)
+                .order_by(LedgerTransaction.id)
+                .limit(batch)
+            )
+        )
+        if not page:
+            return
+        postings = postings_of(session, [t.id for t in page])
+        for transaction in page:
+            yield transaction, postings[transaction.id]
+        after = page[-1].id

@@ -1,0 +1,201 @@
+"""HTTP endpoints for royalty reports and the usage history (JSON or CSV)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.checks.models import Use
+from app.db import SessionDep
+from app.errors import Unprocessable, error_responses
+from app.orgs.auth import READ_ALL, Principal, require
+from app.orgs.models import OrgKind
+from app.pagination import MAX_LIMIT, CursorQuery, LimitQuery, Page, paginate
+from app.reports import service as reports
+from app.reports.schemas import USE_CSV_COLUMNS, RoyaltyReport, RoyaltyRowRead, UseRead
+from app.state import ServiceDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
+
+RoyaltyReaderDep = Annotated[
+    Principal, Depends(require(OrgKind.LABEL, OrgKind.AUDITOR, OrgKind.OPERATOR))
+]
+UseReaderDep = Annotated[
+    Principal,
+    Depends(require(OrgKind.LABEL, OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR)),
+]
+FromQuery = Annotated[dt.datetime | None, Query(alias="from", description="Inclusive.")]
+ToQuery = Annotated[dt.datetime | None, Query(alias="to", description="Exclusive.")]
+
+
+class Format(enum.StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+def _csv(lines: Iterator[str], filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/royalties",
+    response_model=RoyaltyReport,
+    responses=error_responses(422) | {200: {"content": {"text/csv": {}}}},
+    summary="A label's royalties over a period, grouped (label: its own; auditors: any label)",
+)
+def royalties(
+    session: SessionDep,
+    principal: RoyaltyReaderDep,
+    settings: SettingsDep,
+    group_by: reports.GroupBy = reports.GroupBy.MONTH,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    label_id: uuid.UUID | None = None,
+    format: Format = Format.JSON,
+) -> RoyaltyReport | StreamingResponse:
+    """Totals are computed from the ledger postings on the label's account, net of
+    reversals, so they reconcile exactly with `/v1/accounts/me`."""
+    if principal.kind == OrgKind.LABEL:
+        if label_id not in (None, principal.org_id):
+            raise Unprocessable(
+                "labels read their own royalties; omit label_id",
+                details=[{"field": "query.label_id", "message": "not your organisation"}],
+            )
+        label_id = principal.org_id
+    elif label_id is None:
+        raise Unprocessable(
+            "label_id is required for auditors and operators",
+            details=[{"field": "query.label_id", "message": "required"}],
+        )
+    rows = reports.royalties(
+        session,
+        label_id=label_id,
+        currency=settings.currency,
+        start=start,
+        end=end,
+        group_by=group_by,
+    )
+    if format is Format.CSV:
+        fields = ["group", "name", "uses", "reversals", "amount_micros"]
+        lines = reports.csv_lines(fields, ([getattr(r, f) for f in fields] for r in rows))
+        return _csv(lines, f"royalties-{label_id}-{group_by.value}.csv")
+    return RoyaltyReport(
+        label_id=label_id,
+        currency=settings.currency,
+        start=start,
+        end=end,
+        group_by=group_by,
+        rows=[RoyaltyRowRead.model_validate(r, from_attributes=True) for r in rows],
+        total_micros=sum(r.amount_micros for r in rows),
+        uses=sum(r.uses for r in rows),
+    )
+
+
+def _scope(principal: Principal, f: reports.UseFilter) -> reports.UseFilter:
+    """Labels see uses of their tracks, AI companies their own uses, auditors everything."""
+    if principal.kind in READ_ALL:
+        return f
+    if principal.kind == OrgKind.LABEL:
+        return dataclasses.replace(f, label_id=principal.org_id)
+    return dataclasses.replace(f, ai_company_id=principal.org_id)
+
+
+def _use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
+    titles = reports.titles_of(session, (u.track_id for u in rows))
+    reversed_by = reports.reversal_of(
+        session, (u.ledger_transaction_id for u in rows if u.ledger_transaction_id)
+    )
+    return [
+        UseRead.model_validate(
+            {
+                **{f: getattr(u, f) for f in UseRead.model_fields if hasattr(Use, f)},
+                "track_title": titles.get(u.track_id, ""),
+                "reversal_transaction_id": reversed_by.get(u.ledger_transaction_id or -1),
+            }
+        )
+        for u in rows
+    ]
+
+
+@router.get(
+    "/uses",
+    response_model=Page[UseRead],
+    responses=error_responses(422) | {200: {"content": {"text/csv": {}}}},
+    summary="Usage history, newest first; `format=csv` exports every matching row",
+)
+def list_uses(
+    session: SessionDep,
+    principal: UseReaderDep,
+    service: ServiceDep,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    ai_company_id: uuid.UUID | None = None,
+    label_id: uuid.UUID | None = None,
+    catalogue_id: uuid.UUID | None = None,
+    track_id: uuid.UUID | None = None,
+    check_id: uuid.UUID | None = None,
+    format: Format = Format.JSON,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[UseRead] | StreamingResponse:
+    """AI companies see their own uses, labels the uses of their tracks, auditors and
+    operators all. Each row links the check, track, terms version, share, amount and the
+    ledger transaction that paid it."""
+    wanted = _scope(
+        principal,
+        reports.UseFilter(
+            start=start,
+            end=end,
+            ai_company_id=ai_company_id,
+            label_id=label_id,
+            catalogue_id=catalogue_id,
+            track_id=track_id,
+            check_id=check_id,
+        ),
+    )
+    if format is Format.CSV:
+        return _csv(_export_uses(service.sessions, wanted), "uses.csv")
+    rows, next_cursor = paginate(
+        session,
+        reports.uses_query(wanted),
+        order_by=[Use.created_at, Use.id],
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(items=_use_reads(session, rows), next_cursor=next_cursor)
+
+
+def _export_uses(sessions: sessionmaker[Session], wanted: reports.UseFilter) -> Iterator[str]:
+    """Every matching use as CSV, read page by page on a session of its own (the request's
+    session has closed by the time the response streams)."""
+
+    def rows() -> Iterator[list[object]]:
+        cursor: str | None = None
+        with sessions() as session:
+            while True:
+                page, cursor = paginate(
+                    session,
+                    reports.uses_query(wanted),
+                    order_by=[Use.created_at, Use.id],
+                    cursor=cursor,
+                    limit=MAX_LIMIT,
+                )
+                for use in _use_reads(session, page):
+                    dumped = use.model_dump(mode="json")
+                    yield [dumped[c] for c in USE_CSV_COLUMNS]
+                if cursor is None:
+                    return
+
+    return reports.csv_lines(USE_CSV_COLUMNS, rows())

@@ -1,0 +1,286 @@
+"""Attribution checks end to end: synthesised music in, matches, evidence and payments out."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+
+from app.checks import service as check_service
+from app.config import Settings
+from app.db import make_sessionmaker
+from tests.audio_synth import melody_track, white_noise, write_audio
+from tests.factories import Tenants, submit_check
+from tests.worlds import RATE, SEEDS, SR, Music, excerpt
+
+
+def _scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.scalar(sa.text(sql), params)
+
+
+def test_transformed_excerpt_is_attributed_to_its_source_with_evidence_and_paid(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    tempo, start = 1.04, 6.0
+    piece = excerpt(12, start, 14.0, tempo=tempo, transpose=1, timbre="strings")
+    piece = white_noise(piece * 0.5, snr_db=20, seed=3)
+    path = music.write("query-12-transformed", lambda: piece, "OGG")
+
+    response = submit_check(client, world["company"], path, generation_id="gen-1", model="m1")
+    assert response.status_code == 201, response.text
+    result = response.json()
+    assert response.headers["Idempotent-Replayed"] == "false"
+    assert result["matches"], "the source was not found"
+    top = result["matches"][0]
+    assert top["track_id"] == world["tracks"][12]
+    assert top["is_use"] is True
+    assert top["share"] == 1.0
+    assert top["label_id"] == str(world["label"].id)
+    assert [m["track_id"] for m in result["matches"] if m["is_use"]] == [world["tracks"][12]]
+    for ev in top["evidence"]:
+        # Query time t plays the source's (start + t) * tempo.
+        assert ev["reference_start"] == pytest.approx((start + ev["query_start"]) * tempo, abs=1.0)
+        assert ev["reference_end"] == pytest.approx((start + ev["query_end"]) * tempo, abs=1.0)
+    covered = sum(ev["query_end"] - ev["query_start"] for ev in top["evidence"])
+    assert covered >= 8.0
+
+    assert result["charge_micros"] == RATE
+    assert result["ledger_transaction_id"] is not None
+    assert result["embedder"]["name"] == "spectral"
+    assert result["index_watermark"] > 0
+    assert result["generation_id"] == "gen-1"
+
+    company = client.get("/v1/accounts/me", headers=world["company"].headers).json()
+    label = client.get("/v1/accounts/me", headers=world["label"].headers).json()
+    assert company["balance_micros"] == -RATE
+    assert label["balance_micros"] == RATE
+    stored = client.get(f"/v1/checks/{result['id']}", headers=world["company"].headers).json()
+    assert stored == result
+
+
+def test_unrelated_music_abstains_and_charges_nothing_but_is_recorded(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    path = music.write(
+        "query-unrelated", lambda: melody_track(99, seconds=15.0, sr=SR, timbre="brass")
+    )
+    response = submit_check(client, world["company"], path)
+    assert response.status_code == 201
+    result = response.json()
+    assert result["matches"] == []
+    assert result["charge_micros"] == 0
+    assert result["ledger_transaction_id"] is None
+    assert _scalar(engine, "SELECT count(*) FROM ledger_transactions") == 0
+    assert (
+        client.get(f"/v1/checks/{result['id']}", headers=world["company"].headers).status_code
+        == 200
+    )
+
+
+def test_retry_with_the_same_key_replays_and_charges_once(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    first = submit_check(client, world["company"], path, key="retry-me", generation_id="g")
+    again = submit_check(client, world["company"], path, key="retry-me", generation_id="g")
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert _scalar(engine, "SELECT count(*) FROM ledger_transactions") == 1
+    assert _scalar(engine, "SELECT count(*) FROM checks") == 1
+
+    other = submit_check(client, world["company"], path, key="retry-me", generation_id="other")
+    assert other.status_code == 422
+    assert other.json()["error"]["details"]["reason"] == "key_reused"
+    # Keys belong to one AI company: another company's identical key is its own.
+    stranger = Tenants(client, engine).ai_company()
+    assert (
+        submit_check(client, stranger, path, key="retry-me", generation_id="g").status_code == 201
+    )
+
+
+def test_a_key_still_in_flight_is_409(
+    client: TestClient, world: dict[str, Any], music: Music, settings: Settings, engine: Engine
+) -> None:
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    check_service.claim_key(
+        make_sessionmaker(engine),
+        ai_company_id=world["company"].id,
+        key="busy",
+        request_hash=check_service.fingerprint(
+            audio_sha256=sha, generation_id=None, model=None, metadata={}
+        ),
+        lock_seconds=settings.idempotency_lock_seconds,
+    )
+    response = submit_check(client, world["company"], path, key="busy")
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["reason"] == "in_flight"
+
+
+def test_parallel_checks_charge_exactly_once_per_key_and_the_ledger_holds(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    pieces = [
+        music.write(f"query-par-{s}", lambda s=s: excerpt(s, 1.0, 10.0, timbre=SEEDS[s]))
+        for s in SEEDS
+    ]
+    keys = [f"k{i}" for i in range(20)]
+    jobs = [(k, pieces[i % len(pieces)]) for i, k in enumerate(keys)]
+    jobs += [(k, pieces[i % len(pieces)]) for i, k in enumerate(keys[:6])]  # repeats
+
+    def run(job: tuple[str, Path]) -> int:
+        return submit_check(client, world["company"], job[1], key=job[0]).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(run, jobs))
+    assert set(statuses) <= {201, 409}
+    assert statuses[:20].count(201) + statuses[20:].count(201) >= 20
+    with engine.connect() as conn:
+        per_key = dict(conn.execute(sa.text(
+            "SELECT c.idempotency_key, count(t.id) FROM checks c "
+            "LEFT JOIN ledger_transactions t ON t.check_id = c.id GROUP BY c.idempotency_key"
+        )).all())  # fmt: skip
+        assert set(per_key) == set(keys)
+        assert set(per_key.values()) == {1}
+        unbalanced = conn.scalar(sa.text(
+            "SELECT count(*) FROM (SELECT transaction_id FROM ledger_postings "
+            "GROUP BY transaction_id HAVING sum(amount_micros) <> 0) x"
+        ))  # fmt: skip
+        assert unbalanced == 0
+    auditor = Tenants(client, engine).auditor()
+    verified = client.get("/v1/ledger/verify", headers=auditor.headers).json()
+    assert verified["ok"] is True
+    assert verified["transactions_checked"] == 20
+    company = client.get("/v1/accounts/me", headers=world["company"].headers).json()
+    label = client.get("/v1/accounts/me", headers=world["label"].headers).json()
+    assert company["balance_micros"] == -label["balance_micros"] == -20 * RATE
+
+
+def test_withdrawn_tracks_and_unlicensed_catalogues_never_match(
+    client: TestClient, world: dict[str, Any], music: Music
+) -> None:
+    path = music.write("query-14", lambda: excerpt(14, 4.0, 12.0, timbre="organ"))
+    assert (
+        submit_check(client, world["company"], path).json()["matches"][0]["track_id"]
+        == world["tracks"][14]
+    )
+
+    # Withdrawn: no match at once, before the index has synced.
+    client.delete(f"/v1/tracks/{world['tracks'][14]}", headers=world["label"].headers)
+    assert world["tracks"][14] not in [
+        m["track_id"] for m in submit_check(client, world["company"], path).json()["matches"]
+    ]
+
+    other = music.write("query-13", lambda: excerpt(13, 4.0, 12.0, timbre="flute"))
+    url = f"/v1/catalogues/{world['catalogue']['id']}/license"
+    client.put(
+        url,
+        json={"rate_per_use_micros": RATE, "status": "suspended"},
+        headers=world["label"].headers,
+    )
+    assert submit_check(client, world["company"], other).json()["matches"] == []
+    client.put(
+        url,
+        json={
+            "rate_per_use_micros": RATE,
+            "valid_from": "2020-01-01T00:00:00Z",
+            "valid_to": "2021-01-01T00:00:00Z",
+        },
+        headers=world["label"].headers,
+    )
+    assert submit_check(client, world["company"], other).json()["matches"] == []
+    client.put(url, json={"rate_per_use_micros": 3000}, headers=world["label"].headers)
+    result = submit_check(client, world["company"], other).json()
+    assert result["matches"][0]["terms_version"] == 4
+    assert result["charge_micros"] == 3000
+
+
+def test_bad_audio_is_422_and_frees_the_key(
+    client: TestClient, world: dict[str, Any], music: Music, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.mp3"
+    junk.write_bytes(b"nope" * 1000)
+    bad = submit_check(client, world["company"], junk, key="k1")
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"]["reason"] == "not_audio"
+    silent = tmp_path / "silent.wav"
+    write_audio(silent, np.zeros(SR * 5, dtype=np.float32), SR, "WAV")
+    assert (
+        submit_check(client, world["company"], silent, key="k2").json()["error"]["details"][
+            "reason"
+        ]
+        == "silent"
+    )
+    good = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    assert submit_check(client, world["company"], good, key="k1").status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("headers", "fields", "field"),
+    [
+        ({}, {}, "header.Idempotency-Key"),
+        ({"Idempotency-Key": "x" * 256}, {}, "header.Idempotency-Key"),
+        ({"Idempotency-Key": "k"}, {"metadata": "[1, 2]"}, "body.metadata"),
+        ({"Idempotency-Key": "k"}, {"metadata": "{oops"}, "body.metadata"),
+        ({"Idempotency-Key": "k"}, {"prompt": "x"}, "body.prompt"),
+    ],
+)
+def test_malformed_check_requests_are_422_naming_the_field(
+    client: TestClient,
+    tenants: Tenants,
+    music: Music,
+    headers: dict[str, str],
+    fields: dict[str, str],
+    field: str,
+) -> None:
+    company = tenants.ai_company()
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    with path.open("rb") as f:
+        response = client.post(
+            "/v1/checks",
+            files={"file": (path.name, f)},
+            data=fields,
+            headers=company.headers | headers,
+        )
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert field in [d["field"] for d in details]
+
+
+def test_checks_are_listed_for_their_company_and_hidden_from_others(
+    client: TestClient, world: dict[str, Any], music: Music, tenants: Tenants
+) -> None:
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    ids = [
+        submit_check(client, world["company"], path, generation_id=f"g{i}").json()["id"]
+        for i in range(3)
+    ]
+    listed = client.get("/v1/checks", params={"limit": 2}, headers=world["company"].headers).json()
+    assert [c["id"] for c in listed["items"]] == ids[::-1][:2]
+    assert listed["items"][0]["uses"] == 1
+    rest = client.get(
+        "/v1/checks",
+        params={"limit": 2, "cursor": listed["next_cursor"]},
+        headers=world["company"].headers,
+    ).json()
+    assert [c["id"] for c in rest["items"]] == [ids[0]]
+    only = client.get(
+        "/v1/checks", params={"generation_id": "g1"}, headers=world["company"].headers
+    ).json()
+    assert [c["id"] for c in only["items"]] == [ids[1]]
+
+    stranger = tenants.ai_company()
+    assert client.get(f"/v1/checks/{ids[0]}", headers=stranger.headers).status_code == 404
+    assert client.get("/v1/checks", headers=stranger.headers).json()["items"] == []
+    auditor = tenants.auditor()
+    assert len(client.get("/v1/checks", headers=auditor.headers).json()["items"]) == 3
+    assert client.get(f"/v1/checks/{uuid.uuid4()}", headers=auditor.headers).status_code == 404

@@ -1,0 +1,245 @@
+"""The ledger: append-only tables, balanced transactions, the hash chain, reversals."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from app.db import make_sessionmaker
+from app.ledger import service as ledger
+from app.ledger.appender import LedgerAppender
+from app.ledger.chain import PostingBody
+from app.ledger.models import AccountKind, TransactionKind
+from app.ledger.service import ChainHead, LedgerError
+from app.orgs.models import Organisation
+from tests.factories import Tenants
+
+
+@pytest.fixture
+def accounts(engine: Engine) -> tuple[uuid.UUID, uuid.UUID]:
+    """An AI company's and a label's accounts."""
+    with make_sessionmaker(engine).begin() as session:
+        ids = []
+        for kind in (AccountKind.AI_COMPANY, AccountKind.LABEL):
+            org = Organisation(kind=kind.value, name=kind.value)
+            session.add(org)
+            session.flush()
+            ids.append(ledger.account_id(session, org_id=org.id, kind=kind, currency="USD"))
+    return ids[0], ids[1]
+
+
+@pytest.fixture
+def appender(engine: Engine) -> Any:
+    appender = LedgerAppender(make_sessionmaker(engine))
+    yield appender
+    appender.close()
+
+
+def _charge(payer: uuid.UUID, payee: uuid.UUID, amount: int) -> Any:
+    def work(session: Session, head: ChainHead) -> int:
+        tx = ledger.append(
+            session,
+            head,
+            kind=TransactionKind.CHARGE,
+            currency="USD",
+            postings=[PostingBody(payer, -amount), PostingBody(payee, amount)],
+        )
+        return tx.id
+
+    return work
+
+
+def test_appends_chain_and_verify(
+    appender: LedgerAppender, accounts: tuple[uuid.UUID, uuid.UUID], engine: Engine
+) -> None:
+    ids = [appender.run(_charge(*accounts, amount)) for amount in (100, 250, 7)]
+    assert ids == sorted(ids)
+    with make_sessionmaker(engine)() as session:
+        result = ledger.verify(session)
+        rows = session.execute(
+            sa.text("SELECT prev_hash, hash FROM ledger_transactions ORDER BY id")
+        ).all()
+    assert result.ok
+    assert result.transactions_checked == 3
+    assert rows[0].prev_hash == "0" * 64
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+
+
+def test_concurrent_appenders_never_fork_the_chain(
+    engine: Engine, accounts: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    sessions = make_sessionmaker(engine)
+    # Two appenders stand for two API processes; each is fed by several threads.
+    first, second = LedgerAppender(sessions), LedgerAppender(sessions)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(
+                    lambda i: (first if i % 2 else second).run(_charge(*accounts, i + 1)),
+                    range(200),
+                )
+            )
+    finally:
+        first.close()
+        second.close()
+    with sessions() as session:
+        result = ledger.verify(session)
+        heads = session.scalar(sa.text("SELECT count(DISTINCT prev_hash) FROM ledger_transactions"))
+    assert result.ok
+    assert result.transactions_checked == 200
+    assert heads == 200  # every transaction has its own predecessor: no fork
+    assert ledger.balance(
+        sessions(), org_id=_org_of(engine, accounts[1]), currency="USD"
+    ).balance_micros == sum(range(1, 201))
+
+
+def _org_of(engine: Engine, account: uuid.UUID) -> uuid.UUID:
+    with engine.connect() as conn:
+        return conn.scalar(
+            sa.text("SELECT org_id FROM ledger_accounts WHERE id = :a"), {"a": account}
+        )
+
+
+def test_a_failing_piece_rolls_back_alone(
+    appender: LedgerAppender, accounts: tuple[uuid.UUID, uuid.UUID], engine: Engine
+) -> None:
+    barrier = threading.Barrier(3)
+
+    def bad(session: Session, head: ChainHead) -> None:
+        postings = [PostingBody(accounts[0], -5), PostingBody(accounts[1], 4)]
+        ledger.append(session, head, kind=TransactionKind.CHARGE, currency="USD", postings=postings)
+
+    def submit(work: Any) -> Any:
+        barrier.wait()
+        try:
+            return appender.run(work)
+        except LedgerError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(submit, [_charge(*accounts, 10), bad, _charge(*accounts, 20)]))
+    assert isinstance(outcomes[1], LedgerError)
+    assert "sum to -1" in str(outcomes[1])
+    with make_sessionmaker(engine)() as session:
+        assert ledger.verify(session).transactions_checked == 2
+
+
+def test_the_database_refuses_unbalanced_transactions(
+    engine: Engine, accounts: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    insert_transaction = sa.text(
+        "INSERT INTO ledger_transactions (id, kind, currency, created_at, prev_hash, hash) "
+        "VALUES (:id, 'charge', 'USD', now(), repeat('0', 64), repeat(:h, 64))"
+    )
+    insert_postings = sa.text(
+        "INSERT INTO ledger_postings (transaction_id, account_id, amount_micros) "
+        "VALUES (1, :a, -10), (1, :b, 9)"
+    )
+
+    def unbalanced() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert_transaction, {"id": 1, "h": "a"})
+            conn.execute(insert_postings, {"a": accounts[0], "b": accounts[1]})
+
+    def without_postings() -> None:
+        with engine.begin() as conn:
+            conn.execute(insert_transaction, {"id": 2, "h": "b"})
+
+    for attempt in (unbalanced, without_postings):
+        with pytest.raises(sqlalchemy.exc.IntegrityError, match="does not balance"):
+            attempt()
+
+
+@pytest.mark.parametrize("table", ["ledger_transactions", "ledger_postings", "ledger_accounts"])
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE {t} SET created_at = created_at", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"],
+)
+def test_ledger_tables_refuse_update_delete_and_truncate(
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    engine: Engine,
+    table: str,
+    statement: str,
+) -> None:
+    appender.run(_charge(*accounts, 10))
+    sql = statement.format(t=table)
+    if table == "ledger_postings" and sql.startswith("UPDATE"):
+        sql = "UPDATE ledger_postings SET amount_micros = amount_micros"
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(sa.text(sql))
+
+
+def test_verify_names_the_transaction_a_superuser_tampered_with(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    engine: Engine,
+) -> None:
+    ids = [appender.run(_charge(*accounts, amount)) for amount in (100, 200, 300, 400)]
+    auditor = tenants.auditor()
+    assert client.get("/v1/ledger/verify", headers=auditor.headers).json()["ok"] is True
+    with engine.begin() as conn:
+        # A superuser can switch the triggers off; the chain still tells.
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            sa.text(
+                "UPDATE ledger_postings SET amount_micros = amount_micros * 2 "
+                "WHERE transaction_id = :t"
+            ),
+            {"t": ids[2]},
+        )
+    report = client.get("/v1/ledger/verify", headers=auditor.headers).json()
+    assert report["ok"] is False
+    assert report["first_broken_transaction_id"] == ids[2]
+    assert report["transactions_checked"] == 2
+    assert "changed after they were written" in report["problem"]
+
+
+def test_a_rewritten_hash_breaks_the_next_link(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    engine: Engine,
+) -> None:
+    ids = [appender.run(_charge(*accounts, amount)) for amount in (1, 2, 3)]
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            sa.text("DELETE FROM ledger_postings WHERE transaction_id = :t"), {"t": ids[1]}
+        )
+        conn.execute(sa.text("DELETE FROM ledger_transactions WHERE id = :t"), {"t": ids[1]})
+    report = client.get("/v1/ledger/verify", headers=tenants.auditor().headers).json()
+    assert report["first_broken_transaction_id"] == ids[2]
+    assert "prev_hash" in report["problem"]
+
+
+def test_transactions_are_listed_with_postings_for_auditors(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+) -> None:
+    ids = [appender.run(_charge(*accounts, amount)) for amount in (5, 6, 7)]
+    auditor = tenants.auditor()
+    page = client.get(
+        "/v1/ledger/transactions", params={"limit": 2}, headers=auditor.headers
+    ).json()
+    assert [t["id"] for t in page["items"]] == [ids[2], ids[1]]
+    assert sorted(p["amount_micros"] for p in page["items"][0]["postings"]) == [-7, 7]
+    rest = client.get(
+        "/v1/ledger/transactions", params={"cursor": page["next_cursor"]}, headers=auditor.headers
+    ).json()
+    assert [t["id"] for t in rest["items"]] == [ids[0]]
+    assert client.get("/v1/ledger/transactions", headers=tenants.label().headers).status_code == 403
