@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Echoledger API / worker image. Build: docker build -t echoledger .
+# Echoledger API / worker image.
+#   docker build -t echoledger .                                # spectral embedder only
+#   docker build --build-arg WITH_OPENL3=1 -t echoledger-openl3 .  # + OpenL3 (CPU torch, weights)
 # The app is installed in editable mode from /srv/echoledger so that `echoledger migrate` finds
 # alembic.ini and migrations/ next to the package.
 
@@ -12,6 +14,18 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 RUN pip install --upgrade pip && pip install -e .
+# OpenL3: a CPU build of torch from PyTorch's index (PyPI's default is a multi-GB CUDA build),
+# then the extra, then the weights (about 37 MB), fetched here because the service never
+# downloads at run time. This step needs network access to PyPI, download.pytorch.org and
+# github.com.
+ARG WITH_OPENL3=0
+ENV TORCH_HOME=/opt/torch
+RUN if [ "$WITH_OPENL3" = "1" ]; then \
+        pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+        && pip install -e ".[openl3]" \
+        && python -m app.embedding.openl3 --fetch-weights \
+        && chmod -R a+rX /opt/torch; \
+    else mkdir -p /opt/torch; fi
 
 FROM python:3.11-slim-bookworm AS runtime
 # libsndfile comes inside the soundfile wheel; no system audio libraries are needed.
@@ -19,7 +33,9 @@ RUN groupadd --system echoledger && useradd --system --gid echoledger --home /sr
     && mkdir -p /var/lib/echoledger && chown echoledger:echoledger /var/lib/echoledger
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /srv/echoledger /srv/echoledger
+COPY --from=build /opt/torch /opt/torch
 ENV PATH=/opt/venv/bin:$PATH \
+    TORCH_HOME=/opt/torch \
     PYTHONUNBUFFERED=1 \
     ECHOLEDGER_DATA_DIR=/var/lib/echoledger \
     ECHOLEDGER_HOST=0.0.0.0 \

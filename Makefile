@@ -3,16 +3,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run worker test lint format clean
+.PHONY: install install-openl3 run worker test lint format clean
 
 # Re-install when the project metadata changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,eval]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## The optional OpenL3 embedder: a CPU build of torch, then the extra (about 1.2 GB).
+install-openl3: $(STAMP)
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev,eval,openl3]"
 
 ## Start the service on port 8000 (embedded PostgreSQL unless DATABASE_URL is set).
 run: $(STAMP)

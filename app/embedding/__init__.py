@@ -11,7 +11,7 @@ from app.embedding.base import Embedder, Embedding, EmbeddingError, FloatArray
 
 __all__ = ["Embedder", "Embedding", "EmbeddingError", "embed_audio", "get_embedder"]
 
-NAMES = ("spectral",)
+NAMES = ("spectral", "openl3")
 
 
 @cache
@@ -21,6 +21,10 @@ def get_embedder(name: str) -> Embedder:
         from app.embedding.spectral import SpectralEmbedder
 
         return SpectralEmbedder()
+    if name == "openl3":
+        from app.embedding.openl3 import OpenL3Embedder
+
+        return OpenL3Embedder()
     raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(NAMES)}")
 
 
