@@ -258,7 +258,7 @@ def record(
          for m, lic in uses],
         fee_bps=sub.fee_bps,
     )  # fmt: skip
-    tx_id = ledger.next_transaction_id(session) if pricing.charge_micros > 0 else None
+    tx_id = head.next_id() if pricing.charge_micros > 0 else None
     use_ids = {lic.track_id: uuid.uuid4() for _, lic in uses}
     share_of = {lic.track_id: s for (_, lic), s in zip(uses, pricing.shares, strict=True)}
     amount_of = {lic.track_id: a for (_, lic), a in zip(uses, pricing.amounts, strict=True)}

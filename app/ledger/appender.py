@@ -3,9 +3,12 @@
 The chain is serialised: each append must see the hash of the one before it, so the chain lock
 is held until commit, and a commit waits for the disk (about 6 ms on the machines we measured).
 One append per commit would cap the ledger near 170 transactions per second. Instead, callers
-hand their work to this appender; a single thread takes everything queued, runs each piece in
-its own savepoint under one chain lock, and commits them together. A piece that fails rolls
-back alone; the others commit. Callers block until their piece is durable.
+hand their work to this appender; a single thread takes everything queued, runs the pieces
+under one chain lock and commits them together. A piece that fails is refused alone; the
+others commit. Callers block until their piece is durable.
+
+`ledger.append` checks balance before writing, so the database's own balance check (deferred
+to commit) only ever fires on a bug, and then fails the whole batch rather than one piece.
 """
 
 from __future__ import annotations
@@ -17,16 +20,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.ledger.service import ChainHead
 from app.logging import get_logger
 
 log = get_logger(__name__)
-
-_DEFER_CHECKS = sa.text("SET CONSTRAINTS ALL DEFERRED")
-_CHECK_NOW = sa.text("SET CONSTRAINTS ALL IMMEDIATE")
 
 T = TypeVar("T")
 Work = Callable[[Session, ChainHead], T]
@@ -100,32 +99,54 @@ class LedgerAppender:
                 item.future.set_exception(AppenderClosed("the ledger appender is closed"))
 
     def _commit(self, batch: list[_Item]) -> None:
-        outcomes: list[tuple[_Item, Any, BaseException | None]] = []
+        # Optimistically, the whole batch in one transaction; pieces rarely fail (a lost race
+        # for an idempotency key, a bug), and then the batch runs again with a savepoint per
+        # piece so that only the failing piece is refused. Works are pure functions of their
+        # inputs, so running one twice is safe (the first run was rolled back).
         try:
-            with self.sessions() as session:
+            outcomes = self._attempt(batch, isolate=False)
+        except _PieceFailed:
+            try:
+                outcomes = self._attempt(batch, isolate=True)
+            except Exception as exc:
+                outcomes = [(item, None, exc) for item in batch]
+        except Exception as exc:
+            outcomes = [(item, None, exc) for item in batch]
+        for item, result, error in outcomes:
+            if error is None:
+                item.future.set_result(result)
+            else:
+                item.future.set_exception(error)
+
+    def _attempt(
+        self, batch: list[_Item], *, isolate: bool
+    ) -> list[tuple[_Item, Any, BaseException | None]]:
+        outcomes: list[tuple[_Item, Any, BaseException | None]] = []
+        with self.sessions() as session:
+            try:
                 head = ChainHead(session)
                 for item in batch:
+                    if not isolate:
+                        outcomes.append((item, item.work(session, head), None))
+                        continue
                     mark = head.mark()
                     try:
                         with session.begin_nested():
-                            session.execute(_DEFER_CHECKS)
                             result = item.work(session, head)
-                            # Run the deferred balance checks now, inside this piece's
-                            # savepoint, so an unbalanced piece fails alone.
-                            session.execute(_CHECK_NOW)
                     except Exception as exc:
                         head.reset(mark)
                         outcomes.append((item, None, exc))
                     else:
                         outcomes.append((item, result, None))
                 session.commit()
-        except Exception as exc:
-            log.exception("ledger.batch_failed", size=len(batch))
-            for item in batch:
-                item.future.set_exception(exc)
-            return
-        for item, result, error in outcomes:
-            if error is None:
-                item.future.set_result(result)
-            else:
-                item.future.set_exception(error)
+            except Exception as exc:
+                session.rollback()
+                if not isolate and len(batch) > 1 and len(outcomes) < len(batch):
+                    raise _PieceFailed from exc
+                log.exception("ledger.batch_failed", size=len(batch), isolated=isolate)
+                raise
+        return outcomes
+
+
+class _PieceFailed(Exception):
+    """A piece of an optimistic batch failed; retry the batch piece by piece."""

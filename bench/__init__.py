@@ -1,0 +1,1 @@
+"""Benchmark tooling for Echoledger (evaluation corpus, measurements)."""
