@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.migrate import current_revision, head_revision
@@ -21,6 +21,8 @@ class Readiness(BaseModel):
     database: str
     migration: str | None
     migration_head: str | None
+    index_segments: int = Field(description="Segments in this process's similarity index.")
+    index_watermark: int = Field(description="Highest segment id the index has taken in.")
 
 
 @router.get("/healthz", response_model=Health, summary="The process is up")
@@ -32,12 +34,13 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready; the body says why"}},
-    summary="The database is reachable and its schema is at the latest migration",
+    summary="The database is reachable, its schema at the latest migration; index size",
 )
 def readyz(request: Request) -> JSONResponse:
     head = head_revision()
+    service = request.app.state.service
     try:
-        with request.app.state.service.engine.connect() as conn:
+        with service.engine.connect() as conn:
             current = current_revision(conn)
         database = "ok"
     except SQLAlchemyError as exc:
@@ -48,5 +51,7 @@ def readyz(request: Request) -> JSONResponse:
         database=database,
         migration=current,
         migration_head=head,
+        index_segments=service.index.size,
+        index_watermark=service.index.watermark,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
