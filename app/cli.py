@@ -1,4 +1,4 @@
-"""The `echoledger` command: serve, worker, migrate, create-org, import, rebuild-index."""
+"""The `echoledger` command: serve, worker, migrate, create-org, import, reembed, rebuild-index."""
 
 from __future__ import annotations
 
@@ -140,6 +140,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    import uuid
+
+    from app.catalogues.tracks import enqueue_reembedding
+    from app.db import create_db_engine, make_sessionmaker, transaction
+    from app.embedding import get_embedder
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    embedder = get_embedder(settings.embedder)
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            count = enqueue_reembedding(
+                session,
+                embedder_name=embedder.name,
+                embedder_version=embedder.version,
+                catalogue_id=uuid.UUID(args.catalogue) if args.catalogue else None,
+            )
+    finally:
+        engine.dispose()
+    print(f"{count} tracks queued for {embedder.name} {embedder.version}; workers will embed them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoledger",
@@ -181,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--artist", default="Unknown artist", help="artist when no metadata says")
     imp.add_argument("--jobs", type=int, default=2, help="uploads at once")
     imp.set_defaults(func=cmd_import)
+
+    reembed = commands.add_parser(
+        "reembed",
+        help="queue indexed tracks whose segments came from another embedder or version",
+    )
+    reembed.add_argument("--catalogue", default=None, help="only this catalogue")
+    reembed.set_defaults(func=cmd_reembed)
 
     rebuild = commands.add_parser(
         "rebuild-index",

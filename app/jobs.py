@@ -26,6 +26,7 @@ from app.logging import get_logger
 log = get_logger(__name__)
 
 INGEST_TRACK = "ingest_track"
+REEMBED_TRACK = "reembed_track"
 RECONCILE_TRACKS = "reconcile_tracks"
 
 INGEST_QUEUE = "ingest"
@@ -118,6 +119,9 @@ def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> p
     )
     app.task(name=INGEST_TRACK, queue=INGEST_QUEUE, retry=RETRY, pass_context=True)(
         catalogue_tasks.ingest_track
+    )
+    app.task(name=REEMBED_TRACK, queue=INGEST_QUEUE, retry=RETRY, pass_context=True)(
+        catalogue_tasks.reembed_track
     )
     reconcile = app.task(
         name=RECONCILE_TRACKS,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.engine import Engine
@@ -144,3 +145,9 @@ def submit_check(
             data=fields,
             headers=headers,
         )
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    """One value from a SQL query (tests read the database directly to check what was stored)."""
+    with engine.connect() as conn:
+        return conn.scalar(sa.text(sql), params)

@@ -19,17 +19,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from app import jobs
-from app.catalogues import ingest
+from app.catalogues import ingest, tracks
 from app.config import Settings
 from app.db import make_sessionmaker, transaction
+from app.embedding import get_embedder
 from app.main import create_app
 from tests.audio_synth import melody_track, write_audio
-from tests.factories import Tenants, audio_file, run_jobs, upload
-
-
-def _scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.scalar(sa.text(sql), params)
+from tests.factories import Tenants, audio_file, run_jobs, scalar, upload
 
 
 def _wait_for(predicate: Any, *, timeout: float, what: str) -> None:
@@ -60,11 +56,11 @@ def test_interrupted_job_writes_nothing_and_its_retry_completes(
 
     monkeypatch.setattr(ingest, "utcnow", connection_lost)
     run_jobs(settings, engine)
-    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
-    assert _scalar(engine, "SELECT status FROM tracks") == "pending"
+    assert scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert scalar(engine, "SELECT status FROM tracks") == "pending"
     # A transient error: the job is scheduled again rather than failed.
     assert (
-        _scalar(
+        scalar(
             engine, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'ingest_track'"
         )
         == "todo"
@@ -76,7 +72,7 @@ def test_interrupted_job_writes_nothing_and_its_retry_completes(
     run_jobs(settings, engine)
     done = client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()
     assert done["status"] == "indexed"
-    assert _scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 0
+    assert scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 0
 
 
 @pytest.mark.slow
@@ -110,7 +106,7 @@ def test_killed_worker_leaves_no_partial_segments_and_its_job_is_picked_up_again
     )
     try:
         _wait_for(
-            lambda: _scalar(
+            lambda: scalar(
                 engine, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
             ),
             timeout=60,
@@ -121,13 +117,13 @@ def test_killed_worker_leaves_no_partial_segments_and_its_job_is_picked_up_again
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
     assert (
-        _scalar(
+        scalar(
             engine, "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'ingest_track'"
         )
         == "doing"
     )
-    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
-    assert _scalar(engine, "SELECT status FROM tracks") == "pending"
+    assert scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert scalar(engine, "SELECT status FROM tracks") == "pending"
 
     time.sleep(1.5)  # the dead worker's heartbeat goes stale
 
@@ -140,7 +136,7 @@ def test_killed_worker_leaves_no_partial_segments_and_its_job_is_picked_up_again
     run_jobs(settings, engine)
     done = client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()
     assert done["status"] == "indexed"
-    assert _scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 500
+    assert scalar(engine, "SELECT count(*) FROM segments") == done["segment_count"] > 500
 
 
 def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
@@ -196,3 +192,38 @@ def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(
         _wait_for(lambda: index.size == segments, timeout=10, what="the index to add segments")
         client.delete(url, headers=label.headers)
         _wait_for(lambda: index.size == 0, timeout=10, what="the index to drop the track")
+
+
+def test_reembedding_adds_the_current_embedders_segments_after_a_change(
+    client: TestClient, tenants: Tenants, settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    label = tenants.label()
+    catalogue = tenants.catalogue(label)
+    kept = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=1, seconds=6.0)).json()
+    gone = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=2, seconds=6.0)).json()
+    run_jobs(settings, engine)
+    client.delete(f"/v1/tracks/{gone['id']}", headers=label.headers)
+    current = get_embedder(settings.embedder)
+    with engine.begin() as conn:  # as if an earlier embedder version had indexed them
+        conn.execute(sa.text("UPDATE segments SET embedder_version = 'old'"))
+    sessions = make_sessionmaker(engine)
+
+    def queue() -> int:
+        with transaction(sessions) as session:
+            return tracks.enqueue_reembedding(
+                session, embedder_name=current.name, embedder_version=current.version
+            )
+
+    assert queue() == 1  # the withdrawn track is left alone
+    run_jobs(settings, engine)
+    fresh = scalar(
+        engine,
+        "SELECT count(*) FROM segments WHERE track_id = :t AND embedder_version = :v",
+        t=kept["id"],
+        v=current.version,
+    )
+    assert fresh > 0
+    assert scalar(engine, "SELECT count(*) FROM segments WHERE embedder_version = 'old'") > fresh
+    after = client.get(f"/v1/tracks/{kept['id']}", headers=label.headers).json()
+    assert (after["status"], after["embedder_version"]) == ("indexed", current.version)
+    assert queue() == 0

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.embedding import get_embedder
 from app.main import create_app
 from tests.audio_synth import write_audio
-from tests.factories import Tenant, Tenants, audio_file, run_jobs, upload
+from tests.factories import Tenant, Tenants, audio_file, run_jobs, scalar, upload
 
 
 @pytest.fixture
@@ -26,11 +26,6 @@ def label(tenants: Tenants) -> Tenant:
 @pytest.fixture
 def catalogue(tenants: Tenants, label: Tenant) -> dict[str, Any]:
     return tenants.catalogue(label)
-
-
-def _scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.scalar(sa.text(sql), params)
 
 
 def test_upload_is_accepted_pending_then_indexed_by_a_worker(
@@ -50,7 +45,7 @@ def test_upload_is_accepted_pending_then_indexed_by_a_worker(
     assert track["audio_format"] == "flac"
     assert track["duration_s"] == pytest.approx(12.0, abs=0.01)
     # The job was enqueued with the track, in the same transaction.
-    assert _scalar(engine, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == 1
+    assert scalar(engine, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == 1
     # The original is kept, content-addressed.
     blob = settings.blob_dir / track["audio_sha256"][:2] / track["audio_sha256"][2:4]
     assert (blob / track["audio_sha256"]).read_bytes() == path.read_bytes()
@@ -166,8 +161,8 @@ def test_bad_files_are_refused_on_upload_with_a_clear_reason(
     error = response.json()["error"]
     assert error["details"]["reason"] == reason
     assert words in error["message"]
-    assert _scalar(engine, "SELECT count(*) FROM tracks") == 0
-    assert _scalar(engine, "SELECT count(*) FROM procrastinate_jobs") == 0
+    assert scalar(engine, "SELECT count(*) FROM tracks") == 0
+    assert scalar(engine, "SELECT count(*) FROM procrastinate_jobs") == 0
 
 
 def _aiff(path: Path) -> Path:
@@ -255,9 +250,9 @@ def test_problems_only_decoding_shows_mark_the_track_failed(
     assert track["status"] == "failed"
     assert words in track["error"]
     assert track["segment_count"] == 0
-    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert scalar(engine, "SELECT count(*) FROM segments") == 0
     assert (
-        _scalar(engine, "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'") == 0
+        scalar(engine, "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'") == 0
     )
 
 
@@ -365,13 +360,13 @@ def test_withdrawal_keeps_the_track_and_its_segments(
 ) -> None:
     track = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=6.0)).json()
     run_jobs(settings, engine)
-    segments = _scalar(engine, "SELECT count(*) FROM segments")
+    segments = scalar(engine, "SELECT count(*) FROM segments")
     withdrawn = client.delete(f"/v1/tracks/{track['id']}", headers=label.headers)
     assert withdrawn.status_code == 200
     assert withdrawn.json()["withdrawn_at"] is not None
     again = client.delete(f"/v1/tracks/{track['id']}", headers=label.headers).json()
     assert again["withdrawn_at"] == withdrawn.json()["withdrawn_at"]
-    assert _scalar(engine, "SELECT count(*) FROM segments") == segments
+    assert scalar(engine, "SELECT count(*) FROM segments") == segments
     assert (
         client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()["status"] == "indexed"
     )
@@ -390,7 +385,7 @@ def test_withdrawn_pending_track_is_not_ingested(
     track = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=4.0)).json()
     client.delete(f"/v1/tracks/{track['id']}", headers=label.headers)
     run_jobs(settings, engine)
-    assert _scalar(engine, "SELECT count(*) FROM segments") == 0
+    assert scalar(engine, "SELECT count(*) FROM segments") == 0
 
 
 def test_track_list_is_paginated_and_filtered(

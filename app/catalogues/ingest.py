@@ -24,18 +24,25 @@ from app.logging import get_logger
 log = get_logger(__name__)
 
 
-def ingest(runtime: WorkerRuntime, track_id: uuid.UUID) -> str:
-    """Index one pending track; returns the track's final status."""
+def ingest(runtime: WorkerRuntime, track_id: uuid.UUID, *, reembed: bool = False) -> str:
+    """Index one pending track; returns the track's final status.
+
+    reembed : instead, add segments of the current embedder to a track already indexed by
+        another embedder or version; its status stays `indexed` whatever happens
+    """
+    embedder = runtime.embedder
+    expected = TrackStatus.INDEXED if reembed else TrackStatus.PENDING
     with transaction(runtime.sessions) as session:
         track = session.get(Track, track_id)
-        if track is None or track.status != TrackStatus.PENDING or track.withdrawn_at is not None:
+        if track is None or track.status != expected or track.withdrawn_at is not None:
             status = "missing" if track is None else track.status
             log.info("ingest.skipped", track_id=str(track_id), status=status)
             return status
+        if reembed and has_segments(session, track_id, embedder.name, embedder.version):
+            return track.status
         sha256 = track.audio_sha256
 
     settings = runtime.settings
-    embedder = runtime.embedder
     try:
         audio = load(
             runtime.blobs.path(sha256),
@@ -44,18 +51,14 @@ def ingest(runtime: WorkerRuntime, track_id: uuid.UUID) -> str:
             max_seconds=settings.max_audio_seconds,
         )
         embedding = embed_audio(embedder, audio)
-    except AudioError as exc:
-        return _fail(runtime, track_id, exc.message)
-    except EmbeddingError as exc:
-        return _fail(runtime, track_id, f"cannot embed this audio: {exc}")
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
-        # A bug or an unexpected decoder failure must not leave the track pending forever.
-        log.exception("ingest.unexpected_error", track_id=str(track_id))
-        return _fail(
-            runtime, track_id, f"internal error while processing audio ({type(exc).__name__})"
-        )
+        if reembed:
+            # The file was indexed before; keep the track as it is and say why.
+            log.exception("reembed.failed", track_id=str(track_id))
+            return TrackStatus.INDEXED.value
+        return _fail(runtime, track_id, _reason(exc))
 
     duration_s = len(audio) / embedder.sample_rate
     with transaction(runtime.sessions) as session:
@@ -66,7 +69,33 @@ def ingest(runtime: WorkerRuntime, track_id: uuid.UUID) -> str:
             embedder_name=embedder.name,
             embedder_version=embedder.version,
             duration_s=duration_s,
+            expected=expected,
         )
+
+
+def _reason(exc: Exception) -> str:
+    """What the label reads on a failed track."""
+    if isinstance(exc, AudioError):
+        return exc.message
+    if isinstance(exc, EmbeddingError):
+        return f"cannot embed this audio: {exc}"
+    # A bug or an unexpected decoder failure must not leave the track pending forever.
+    log.error("ingest.unexpected_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+    return f"internal error while processing audio ({type(exc).__name__})"
+
+
+def has_segments(session: Session, track_id: uuid.UUID, name: str, version: str) -> bool:
+    return bool(
+        session.scalar(
+            sa.select(
+                sa.exists().where(
+                    Segment.track_id == track_id,
+                    Segment.embedder == name,
+                    Segment.embedder_version == version,
+                )
+            )
+        )
+    )
 
 
 def store_segments(
@@ -77,13 +106,16 @@ def store_segments(
     embedder_name: str,
     embedder_version: str,
     duration_s: float,
+    expected: TrackStatus = TrackStatus.PENDING,
 ) -> str:
     """Write a track's segments and mark it indexed, unless it changed meanwhile."""
     track = session.scalars(
         sa.select(Track).where(Track.id == track_id).with_for_update()
     ).one_or_none()
-    if track is None or track.status != TrackStatus.PENDING or track.withdrawn_at is not None:
+    if track is None or track.status != expected or track.withdrawn_at is not None:
         return "missing" if track is None else track.status
+    if has_segments(session, track_id, embedder_name, embedder_version):
+        return track.status
     lock_index_appends(session)
     vectors = np.ascontiguousarray(embedding.vectors, dtype="<f4")
     session.execute(

@@ -27,6 +27,11 @@ def ingest_track(context: procrastinate.JobContext, track_id: str) -> None:
     ingest(_runtime(context), uuid.UUID(track_id))
 
 
+def reembed_track(context: procrastinate.JobContext, track_id: str) -> None:
+    """Add the current embedder's segments to a track indexed by an earlier one."""
+    ingest(_runtime(context), uuid.UUID(track_id), reembed=True)
+
+
 def reconcile_tracks(context: procrastinate.JobContext, timestamp: int) -> None:
     """Periodic: no track stays pending once its job has given up."""
     with transaction(_runtime(context).sessions) as session:

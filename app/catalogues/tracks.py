@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.audio.decode import SUPPORTED_FORMATS, AudioInfo
 from app.blobs import StagedFile
-from app.catalogues.models import Catalogue, Track, TrackStatus, withdrawal_seq
+from app.catalogues.models import Catalogue, Segment, Track, TrackStatus, withdrawal_seq
 from app.catalogues.schemas import TrackUpload
 from app.db import utcnow
 from app.errors import Conflict, NotFound
@@ -129,3 +129,34 @@ def counts_by_status(
     for catalogue_id, status, is_withdrawn, n in rows:
         counts[catalogue_id]["withdrawn" if is_withdrawn else status] += n
     return counts
+
+
+def enqueue_reembedding(
+    session: Session,
+    *,
+    embedder_name: str,
+    embedder_version: str,
+    catalogue_id: uuid.UUID | None = None,
+) -> int:
+    """Enqueue a re-embedding job for every live indexed track without segments of this
+    embedder version (after the embedder changed); returns how many."""
+    current = sa.exists().where(
+        Segment.track_id == Track.id,
+        Segment.embedder == embedder_name,
+        Segment.embedder_version == embedder_version,
+    )
+    stmt = sa.select(Track.id).where(
+        Track.status == TrackStatus.INDEXED.value, Track.withdrawn_at.is_(None), ~current
+    )
+    if catalogue_id is not None:
+        stmt = stmt.where(Track.catalogue_id == catalogue_id)
+    track_ids = list(session.scalars(stmt))
+    for track_id in track_ids:
+        jobs.defer(
+            session,
+            jobs.REEMBED_TRACK,
+            queue=jobs.INGEST_QUEUE,
+            lock=f"track:{track_id}",
+            track_id=str(track_id),
+        )
+    return len(track_ids)

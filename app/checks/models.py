@@ -40,7 +40,7 @@ class Check(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     charge_micros: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
-    # The response as first sent; idempotent retries and GET replay it byte for byte.
+    # The response as first sent; idempotent retries and GET return it (same content).
     result: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
