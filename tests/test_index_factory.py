@@ -180,7 +180,7 @@ def test_remove_on_hnsw_raises_setup_error() -> None:
 def test_remove_rejects_non_int64_ids() -> None:
     index, _, _ = filled("Flat", n=10)
     with pytest.raises(ValueError, match="int64"):
-        fx.remove(index, np.array([1, 2], dtype=np.int32))  # type: ignore[arg-type]
+        fx.remove(index, np.array([1, 2], dtype=np.int32))
 
 
 def test_ivf_survives_serialisation_with_remove_and_reconstruct() -> None:
@@ -201,7 +201,8 @@ def test_ivf_needs_training_then_works() -> None:
     index = fx.create_index("IVF32,Flat", DIM)
     assert fx.needs_training(index)
     assert fx.min_training_size(index) == 32
-    assert fx.recommended_training_size(index) == 32 * 39
+    assert fx.recommended_training_size(index) == 20_000
+    assert fx.recommended_training_size(fx.create_index("IVF1024,Flat", DIM)) == 1024 * 39
     with pytest.raises(ValueError, match="not trained"):
         fx.add(index, x, ids)
     with pytest.raises(ValueError, match="not trained"):
@@ -317,7 +318,9 @@ def test_nprobe_is_applied_and_changes_results() -> None:
 def test_efsearch_is_applied_through_the_id_map() -> None:
     index = fx.create_index("HNSW16", DIM, require_removal=False)
     fx.apply_search_params(index, "efSearch=77")
+    assert isinstance(index, faiss.IndexIDMap2)
     inner = faiss.downcast_index(index.index)
+    assert isinstance(inner, faiss.IndexHNSW)
     assert inner.hnsw.efSearch == 77
 
 
@@ -366,7 +369,7 @@ def test_add_rejects_mismatched_ids() -> None:
     with pytest.raises(ValueError, match="3 ids for 4 vectors"):
         fx.add(index, x, segment_ids(3))
     with pytest.raises(ValueError, match="int64"):
-        fx.add(index, x, np.arange(4, dtype=np.int32))  # type: ignore[arg-type]
+        fx.add(index, x, np.arange(4, dtype=np.int32))
     assert index.ntotal == 0
 
 
@@ -411,3 +414,39 @@ def test_search_with_threads_argument(flat_index: faiss.Index) -> None:
 def test_set_search_threads_rejects_bad_counts(n: int) -> None:
     with pytest.raises(ValueError, match="thread count"):
         fx.set_search_threads(n)
+
+
+# --- BLAS threshold -------------------------------------------------------------------------
+
+
+def test_prefer_blas_sets_and_restores_the_threshold() -> None:
+    before = faiss.cvar.distance_compute_blas_threshold
+    try:
+        previous = fx.prefer_blas(128, min_rows=8)
+        assert previous == before
+        assert faiss.cvar.distance_compute_blas_threshold in (8, 8 * 128)
+        fx.reset_blas_threshold()
+        assert faiss.cvar.distance_compute_blas_threshold == before
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
+def test_blas_and_row_by_row_paths_agree() -> None:
+    before = faiss.cvar.distance_compute_blas_threshold
+    index, _, _ = filled("Flat", n=3000)
+    queries = unit_vectors(60, seed=11)
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 10**9  # row by row
+        sims_seq, ids_seq = fx.search(index, queries, k=10)
+        fx.prefer_blas(DIM, min_rows=8)
+        sims_blas, ids_blas = fx.search(index, queries, k=10)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+    np.testing.assert_allclose(sims_blas, sims_seq, atol=1e-5)
+    assert (ids_blas[:, 0] == ids_seq[:, 0]).mean() > 0.99
+
+
+@pytest.mark.parametrize(("dim", "rows"), [(0, 8), (128, 0), (True, 8)])
+def test_prefer_blas_rejects_bad_arguments(dim: int, rows: int) -> None:
+    with pytest.raises(ValueError, match="positive int"):
+        fx.prefer_blas(dim, min_rows=rows)

@@ -20,9 +20,9 @@ unless the caller passes ``require_removal=False`` (the benchmark does, to compa
 
 Threads
 -------
-FAISS parallelises one ``search`` call with OpenMP (over the query rows for IVF/HNSW,
-inside the BLAS matrix product for flat search), and the faiss-cpu wheel's OpenBLAS is
-built on the same libgomp. Two facts matter for a 2-core service:
+FAISS parallelises one ``search`` call with OpenMP (over the query rows, or inside the
+BLAS matrix product for exhaustive distances), and the faiss-cpu wheel's OpenBLAS is built
+on the same libgomp. Two facts matter for a 2-core service:
 
 * ``faiss.omp_set_num_threads(n)`` sets the limit for the *calling* OS thread only (libgomp
   keeps the limit per thread). A call at import time in the main thread does not reach the
@@ -34,11 +34,24 @@ built on the same libgomp. Two facts matter for a 2-core service:
 
 This module therefore does not change the thread count as a side effect of import or of
 ``create_index``. ``set_search_threads`` sets it for the calling thread (call it at the top
-of a worker thread, or pass ``threads=`` to ``search``), and ``SEARCH_THREADS_DEFAULT``
-records the recommended value, 1: the service answers many short queries (~60 vectors
-each) from several threads, where one OpenMP thread per search gives the best throughput
-and a stable p95; a lone query loses at most about half of its (already small) latency.
-Index building and training are single batch jobs and keep using every core.
+of a worker thread, or pass ``threads=`` to ``search``); ``SEARCH_THREADS_DEFAULT`` is the
+recommended value, 1. Measured with bench/index.py on the 2-core host while other jobs ran
+(1M vectors, dim 128, 60-row queries):
+
+* IVF4096,Flat nprobe=16: a lone query took 9.9 ms with 1 thread and 9.3 ms with 2; with
+  2 or 4 concurrent searches, 1 thread each gave 85 / 82 queries/s against 75 / 72 with 2
+  threads each, and a lower p95.
+* Flat (BLAS): 2 threads per search were slower in every case, up to 12-13 s per query
+  instead of ~1 s when the box was busy: each BLAS block is a fork/join, and a partner
+  thread that is not scheduled stalls it for a whole time slice.
+
+Index building and training are batch jobs that can use every core (the benchmark builds
+with 2 threads).
+
+BLAS
+----
+Call ``prefer_blas(dim)`` once at start-up: faiss 1.15 computes exhaustive distances for a
+60-row query row by row, several times slower than BLAS here (see its docstring).
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BLAS_MIN_QUERY_ROWS",
     "SEARCH_THREADS_DEFAULT",
     "IndexCapabilities",
     "IndexSetupError",
@@ -66,15 +80,17 @@ __all__ = [
     "min_training_size",
     "needs_training",
     "parse_search_params",
+    "prefer_blas",
     "recommended_training_size",
     "remove",
+    "reset_blas_threshold",
     "search",
     "set_search_threads",
     "train",
 ]
 
-# The faiss stubs (faiss-cpu >= 1.13) leave out DirectMap, the IDSelector classes and
-# BlockInvertedLists; older wheels have no stubs at all. Those names go through this alias.
+# The type stubs in recent faiss-cpu wheels leave out DirectMap, the IDSelector classes,
+# BlockInvertedLists and cvar; older wheels have no stubs at all. Those go through this alias.
 _faiss: Any = faiss
 
 FloatArray = npt.NDArray[np.float32]
@@ -84,6 +100,15 @@ SearchParams = dict[str, int | float]
 SEARCH_THREADS_DEFAULT: Final = 1
 """Recommended OpenMP threads per ``search`` call on the 2-core service host."""
 
+BLAS_MIN_QUERY_ROWS: Final = 8
+"""Query batches at least this large should use BLAS for exhaustive distances."""
+
+# Recent faiss (1.15, facebookresearch/faiss#5022) compares query rows * dim with this
+# threshold (default 128000); earlier releases compared the query rows alone (default 20).
+# Read at import, before anything changes it.
+_BLAS_THRESHOLD_AT_IMPORT: Final = int(_faiss.cvar.distance_compute_blas_threshold)
+_BLAS_THRESHOLD_COUNTS_ELEMENTS: Final = _BLAS_THRESHOLD_AT_IMPORT > 64
+
 # Parameter names faiss.ParameterSpace understands that are useful at query time, with the
 # smallest allowed value. ParameterSpace casts to unsigned and silently wraps negatives.
 _SEARCH_PARAM_MIN: Final[Mapping[str, float]] = {
@@ -91,8 +116,8 @@ _SEARCH_PARAM_MIN: Final[Mapping[str, float]] = {
     "efSearch": 1,  # HNSW: candidate list size (also an HNSW coarse quantizer's)
     "quantizer_efSearch": 1,  # IVF with an HNSW coarse quantizer
     "max_codes": 0,  # IVF: stop after this many codes (0 = no limit)
-    "k_factor": 1,  # refine: rerank k * k_factor candidates
-    "k_factor_rf": 1,
+    "k_factor": 1,  # IVFPQR: rerank k * k_factor candidates
+    "k_factor_rf": 1,  # IndexRefine: rerank k * k_factor_rf candidates
     "ht": 0,  # polysemous Hamming threshold (IVFPQ)
 }
 _INT_PARAMS: Final = frozenset({"nprobe", "efSearch", "quantizer_efSearch", "max_codes", "ht"})
@@ -100,6 +125,9 @@ _PARAM_ITEM: Final = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^=,\s]+)\
 
 # faiss k-means prints a warning below this many points per centroid.
 _POINTS_PER_CENTROID_WARN: Final = 39
+# Floor for the recommended sample: scalar quantizers learn per-dimension ranges, which a
+# tiny sample underestimates (values outside are clipped).
+_MIN_RECOMMENDED_SAMPLE: Final = 20_000
 
 # "Error in <signature> at /path/file.cpp:123: <message>"
 _FAISS_LOCATION: Final = re.compile(r" at \S+?:\d+: ")
@@ -305,8 +333,12 @@ def min_training_size(index: faiss.Index) -> int:
 
 
 def recommended_training_size(index: faiss.Index) -> int:
-    """Sample size at which faiss k-means stops warning (39 points per centroid)."""
-    return _POINTS_PER_CENTROID_WARN * min_training_size(index)
+    """Training sample size to aim for.
+
+    39 points per centroid of the largest codebook (below that faiss k-means warns), and
+    at least 20,000 so that scalar-quantizer ranges are representative.
+    """
+    return max(_MIN_RECOMMENDED_SAMPLE, _POINTS_PER_CENTROID_WARN * min_training_size(index))
 
 
 def _check_vectors(vectors: object, dim: int, what: str) -> FloatArray:
@@ -481,6 +513,36 @@ def apply_search_params(
                 f"search parameter {name!r} does not apply to index type {kind}"
             ) from exc
     return parsed
+
+
+def prefer_blas(dim: int, min_rows: int = BLAS_MIN_QUERY_ROWS) -> int:
+    """Let exhaustive distance computations use BLAS for batches of ``min_rows`` or more.
+
+    Flat search and the coarse quantizer of an IVF compare every query row with every
+    stored vector (or centroid). faiss does that either row by row (streaming the whole
+    matrix from memory once per query row) or as one blocked matrix product (BLAS). faiss
+    1.15 picks BLAS only when rows * dim >= 128000, i.e. for batches of 500+ rows at dim
+    256, so a 30-s query (~60 rows) takes the row-by-row path. With one OpenMP thread per
+    search that path is ~7x slower for flat search over 100k vectors and makes the coarse
+    step of IVF4096 ~1.5-2x slower on the 2-core host (faiss#5109 reports the same
+    regression at one thread). The threshold is process-wide.
+
+    dim : the smallest vector dimension searched in this process
+    Returns the previous threshold value.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise ValueError(f"dimension must be a positive int, got {dim!r}")
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows <= 0:
+        raise ValueError(f"min_rows must be a positive int, got {min_rows!r}")
+    previous = int(_faiss.cvar.distance_compute_blas_threshold)
+    value = min_rows * dim if _BLAS_THRESHOLD_COUNTS_ELEMENTS else min_rows
+    _faiss.cvar.distance_compute_blas_threshold = value
+    return previous
+
+
+def reset_blas_threshold() -> None:
+    """Restore faiss' own BLAS threshold (as found when this module was imported)."""
+    _faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD_AT_IMPORT
 
 
 def set_search_threads(n: int) -> None:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.embedding.base import Embedder
 from app.index import factory
+from app.index.rwlock import ReadWriteLock
 from app.logging import get_logger
 
 log = get_logger(__name__)
@@ -104,7 +104,7 @@ class _State:
 
 
 class IndexManager:
-    """Owns one FAISS index; thread-safe (searches and syncs take a lock)."""
+    """Owns one FAISS index; thread-safe (searches share a lock that changes take alone)."""
 
     def __init__(
         self, spec: IndexSpec, *, sessions: sessionmaker[Session], snapshot_dir: Path
@@ -112,9 +112,14 @@ class IndexManager:
         self.spec = spec
         self.sessions = sessions
         self.snapshot_dir = snapshot_dir
-        self._lock = threading.Lock()
+        self._lock = ReadWriteLock()
+        # 60-row query batches must take FAISS's BLAS path (see factory.prefer_blas).
+        factory.prefer_blas(spec.dim)
         self._state = self._empty(spec.factory)
-        self._dirty = False
+        # Changes since start vs. the count the last snapshot captured: a snapshot is due when
+        # they differ (a counter, not a flag, so a change during a save is never lost).
+        self._changes = 0
+        self._saved_changes = 0
         self._saved_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,7 +138,7 @@ class IndexManager:
         except FileNotFoundError:
             log.info("index.snapshot_missing", path=str(self.snapshot_path))
             state, source = self._build(), "rebuild"
-            self._dirty = True
+            self._changes += 1
         except Exception as exc:
             log.warning(
                 "index.snapshot_unusable",
@@ -141,8 +146,8 @@ class IndexManager:
                 error=f"{type(exc).__name__}: {exc}",
             )
             state, source = self._build(), "rebuild"
-            self._dirty = True
-        with self._lock:
+            self._changes += 1
+        with self._lock.writing():
             self._state = state
         stats = self.sync()
         log.info(
@@ -158,9 +163,9 @@ class IndexManager:
     def rebuild(self) -> None:
         """Build a fresh index from PostgreSQL and swap it in."""
         state = self._build()
-        with self._lock:
+        with self._lock.writing():
             self._state = state
-            self._dirty = True
+            self._changes += 1
 
     @property
     def size(self) -> int:
@@ -178,7 +183,7 @@ class IndexManager:
             raise IndexMismatch(
                 f"query vectors have shape {vectors.shape}; this index holds dim {self.spec.dim}"
             )
-        with self._lock:
+        with self._lock.reading():
             state = self._state
             k = max(1, min(k, max(1, int(state.index.ntotal))))
             sims, ids = factory.search(
@@ -203,9 +208,9 @@ class IndexManager:
                 rows = self._segments_after(session, self._state.segment_watermark)
                 if not rows:
                     break
-                with self._lock:
+                with self._lock.writing():
                     stats.added += self._append(self._state, rows)
-                    self._dirty = True
+                    self._changes += 1
             withdrawals = session.execute(
                 sa.text(
                     "SELECT id, withdrawal_seq FROM tracks "
@@ -225,13 +230,13 @@ class IndexManager:
                         "version": self.spec.embedder_version,
                     },
                 ).all()
-                with self._lock:
+                with self._lock.writing():
                     if segment_ids:
                         stats.removed = factory.remove(
                             self._state.index, np.asarray(segment_ids, dtype=np.int64)
                         )
                     self._state.withdrawal_watermark = int(withdrawals[-1].withdrawal_seq)
-                    self._dirty = True
+                    self._changes += 1
                 stats.withdrawn_tracks = len(withdrawals)
         if stats.added or stats.withdrawn_tracks:
             log.info(
@@ -352,9 +357,10 @@ class IndexManager:
 
     def save_snapshot(self, *, force: bool = False) -> bool:
         """Write the index to its snapshot file (atomically) if it changed since the last one."""
-        with self._lock:
-            if not (self._dirty or force):
+        with self._lock.reading():
+            if self._changes == self._saved_changes and not force:
                 return False
+            changes = self._changes
             state = self._state
             arrays = (
                 faiss.serialize_index(state.index),
@@ -374,7 +380,6 @@ class IndexManager:
                 "withdrawal_watermark": state.withdrawal_watermark,
                 "ntotal": int(state.index.ntotal),
             }
-            self._dirty = False
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.snapshot_dir, prefix=".snapshot-", suffix=".npz")
         try:
@@ -394,15 +399,15 @@ class IndexManager:
             os.replace(tmp, self.snapshot_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
-            with self._lock:
-                self._dirty = True
             raise
+        self._saved_changes = changes
         self._saved_at = time.monotonic()
         log.info("index.snapshot_saved", path=str(self.snapshot_path), **meta)
         return True
 
     def snapshot_due(self, every_seconds: float) -> bool:
-        return self._dirty and time.monotonic() - self._saved_at >= every_seconds
+        changed = self._changes != self._saved_changes
+        return changed and time.monotonic() - self._saved_at >= every_seconds
 
     def _read_snapshot(self) -> _State:
         raw = self.snapshot_path.read_bytes()
