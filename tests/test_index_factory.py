@@ -420,6 +420,8 @@ def test_set_search_threads_rejects_bad_counts(n: int) -> None:
 
 
 def test_prefer_blas_sets_and_restores_the_threshold() -> None:
+    saved = faiss.cvar.distance_compute_blas_threshold  # an index manager may have set it
+    fx.reset_blas_threshold()
     before = faiss.cvar.distance_compute_blas_threshold
     try:
         previous = fx.prefer_blas(128, min_rows=8)
@@ -428,7 +430,7 @@ def test_prefer_blas_sets_and_restores_the_threshold() -> None:
         fx.reset_blas_threshold()
         assert faiss.cvar.distance_compute_blas_threshold == before
     finally:
-        faiss.cvar.distance_compute_blas_threshold = before
+        faiss.cvar.distance_compute_blas_threshold = saved
 
 
 def test_blas_and_row_by_row_paths_agree() -> None:
