@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def alone(i: int) -> None:
             with transaction(sessions) as session:
-                work(accounts, 1000 + i)(session, ChainHead(session))
+                head = ChainHead(session)
+                work(accounts, 1000 + i)(session, head)
+                head.flush(session)
 
         results.append(
             _run("one commit each", alone, writers=args.writers,

@@ -208,7 +208,7 @@ def reverse_check(
 
     def work(session: Session, head: ChainHead) -> TransactionRead:
         reversal = checks.reverse(session, head, check_id=check_id, reason=body.reason)
-        session.flush()
+        head.flush(session)
         return transaction_read(session, reversal)
 
     return service.ledger.run(work)

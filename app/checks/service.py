@@ -423,6 +423,7 @@ def reverse(
     session: Session, head: ChainHead, *, check_id: uuid.UUID, reason: str
 ) -> LedgerTransaction:
     """Append the exact opposite of a check's charge (corrections never edit the ledger)."""
+    head.flush(session)  # read this batch's own appends too
     charge = session.scalars(
         sa.select(LedgerTransaction).where(
             LedgerTransaction.check_id == check_id,

@@ -133,15 +133,17 @@ class LedgerAppender:
                     try:
                         with session.begin_nested():
                             result = item.work(session, head)
+                            head.flush(session)
                     except Exception as exc:
                         head.reset(mark)
                         outcomes.append((item, None, exc))
                     else:
                         outcomes.append((item, result, None))
+                head.flush(session)
                 session.commit()
             except Exception as exc:
                 session.rollback()
-                if not isolate and len(batch) > 1 and len(outcomes) < len(batch):
+                if not isolate and len(batch) > 1:
                     raise _PieceFailed from exc
                 log.exception("ledger.batch_failed", size=len(batch), isolated=isolate)
                 raise

@@ -54,7 +54,10 @@ def account_id(
 class ChainHead:
     """The end of the hash chain inside one database transaction that holds CHAIN_LOCK.
 
-    `mark`/`reset` let a caller undo appends made inside a savepoint that rolled back.
+    Appends are buffered and written by `flush` in two statements whatever their number, so
+    the time spent holding the lock does not grow with round trips per transaction. Flush
+    before reading the ledger and before committing (the appender does both). `mark` and
+    `reset` undo appends made inside a savepoint that rolled back.
     """
 
     def __init__(self, session: Session) -> None:
@@ -65,12 +68,16 @@ class ChainHead:
         self.hash = last or chain.GENESIS
         self._session = session
         self._ids: list[int] = []
+        self._transactions: list[TransactionBody] = []
+        self._links: list[tuple[str, str]] = []  # (prev_hash, hash) of each buffered one
 
-    def mark(self) -> str:
-        return self.hash
+    def mark(self) -> tuple[str, int]:
+        return self.hash, len(self._transactions)
 
-    def reset(self, mark: str) -> None:
-        self.hash = mark
+    def reset(self, mark: tuple[str, int]) -> None:
+        self.hash, pending = mark
+        del self._transactions[pending:]
+        del self._links[pending:]
 
     def next_id(self) -> int:
         """A fresh transaction id. Under the chain lock ids grow in chain order; they are
@@ -80,27 +87,72 @@ class ChainHead:
             self._ids = list(
                 self._session.scalars(
                     sa.text(
-                        "SELECT nextval('ledger_transactions_id_seq') FROM generate_series(1, 32)"
+                        "SELECT nextval('ledger_transactions_id_seq') FROM generate_series(1, 64)"
                     )
                 )
             )
         return self._ids.pop(0)
 
+    def push(self, body: TransactionBody) -> str:
+        """Link a transaction to the chain (written at the next flush); returns its hash."""
+        digest = chain.link(self.hash, body)
+        self._transactions.append(body)
+        self._links.append((self.hash, digest))
+        self.hash = digest
+        return digest
 
-_INSERT_TRANSACTION = sa.text(
+    def flush(self, session: Session) -> None:
+        """Write the buffered transactions and their postings."""
+        if not self._transactions:
+            return
+        bodies, links = self._transactions, self._links
+        session.execute(
+            _INSERT_TRANSACTIONS,
+            {
+                "ids": [b.id for b in bodies],
+                "kinds": [b.kind for b in bodies],
+                "check_ids": [b.check_id for b in bodies],
+                "reverses_ids": [b.reverses_id for b in bodies],
+                "reasons": [b.reason for b in bodies],
+                "currencies": [b.currency for b in bodies],
+                "created_ats": [b.created_at for b in bodies],
+                "prev_hashes": [prev for prev, _ in links],
+                "hashes": [digest for _, digest in links],
+            },
+        )
+        postings = [(b.id, p) for b in bodies for p in b.postings]
+        session.execute(
+            _INSERT_POSTINGS,
+            {
+                "transaction_ids": [tx_id for tx_id, _ in postings],
+                "accounts": [p.account_id for _, p in postings],
+                "amounts": [p.amount_micros for _, p in postings],
+                "uses": [p.use_id for _, p in postings],
+            },
+        )
+        self._transactions, self._links = [], []
+
+
+_INSERT_TRANSACTIONS = sa.text(
     """
-    WITH tx AS (
-        INSERT INTO ledger_transactions
-            (id, kind, check_id, reverses_id, reason, currency, created_at, prev_hash, hash)
-        VALUES
-            (:id, :kind, :check_id, :reverses_id, :reason, :currency, :created_at,
-             :prev_hash, :hash)
-        RETURNING id
+    INSERT INTO ledger_transactions
+        (id, kind, check_id, reverses_id, reason, currency, created_at, prev_hash, hash)
+    SELECT * FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:kinds AS varchar[]), CAST(:check_ids AS uuid[]),
+        CAST(:reverses_ids AS bigint[]), CAST(:reasons AS text[]), CAST(:currencies AS varchar[]),
+        CAST(:created_ats AS timestamptz[]), CAST(:prev_hashes AS varchar[]),
+        CAST(:hashes AS varchar[])
     )
+    """
+)
+# Ordered by position, so posting ids follow the order the chain hashed them in.
+_INSERT_POSTINGS = sa.text(
+    """
     INSERT INTO ledger_postings (transaction_id, account_id, amount_micros, use_id)
-    SELECT tx.id, p.account_id, p.amount_micros, p.use_id
-    FROM tx, unnest(CAST(:accounts AS uuid[]), CAST(:amounts AS bigint[]), CAST(:uses AS uuid[]))
-         WITH ORDINALITY AS p(account_id, amount_micros, use_id, n)
+    SELECT p.transaction_id, p.account_id, p.amount_micros, p.use_id
+    FROM unnest(CAST(:transaction_ids AS bigint[]), CAST(:accounts AS uuid[]),
+                CAST(:amounts AS bigint[]), CAST(:uses AS uuid[]))
+         WITH ORDINALITY AS p(transaction_id, account_id, amount_micros, use_id, n)
     ORDER BY p.n
     """
 )
@@ -118,7 +170,7 @@ def append(
     reason: str | None = None,
     tx_id: int | None = None,
 ) -> LedgerTransaction:
-    """Record one balanced transaction at the end of the chain.
+    """Record one balanced transaction at the end of the chain (written at `head.flush`).
 
     tx_id : an id taken earlier from `head.next_id()` (so rows written before the
         transaction can refer to it); by default a new one
@@ -129,10 +181,8 @@ def append(
         raise LedgerError(f"postings sum to {sum(p.amount_micros for p in postings)}, not 0")
     if any(p.amount_micros == 0 for p in postings):
         raise LedgerError("postings of zero are not recorded")
-    if tx_id is None:
-        tx_id = head.next_id()
     body = TransactionBody(
-        id=tx_id,
+        id=head.next_id() if tx_id is None else tx_id,
         kind=kind.value,
         created_at=utcnow(),
         currency=currency,
@@ -141,38 +191,19 @@ def append(
         reverses_id=reverses_id,
         reason=reason,
     )
-    digest = chain.link(head.hash, body)
-    transaction = LedgerTransaction(
-        id=tx_id,
+    prev_hash = head.hash
+    digest = head.push(body)
+    return LedgerTransaction(
+        id=body.id,
         kind=body.kind,
         check_id=check_id,
         reverses_id=reverses_id,
         reason=reason,
         currency=currency,
         created_at=body.created_at,
-        prev_hash=head.hash,
+        prev_hash=prev_hash,
         hash=digest,
     )
-    # One statement, one round trip: this runs under the chain lock, where time is throughput.
-    session.execute(
-        _INSERT_TRANSACTION,
-        {
-            "id": tx_id,
-            "kind": transaction.kind,
-            "check_id": check_id,
-            "reverses_id": reverses_id,
-            "reason": reason,
-            "currency": currency,
-            "created_at": body.created_at,
-            "prev_hash": transaction.prev_hash,
-            "hash": digest,
-            "accounts": [p.account_id for p in postings],
-            "amounts": [p.amount_micros for p in postings],
-            "uses": [p.use_id for p in postings],
-        },
-    )
-    head.hash = digest
-    return transaction
 
 
 def postings_of(session: Session, transaction_ids: Sequence[int]) -> dict[int, list[LedgerPosting]]:
