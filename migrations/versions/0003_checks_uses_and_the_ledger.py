@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 LEDGER_TABLES = ("ledger_accounts", "ledger_transactions", "ledger_postings")
 
@@ -41,7 +42,6 @@ BEGIN
     RETURN NULL;
 END $$;
 """
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
 down_revision: str | None = "0002"
