@@ -228,7 +228,8 @@ def white_noise(audio: FloatArray, *, snr_db: float, seed: int = 0) -> FloatArra
     rng = np.random.default_rng(seed)
     power = float(np.mean(np.square(audio, dtype=np.float64)))
     noise = rng.standard_normal(audio.size) * np.sqrt(power / 10 ** (snr_db / 10))
-    return (audio + noise).astype(np.float32)
+    out: FloatArray = (audio + noise).astype(np.float32)
+    return out
 
 
 _FORMATS: dict[str, tuple[str, str]] = {

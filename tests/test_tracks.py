@@ -57,7 +57,8 @@ def test_upload_is_accepted_pending_then_indexed_by_a_worker(
     assert done["status"] == "indexed", done
     assert done["error"] is None
     assert (done["embedder"], done["embedder_version"]) == (embedder.name, embedder.version)
-    assert done["segment_count"] >= 12 // embedder.hop_s - 4
+    # One window per hop that fits whole inside the 12 s.
+    assert done["segment_count"] == int((12.0 - embedder.window_s) // embedder.hop_s) + 1
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(

@@ -42,7 +42,7 @@ def build_world(
 ) -> dict[str, Any]:
     """A label with a catalogue of four indexed tracks, and an AI company."""
     label = tenants.label()
-    catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.5)
+    catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.3)
     tracks = {
         seed: upload(client, label, catalogue["id"], music.track(seed)).json()["id"]
         for seed in SEEDS

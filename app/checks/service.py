@@ -15,18 +15,24 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audio.decode import load
 from app.catalogues.models import Catalogue, LicenseTerms, Track
-from app.checks.attribution import AttributionParams, TrackMatch, attribute
+from app.checks.attribution import (
+    AttributionParams,
+    SearchResult,
+    TrackMatch,
+    attribute_vectors,
+)
 from app.checks.models import Check, IdempotencyKey, Use
 from app.checks.pricing import RESEMBLANCE_SCALE, UseCandidate, price, quantise
 from app.checks.schemas import CheckResult, EmbedderOut, EvidenceOut, MatchOut
@@ -192,7 +198,12 @@ def analyse(
     sessions: sessionmaker[Session],
     at: dt.datetime,
 ) -> Analysis:
-    """Decode, embed, search and align; only licensed, live tracks take part."""
+    """Decode, embed, search and align; only licensed, live tracks take part.
+
+    The query is searched as is and at each of `params.transpositions` when the embedder can
+    transpose its vectors (the spectral one can); then sources found are explained away and
+    the rest searched again (see `attribute_vectors`).
+    """
     audio = load(
         path,
         sample_rate=embedder.sample_rate,
@@ -201,28 +212,74 @@ def analyse(
     )
     duration_s = len(audio) / embedder.sample_rate
     embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
-    found = index.search(embedding.vectors, k=params.k)
-    slots = np.unique(found.tracks[found.tracks >= 0])
-    with sessions() as session:
-        licensed = licensed_tracks(session, [found.track_ids[s] for s in slots], at=at)
-    allowed = np.array([s for s in slots if found.track_ids[s] in licensed], dtype=np.int64)
-    # Withdrawn tracks and suspended or expired catalogues never match, even before the index
-    # has caught up with the change.
-    tracks = np.where(np.isin(found.tracks, allowed), found.tracks, -1)
-    matches = attribute(
+    transpose = getattr(embedder, "transpose", None)
+    if transpose is None:
+        params = replace(params, transpositions=(0,))
+    search = _LicensedSearch(index, sessions, at=at, k=params.k)
+    matches = attribute_vectors(
+        vectors=embedding.vectors,
         query_starts=embedding.starts,
         window_s=embedding.window_s,
         query_duration_s=duration_s,
-        similarities=found.similarities,
-        tracks=tracks,
-        reference_starts=found.reference_starts,
+        search=search,
         params=params,
+        transpose=transpose,
+        reconstruct=index.stored_vectors,
     )
     return Analysis(
         duration_s=duration_s,
-        index_watermark=found.watermark,
-        matches=[(m, licensed[found.track_ids[m.track]]) for m in matches],
+        index_watermark=search.watermark,
+        matches=[(m, search.licensed[search.track_ids[m.track]]) for m in matches],
     )
+
+
+class _LicensedSearch:
+    """Index search for one check: hits on tracks that are not licensed at `at` (withdrawn,
+    catalogue suspended or expired, terms not in force) are dropped, even before the index
+    has caught up with the change.
+
+    Tracks are numbered per check (`track_ids`), so an index rebuild between two searches of
+    the same check cannot mix up track numbers.
+    """
+
+    def __init__(
+        self, index: IndexManager, sessions: sessionmaker[Session], *, at: dt.datetime, k: int
+    ) -> None:
+        self.index = index
+        self.sessions = sessions
+        self.at = at
+        self.k = k
+        self.track_ids: list[uuid.UUID] = []
+        self.licensed: dict[uuid.UUID, Licensed] = {}
+        self.watermark = -1
+        self._number: dict[uuid.UUID, int] = {}
+        self._looked_up: set[uuid.UUID] = set()
+
+    def __call__(self, vectors: npt.NDArray[np.float32]) -> SearchResult:
+        found = self.index.search(vectors, k=self.k)
+        if self.watermark < 0:
+            self.watermark = found.watermark
+        slots = np.unique(found.tracks[found.tracks >= 0])
+        new = [found.track_ids[s] for s in slots if found.track_ids[s] not in self._looked_up]
+        if new:
+            with self.sessions() as session:
+                self.licensed.update(licensed_tracks(session, new, at=self.at))
+            self._looked_up.update(new)
+        # Index slot -> this check's track number; the extra last entry stands for "no hit".
+        numbers = np.full(len(found.track_ids) + 1, -1, dtype=np.int64)
+        for s in slots:
+            track_id = found.track_ids[s]
+            if track_id in self.licensed:
+                numbers[s] = self._number.setdefault(track_id, len(self._number))
+                if numbers[s] == len(self.track_ids):
+                    self.track_ids.append(track_id)
+        tracks = numbers[found.tracks]  # -1 picks the last entry
+        return SearchResult(
+            similarities=found.similarities,
+            tracks=tracks,
+            reference_starts=found.reference_starts,
+            segments=np.where(tracks >= 0, found.segments, -1),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ class SearchResult:
     similarities : np.ndarray [shape=(n, k), dtype=float32]
     tracks : np.ndarray [shape=(n, k), dtype=int64], index into `track_ids`, -1 for no hit
     reference_starts : np.ndarray [shape=(n, k), dtype=float32], seconds into the track
+    segments : np.ndarray [shape=(n, k), dtype=int64], segment id of each hit, -1 for no hit
     track_ids : the uuid of each track index
     watermark : highest segment id the index had seen when it answered
     """
@@ -69,6 +70,7 @@ class SearchResult:
     similarities: npt.NDArray[np.float32]
     tracks: IdArray
     reference_starts: npt.NDArray[np.float32]
+    segments: IdArray
     track_ids: list[uuid.UUID]
     watermark: int
 
@@ -194,9 +196,29 @@ class IndexManager:
                 similarities=sims,
                 tracks=tracks,
                 reference_starts=starts,
+                segments=np.where(tracks >= 0, ids, -1).astype(np.int64),
                 track_ids=list(state.track_ids),
                 watermark=state.segment_watermark,
             )
+
+    def stored_vectors(self, segment_ids: IdArray) -> npt.NDArray[np.float32]:
+        """The vectors of these segments as PostgreSQL holds them: [len(segment_ids), dim].
+
+        Read from the database rather than the index, so it works for every factory
+        (compressed indexes cannot give back exact vectors).
+        """
+        wanted = np.asarray(segment_ids, dtype=np.int64)
+        unique = np.unique(wanted)
+        with self.sessions() as session:
+            rows = session.execute(
+                sa.text("SELECT id, vector FROM segments WHERE id = ANY(:ids) ORDER BY id"),
+                {"ids": [int(i) for i in unique]},
+            ).all()
+        if len(rows) != unique.size:
+            missing = sorted(set(unique.tolist()) - {int(r.id) for r in rows})
+            raise IndexMismatch(f"segments {missing[:5]} are in the index but not the database")
+        vectors = self._vectors([r.vector for r in rows])
+        return vectors[np.searchsorted(unique, wanted)]
 
     # -- keeping up with the database --------------------------------------------------------
 

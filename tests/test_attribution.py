@@ -1,0 +1,478 @@
+"""Alignment and scoring of nearest-neighbour hits, on hand-built hit tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.checks.attribution import (
+    DEFAULT_CALIBRATION,
+    AttributionParams,
+    SearchResult,
+    TrackMatch,
+    attribute,
+    attribute_vectors,
+    residual_vectors,
+)
+
+WINDOW_S = 4.0
+QUERY_HOP_S = 0.5
+CATALOGUE_HOP_S = 1.0
+# Explicit, so the shipped calibration can change without changing what these tests mean.
+PARAMS = AttributionParams(
+    similarity_floor=0.5,
+    similarity_full=0.9,
+    full_coverage_s=16.0,
+    min_evidence_s=0.0,
+    abstain_threshold=0.0,
+)
+
+
+class HitTable:
+    """Top-k search results for a query of `duration_s`, filled hit by hit."""
+
+    def __init__(self, duration_s: float, *, k: int = 10) -> None:
+        self.duration_s = duration_s
+        self.starts = np.arange(0.0, duration_s - WINDOW_S + 1e-9, QUERY_HOP_S)
+        n = self.starts.size
+        self.sims = np.full((n, k), -np.inf, dtype=np.float32)
+        self.tracks = np.full((n, k), -1, dtype=np.int64)
+        self.refs = np.zeros((n, k), dtype=np.float32)
+        self.used = np.zeros(n, dtype=int)
+
+    def add(self, window: int, track: int, ref_start: float, sim: float) -> None:
+        slot = self.used[window]
+        self.sims[window, slot] = sim
+        self.tracks[window, slot] = track
+        self.refs[window, slot] = ref_start
+        self.used[window] += 1
+
+    def diagonal(
+        self,
+        track: int,
+        *,
+        offset: float,
+        ratio: float = 1.0,
+        sim: float = 0.85,
+        q_from: float = 0.0,
+        q_to: float | None = None,
+        every: int = 1,
+    ) -> None:
+        """Hits on the catalogue window nearest to reference = ratio * query + offset."""
+        q_to = self.duration_s if q_to is None else q_to
+        for i, q in enumerate(self.starts):
+            if q_from <= q and q + WINDOW_S <= q_to + 1e-9 and i % every == 0:
+                ref = round((ratio * q + offset) / CATALOGUE_HOP_S) * CATALOGUE_HOP_S
+                self.add(i, track, max(ref, 0.0), sim)
+
+    def attribute(
+        self, params: AttributionParams = PARAMS, variants: np.ndarray | None = None
+    ) -> list[TrackMatch]:
+        return attribute(
+            query_starts=self.starts,
+            window_s=WINDOW_S,
+            query_duration_s=self.duration_s,
+            similarities=self.sims,
+            tracks=self.tracks,
+            reference_starts=self.refs,
+            params=params,
+            variants=variants,
+        )
+
+
+def by_track(matches: list[TrackMatch]) -> dict[int, TrackMatch]:
+    return {m.track: m for m in matches}
+
+
+def test_consistent_diagonal_gives_one_run_with_its_times() -> None:
+    table = HitTable(24.0)
+    table.diagonal(7, offset=30.0, sim=0.85)
+
+    matches = table.attribute()
+
+    assert [m.track for m in matches] == [7]
+    (run,) = matches[0].evidence
+    assert run.query_start == pytest.approx(0.0)
+    assert run.query_end == pytest.approx(24.0)
+    assert run.reference_start == pytest.approx(30.0, abs=0.5)
+    assert run.reference_end == pytest.approx(54.0, abs=0.75)
+    assert run.similarity == pytest.approx(0.85, abs=1e-6)
+    assert matches[0].resemblance > 0.8
+
+
+def test_scattered_hits_of_one_track_make_no_strong_match() -> None:
+    rng = np.random.default_rng(3)
+    table = HitTable(24.0)
+    for i in range(table.starts.size):
+        table.add(i, 3, float(rng.integers(0, 180)), 0.85)
+    table.diagonal(5, offset=12.0, sim=0.8)
+
+    found = by_track(table.attribute())
+
+    assert found[5].resemblance > 0.7
+    scattered = found.get(3)
+    assert scattered is None or scattered.resemblance < 0.2
+    assert scattered is None or all(e.query_end - e.query_start < 10 for e in scattered.evidence)
+
+
+@pytest.mark.parametrize("ratio", [0.87, 0.95, 1.05, 1.1, 1.14])
+def test_tempo_scaled_diagonal_within_range_is_one_run(ratio: float) -> None:
+    table = HitTable(30.0)
+    table.diagonal(2, offset=40.0, ratio=ratio)
+
+    matches = table.attribute()
+
+    assert [m.track for m in matches] == [2]
+    (run,) = matches[0].evidence
+    assert run.query_end - run.query_start == pytest.approx(30.0)
+    ref_span = run.reference_end - run.reference_start
+    assert ref_span / (run.query_end - run.query_start) == pytest.approx(ratio, abs=0.03)
+    assert run.reference_start == pytest.approx(40.0, abs=1.0)
+
+
+def test_tempo_far_outside_range_is_not_one_long_run() -> None:
+    table = HitTable(30.0)
+    table.diagonal(2, offset=10.0, ratio=2.0)
+
+    runs = [e for m in table.attribute() for e in m.evidence]
+
+    # Short pieces of the line can still line up (as a re-arranged use would); a long run cannot.
+    assert all(e.query_end - e.query_start < 12.0 for e in runs)
+    for e in runs:
+        ratio = (e.reference_end - e.reference_start) / (e.query_end - e.query_start)
+        assert PARAMS.tempo_min - 1e-9 <= ratio <= PARAMS.tempo_max + 1e-9
+
+
+def test_two_mixed_sources_are_both_found() -> None:
+    table = HitTable(20.0)
+    table.diagonal(1, offset=10.0, sim=0.8)
+    table.diagonal(4, offset=55.0, sim=0.7)
+    for i in range(table.starts.size):
+        table.add(i, 9, float(7 * i % 100), 0.65)  # unrelated hits that do not line up
+
+    found = by_track(table.attribute())
+
+    assert {1, 4} <= set(found)
+    assert found[1].resemblance > found[4].resemblance > 0.4
+    assert found.get(9) is None or found[9].resemblance < 0.2
+
+
+def test_two_sources_one_after_the_other_are_both_found_where_they_play() -> None:
+    table = HitTable(40.0)
+    table.diagonal(1, offset=10.0, q_to=20.0)
+    table.diagonal(4, offset=80.0, q_from=20.0)
+
+    found = by_track(table.attribute())
+
+    (first,) = found[1].evidence
+    (second,) = found[4].evidence
+    assert (first.query_start, first.query_end) == pytest.approx((0.0, 20.0))
+    assert (second.query_start, second.query_end) == pytest.approx((20.0, 40.0))
+    assert second.reference_start == pytest.approx(100.0, abs=0.5)
+
+
+def test_one_track_used_twice_gives_two_runs() -> None:
+    table = HitTable(30.0)
+    table.diagonal(6, offset=50.0, q_to=15.0)
+    table.diagonal(6, offset=5.0, q_from=15.0)
+
+    (match,) = table.attribute()
+
+    assert len(match.evidence) == 2
+    assert [e.reference_start for e in match.evidence] == pytest.approx([50.0, 20.0], abs=0.5)
+
+
+def test_no_hits_give_no_match() -> None:
+    table = HitTable(20.0)
+    assert table.attribute() == []
+
+
+def test_withdrawn_hits_are_skipped_and_cost_coverage() -> None:
+    full = HitTable(20.0)
+    full.diagonal(3, offset=8.0)
+    holes = HitTable(20.0)
+    holes.diagonal(3, offset=8.0)
+    holes.tracks[1::3] = -1  # e.g. a withdrawn track's segments come back as -1
+
+    (match_full,) = full.attribute()
+    (match_holes,) = holes.attribute()
+
+    assert match_holes.track == 3
+    assert match_holes.resemblance < match_full.resemblance
+
+
+def test_hits_below_the_similarity_floor_are_ignored() -> None:
+    table = HitTable(20.0)
+    table.diagonal(3, offset=8.0, sim=PARAMS.similarity_floor - 0.01)
+    assert table.attribute() == []
+
+
+def test_resemblance_is_in_unit_range_and_grows_with_coverage() -> None:
+    values = []
+    for covered in (4.0, 6.0, 10.0, 16.0, 24.0, 40.0, 60.0):
+        table = HitTable(60.0)
+        table.diagonal(1, offset=3.0, q_to=covered, sim=0.95)
+        matches = table.attribute()
+        values.append(matches[0].resemblance if matches else 0.0)
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert values == sorted(values)
+    assert values[0] < 0.4 < values[-1]
+
+
+def test_resemblance_grows_with_similarity() -> None:
+    values = []
+    for sim in (0.55, 0.65, 0.75, 0.85, 0.95):
+        table = HitTable(20.0)
+        table.diagonal(1, offset=3.0, sim=sim)
+        values.append(table.attribute()[0].resemblance)
+    assert values == sorted(values)
+    assert values[0] < values[-1]
+
+
+def test_borrowing_inside_a_longer_piece_still_scores_high() -> None:
+    table = HitTable(60.0)
+    table.diagonal(8, offset=70.0, q_from=20.0, q_to=40.0, sim=0.9)
+
+    (match,) = table.attribute()
+
+    assert match.resemblance > 0.8
+    (run,) = match.evidence
+    assert run.query_start == pytest.approx(20.0)
+    assert run.query_end == pytest.approx(40.0)
+
+
+def test_matches_below_the_abstain_threshold_are_dropped_and_order_is_by_resemblance() -> None:
+    table = HitTable(30.0)
+    table.diagonal(1, offset=3.0, sim=0.9)
+    table.diagonal(2, offset=40.0, sim=0.7, q_to=12.0)
+    table.diagonal(3, offset=90.0, sim=0.8, q_to=20.0)
+
+    everything = table.attribute()
+    strict = table.attribute(replace(PARAMS, abstain_threshold=everything[1].resemblance))
+
+    assert [m.track for m in everything] == [1, 3, 2]
+    assert [m.track for m in strict] == [1, 3]
+
+
+def test_a_short_query_needs_min_evidence_for_full_resemblance() -> None:
+    table = HitTable(10.0)  # 6 s of window starts
+    table.diagonal(3, offset=20.0, sim=0.9)
+
+    (lenient,) = table.attribute()
+    (strict,) = table.attribute(replace(PARAMS, min_evidence_s=12.0))
+
+    assert lenient.resemblance == pytest.approx(1.0)
+    assert strict.resemblance == pytest.approx(6.5 / 12.0, abs=0.05)
+
+
+def test_runs_do_not_join_hits_of_different_variants() -> None:
+    table = HitTable(20.0)
+    table.diagonal(4, offset=30.0, sim=0.85)
+    alternating = np.zeros(table.sims.shape, dtype=np.int64)
+    alternating[1::2] = 2  # every other window found the track at another transposition
+
+    (together,) = table.attribute()
+    (apart,) = table.attribute(variants=alternating)
+
+    assert apart.resemblance < together.resemblance
+    assert {e.variant for e in apart.evidence} <= {0, 2}
+
+
+def test_match_hits_point_at_the_inlier_hit_of_each_window() -> None:
+    table = HitTable(16.0)
+    for i in range(table.starts.size):
+        table.add(i, 9, 100.0 + 7 * i, 0.6)  # a first column that does not line up
+    table.diagonal(1, offset=5.0, sim=0.85)
+
+    (match,) = [m for m in table.attribute() if m.track == 1]
+
+    assert [w for w, _ in match.hits] == list(range(table.starts.size))
+    assert all(table.tracks[w, c] == 1 for w, c in match.hits)
+
+
+def test_residual_vectors_remove_the_explained_direction() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 16))
+    b = rng.standard_normal((5, 16))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    mix = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
+    refs = a.copy()
+    refs[4] = 0.0  # the source does not cover the last window
+
+    out = residual_vectors(mix.astype(np.float32), [refs.astype(np.float32)])
+
+    np.testing.assert_allclose(np.sum(out[:4] * a[:4], axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[4], mix[4], atol=1e-6)
+    assert np.all(np.sum(out[:4] * b[:4], axis=1) > np.sum(mix[:4] * b[:4], axis=1))
+
+
+class TinyCatalogue:
+    """Exact search over random unit vectors: track t, window j starts at j seconds."""
+
+    def __init__(self, n_tracks: int = 6, length: int = 40, dim: int = 24, seed: int = 1):
+        rng = np.random.default_rng(seed)
+        v = rng.standard_normal((n_tracks * length, dim))
+        self.vectors = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+        self.track_of = np.repeat(np.arange(n_tracks), length)
+        self.start_of = np.tile(np.arange(length, dtype=np.float64), n_tracks)
+        self.length = length
+
+    def window(self, track: int, start: int) -> np.ndarray:
+        row: np.ndarray = self.vectors[track * self.length + start]
+        return row
+
+    def search(self, q: np.ndarray) -> SearchResult:
+        sims = q @ self.vectors.T
+        ids = np.argsort(-sims, axis=1)[:, :8]
+        return SearchResult(
+            similarities=np.take_along_axis(sims, ids, axis=1),
+            tracks=self.track_of[ids],
+            reference_starts=self.start_of[ids],
+            segments=ids,
+        )
+
+
+def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
+    cat = TinyCatalogue()
+    n = 20  # query windows at 1 s hop, so window i aligns with reference window i + offset
+    loud = np.stack([cat.window(2, 5 + i) for i in range(n)])
+    quiet = np.stack([cat.window(4, 12 + i) for i in range(n)])
+    mix = loud + 0.55 * quiet
+    mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
+    params = replace(
+        PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.3, similarity_full=0.9,
+        abstain_threshold=0.3,
+    )  # fmt: skip
+
+    def run(passes: int) -> dict[int, float]:
+        matches = attribute_vectors(
+            vectors=mix,
+            query_starts=np.arange(n, dtype=np.float64),
+            window_s=WINDOW_S,
+            query_duration_s=n + WINDOW_S - 1,
+            search=cat.search,
+            params=replace(params, residual_passes=passes),
+            reconstruct=lambda ids: cat.vectors[ids],
+        )
+        return {m.track: m.resemblance for m in matches}
+
+    without, with_residual = run(0), run(1)
+
+    assert 2 in without
+    assert without.get(4, 0.0) < with_residual[4]
+    assert with_residual[4] >= params.abstain_threshold
+    assert set(with_residual) == {2, 4}
+
+
+def test_query_side_transposition_labels_the_evidence() -> None:
+    cat = TinyCatalogue(dim=36)
+
+    def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
+        out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)
+        return out
+
+    n = 16
+    query = rotate(np.stack([cat.window(1, 3 + i) for i in range(n)]), 2)  # "up 2 semitones"
+    params = replace(PARAMS, transpositions=(-2, 0, 2), query_hop_s=1.0, abstain_threshold=0.3)
+
+    matches = attribute_vectors(
+        vectors=query.astype(np.float32),
+        query_starts=np.arange(n, dtype=np.float64),
+        window_s=WINDOW_S,
+        query_duration_s=n + WINDOW_S - 1,
+        search=cat.search,
+        params=params,
+        transpose=rotate,
+    )
+
+    assert matches[0].track == 1
+    assert {e.variant for e in matches[0].evidence} == {-2}
+    with pytest.raises(ValueError, match="transpose"):
+        attribute_vectors(
+            vectors=query.astype(np.float32),
+            query_starts=np.arange(n, dtype=np.float64),
+            window_s=WINDOW_S,
+            query_duration_s=n + WINDOW_S - 1,
+            search=cat.search,
+            params=params,
+        )
+
+
+def test_mismatched_shapes_are_rejected() -> None:
+    table = HitTable(20.0)
+    with pytest.raises(ValueError, match="same shape"):
+        attribute(
+            query_starts=table.starts,
+            window_s=WINDOW_S,
+            query_duration_s=20.0,
+            similarities=table.sims,
+            tracks=table.tracks[:, :3],
+            reference_starts=table.refs,
+            params=PARAMS,
+        )
+
+
+def test_params_load_reads_the_params_object_and_rejects_unknown_names(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"params": {"abstain_threshold": 0.42, "k": 12}, "provenance": {}}))
+    params = AttributionParams.load(path)
+    assert params.abstain_threshold == 0.42
+    assert params.k == 12
+
+    path.write_text(json.dumps({"params": {"abstain_threshold": 0.4, "treshold": 0.3}}))
+    with pytest.raises(ValueError, match="treshold"):
+        AttributionParams.load(path)
+
+
+def test_invalid_params_name_the_bad_value() -> None:
+    with pytest.raises(ValueError, match="tempo_min"):
+        AttributionParams(tempo_min=1.2)
+    with pytest.raises(ValueError, match=r"abstain_threshold=1\.5"):
+        AttributionParams(abstain_threshold=1.5)
+
+
+def test_shipped_calibration_loads() -> None:
+    params = AttributionParams.load(DEFAULT_CALIBRATION)
+    assert 0.0 < params.abstain_threshold < 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_tracks=st.integers(1, 6),
+    duration=st.floats(5.0, 90.0),
+    k=st.integers(1, 8),
+)
+def test_any_hit_table_gives_bounded_scores_and_sane_evidence(
+    seed: int, n_tracks: int, duration: float, k: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    table = HitTable(duration, k=k)
+    n = table.starts.size
+    table.sims[:] = rng.uniform(0.3, 1.0, size=(n, k))
+    table.tracks[:] = rng.integers(-1, n_tracks, size=(n, k))
+    table.refs[:] = rng.integers(0, 60, size=(n, k))
+    if rng.random() < 0.5:
+        table.diagonal(0, offset=float(rng.uniform(0, 50)), ratio=float(rng.uniform(0.85, 1.15)))
+
+    matches = table.attribute()
+
+    assert len({m.track for m in matches}) == len(matches)
+    assert [m.resemblance for m in matches] == sorted(
+        (m.resemblance for m in matches), reverse=True
+    )
+    for m in matches:
+        assert 0.0 <= m.resemblance <= 1.0
+        assert m.evidence
+        for e in m.evidence:
+            assert 0.0 <= e.query_start < e.query_end <= duration + 1e-6
+            assert 0.0 <= e.reference_start <= e.reference_end
+            assert PARAMS.similarity_floor <= e.similarity <= 1.0
