@@ -1,0 +1,342 @@
+"""Offline evaluation and calibration of the spectral embedder and the attribution check.
+
+No HTTP, no database: the catalogue of a corpus (see bench/corpus.py) is embedded with
+SpectralEmbedder into a flat inner-product FAISS index (app.index.factory), and every query and
+negative goes through the same path as a check: embed, then `attribute_vectors` (query-side
+transpositions, top-k search, alignment, scoring, explaining away). bench/metrics.py scores it.
+
+    python -m bench.tune --corpus .echoledger/corpus-small
+    python -m bench.tune --corpus .echoledger/corpus-full --set k=30 --calibrate
+
+This is the fast loop for trying embedder and alignment settings. ``--calibrate`` picks the
+abstain threshold as the service's calibration does (bench.metrics.calibrate: one half of the
+negatives per kind, held-out rate on the other half) and shows every query set at it, but
+writes nothing: the threshold the service reads comes from the run through the service,
+``python -m bench.attribution --size full --calibrate`` (README, "Attribution quality").
+
+Embeddings are cached per (embedder version, file) under ``.echoledger/cache/tune``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.audio.decode import load
+from app.checks.attribution import (
+    DEFAULT_CALIBRATION,
+    AttributionParams,
+    SearchResult,
+    attribute_vectors,
+)
+from app.embedding.base import Embedder, Embedding
+from app.embedding.spectral import SpectralEmbedder
+from app.index import factory
+from bench import metrics
+from bench.corpus import Manifest, load_manifest
+
+MAX_SECONDS = 3600.0
+
+
+def _cache_path(cache_dir: Path, embedder: Embedder, path: Path, hop_s: float) -> Path:
+    stat = path.stat()
+    text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{hop_s}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    return cache_dir / f"{embedder.name}-{embedder.version}" / f"{digest}.npz"
+
+
+def embed_file(
+    embedder: Embedder, path: Path, *, hop_s: float, cache_dir: Path | None
+) -> tuple[Embedding, float, float]:
+    """Decode, resample and embed one file; returns (embedding, duration s, CPU s spent).
+
+    The CPU time covers decoding and embedding (0 when the embedding came from the cache).
+    """
+    cached = _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None
+    if cached is not None and cached.exists():
+        with np.load(cached) as z:
+            emb = Embedding(vectors=z["vectors"], starts=z["starts"], window_s=float(z["window"]))
+            return emb, float(z["duration"]), 0.0
+    t0 = time.process_time()
+    audio = load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
+    emb = embedder.embed(audio, embedder.sample_rate, hop_s=hop_s)
+    cpu = time.process_time() - t0
+    duration = audio.shape[0] / embedder.sample_rate
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, vectors=emb.vectors, starts=emb.starts, window=emb.window_s,
+                 duration=duration)  # fmt: skip
+        tmp.replace(cached)
+    return emb, duration, cpu
+
+
+@dataclass
+class Catalogue:
+    """The embedded catalogue: a flat index plus what a check needs to map its hits."""
+
+    piece_ids: list[str]
+    index: Any
+    vectors: np.ndarray  # [segments, dim], row = segment id
+    track_of: np.ndarray  # [segments] catalogue index of each segment
+    start_of: np.ndarray  # [segments] reference window start of each segment (s)
+    seconds: float
+    embed_cpu_s: float
+    _memo: dict[bytes, SearchResult] = field(default_factory=dict, repr=False)
+
+    def search(self, vectors: np.ndarray, k: int) -> SearchResult:
+        """Top-k of each row mapped to tracks (memoised: sweeps repeat the first pass)."""
+        key = hashlib.blake2b(vectors.tobytes(), digest_size=16).digest() + k.to_bytes(4)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        k_eff = min(k, int(self.index.ntotal))
+        sims, ids = factory.search(self.index, np.ascontiguousarray(vectors), k=k_eff)
+        valid = ids >= 0
+        safe = np.where(valid, ids, 0)
+        result = SearchResult(
+            similarities=sims,
+            tracks=np.where(valid, self.track_of[safe], -1),
+            reference_starts=np.where(valid, self.start_of[safe], 0.0),
+            segments=np.where(valid, ids, -1),
+        )
+        self._memo[key] = result
+        return result
+
+
+def build_catalogue(
+    manifest: Manifest, embedder: Embedder, *, cache_dir: Path | None, verbose: bool = False
+) -> Catalogue:
+    """Embed every catalogue piece at the embedder's hop into a flat inner-product index."""
+    vectors: list[np.ndarray] = []
+    tracks: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    seconds = cpu = 0.0
+    for i, piece in enumerate(manifest.catalogue):
+        emb, duration, spent = embed_file(
+            embedder, manifest.path(piece.file), hop_s=embedder.hop_s, cache_dir=cache_dir
+        )
+        vectors.append(emb.vectors)
+        tracks.append(np.full(emb.starts.shape, i, dtype=np.int64))
+        starts.append(emb.starts)
+        seconds += duration
+        cpu += spent
+        if verbose and (i + 1) % 50 == 0:
+            print(f"  embedded {i + 1}/{len(manifest.catalogue)} pieces", file=sys.stderr)
+    all_vectors = np.ascontiguousarray(np.concatenate(vectors))
+    index = factory.create_index("Flat", embedder.dim)
+    factory.add(index, all_vectors, np.arange(all_vectors.shape[0], dtype=np.int64))
+    return Catalogue(
+        piece_ids=[p.id for p in manifest.catalogue],
+        index=index,
+        vectors=all_vectors,
+        track_of=np.concatenate(tracks),
+        start_of=np.concatenate(starts).astype(np.float64),
+        seconds=seconds,
+        embed_cpu_s=cpu,
+    )
+
+
+@dataclass
+class Query:
+    """An embedded query or negative."""
+
+    id: str
+    embedding: Embedding
+    duration_s: float
+
+
+@dataclass
+class Run:
+    """The embedded corpus; `predict` re-scores it under any attribution parameters."""
+
+    manifest: Manifest
+    embedder: SpectralEmbedder
+    catalogue: Catalogue
+    queries: dict[str, Query]
+    negatives: dict[str, Query]
+    query_seconds: float
+    query_embed_cpu_s: float
+
+
+def prepare(
+    manifest: Manifest,
+    embedder: SpectralEmbedder,
+    *,
+    query_hop_s: float,
+    cache_dir: Path | None,
+    transformations: Sequence[str] | None = None,
+    verbose: bool = False,
+) -> Run:
+    """Embed the catalogue, every query and every negative."""
+    catalogue = build_catalogue(manifest, embedder, cache_dir=cache_dir, verbose=verbose)
+    if verbose:
+        print(
+            f"catalogue: {len(catalogue.piece_ids)} pieces, {catalogue.seconds / 3600:.2f} h, "
+            f"{catalogue.index.ntotal} segments",
+            file=sys.stderr,
+        )
+    seconds = cpu = 0.0
+
+    def embed(item_id: str, file: str) -> Query:
+        nonlocal seconds, cpu
+        emb, duration, spent = embed_file(
+            embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
+        )
+        seconds += duration
+        cpu += spent
+        return Query(item_id, emb, duration)
+
+    queries = {
+        q.id: embed(q.id, q.file)
+        for q in manifest.queries
+        if not transformations or q.transformation in transformations
+    }
+    negatives = {n.id: embed(n.id, n.file) for n in manifest.negatives}
+    return Run(manifest, embedder, catalogue, queries, negatives, seconds, cpu)
+
+
+def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.Prediction]:
+    """The check's attribution for one embedded query, with the pieces named."""
+    cat = run.catalogue
+    matches = attribute_vectors(
+        vectors=query.embedding.vectors,
+        query_starts=query.embedding.starts,
+        window_s=query.embedding.window_s,
+        query_duration_s=query.duration_s,
+        search=lambda v: cat.search(v, params.k),
+        params=params,
+        transpose=run.embedder.transpose,
+        reconstruct=lambda ids: cat.vectors[ids],
+    )
+    return [
+        metrics.Prediction(
+            piece_id=cat.piece_ids[m.track],
+            resemblance=m.resemblance,
+            evidence=tuple(
+                metrics.Span(
+                    e.query_start, e.query_end, e.reference_start, e.reference_end, e.similarity
+                )
+                for e in m.evidence
+            ),
+        )
+        for m in matches
+    ]
+
+
+def negative_scores(run: Run, params: AttributionParams) -> dict[str, float]:
+    """Best resemblance of each negative after the whole check (0 when nothing matched).
+
+    Scores do not depend on the abstain threshold (it only filters them), so this is exact.
+    """
+    open_params = replace(params, abstain_threshold=0.0)
+    out: dict[str, float] = {}
+    for neg_id, query in run.negatives.items():
+        preds = predict(run, query, open_params)
+        out[neg_id] = preds[0].resemblance if preds else 0.0
+    return out
+
+
+def evaluate(run: Run, params: AttributionParams) -> list[metrics.Row]:
+    """Table rows per transformation and negative kind at `params.abstain_threshold`."""
+    by_set: dict[str, list[metrics.QueryOutcome]] = {}
+    for q in run.manifest.queries:
+        query = run.queries.get(q.id)
+        if query is None:
+            continue
+        preds = predict(run, query, params)
+        outcome = metrics.score_query(q.sources, preds, threshold=params.abstain_threshold)
+        by_set.setdefault(q.transformation, []).append(outcome)
+    rows = [metrics.summarise_queries(name, outs) for name, outs in by_set.items()]
+    scores = negative_scores(run, params)
+    kinds: dict[str, list[bool]] = {}
+    for neg in run.manifest.negatives:
+        kinds.setdefault(neg.kind, []).append(scores[neg.id] >= params.abstain_threshold)
+    rows += [metrics.summarise_negatives(kind, fps) for kind, fps in kinds.items()]
+    rows.append(
+        metrics.summarise_negatives("all_negatives", [fp for fps in kinds.values() for fp in fps])
+    )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=Path(".echoledger/corpus-small"))
+    parser.add_argument("--params", type=Path, default=None,
+                        help="calibration file to start from (default: packaged)")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one attribution parameter (repeatable)")  # fmt: skip
+    parser.add_argument("--transformations", default="",
+                        help="comma-separated query sets (default: all)")  # fmt: skip
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit abstain_threshold on the negatives; report only")  # fmt: skip
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--min-threshold", type=float, default=0.1,
+                        help="never calibrate the abstain threshold below this")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--cache", type=Path, default=Path(".echoledger/cache/tune"),
+                        help="embedding cache directory")  # fmt: skip
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    base = AttributionParams.load(args.params) if args.params else _default_params()
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
+    params = AttributionParams.from_dict({**base.as_dict(), **overrides})
+
+    manifest = load_manifest(args.corpus)
+    embedder = SpectralEmbedder()
+    cache_dir = None if args.no_cache else args.cache
+    wanted = [t for t in args.transformations.split(",") if t]
+    run = prepare(manifest, embedder, query_hop_s=params.query_hop_s, cache_dir=cache_dir,
+                  transformations=wanted, verbose=args.verbose)  # fmt: skip
+
+    cal: metrics.Calibration | None = None
+    if args.calibrate:
+        cal = metrics.calibrate(
+            negative_scores(run, params),
+            {n.id: n.kind for n in manifest.negatives},
+            target_fpr=args.target_fpr,
+            min_threshold=args.min_threshold,
+        )
+        params = replace(params, abstain_threshold=cal.threshold)
+    rows = evaluate(run, params)
+    print(
+        f"corpus {args.corpus} (seed {manifest.seed}, {manifest.size}): "
+        f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments; "
+        f"embedder {embedder.name} v{embedder.version} dim {embedder.dim}; "
+        f"abstain_threshold {params.abstain_threshold:.4f}"
+    )
+    print(metrics.format_table(rows))
+    if cal is not None:
+        print(
+            f"calibrated abstain_threshold {cal.threshold:.4f}: FPR {cal.calibration_fpr:.3f} on "
+            f"{len(cal.calibration_ids)} calibration negatives, {cal.heldout_fpr:.3f} on "
+            f"{len(cal.heldout_ids)} held-out negatives (nothing written)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([metrics.row_json(r) | {"name": r.name} for r in rows],
+                                        indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+def _default_params() -> AttributionParams:
+    if DEFAULT_CALIBRATION.exists():
+        return AttributionParams.load(DEFAULT_CALIBRATION)
+    return AttributionParams()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""A small run of the attribution evaluation on real music, so a collapse in quality fails CI.
+
+The corpus (a dozen catalogue pieces rendered from music21 scores with FluidSynth, with query
+sets per transformation and negatives) is built once into .echoledger/corpus-small and reused.
+The full run and its bars live in `python -m bench.attribution --size full` (README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.checks.attribution import DEFAULT_CALIBRATION, AttributionParams
+
+pytestmark = pytest.mark.slow
+
+CORPUS = Path(os.environ.get("ECHOLEDGER_TEST_CORPUS", ".echoledger/corpus-small"))
+SOUNDFONT = Path(os.environ.get("ECHOLEDGER_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+
+# Collapse detectors, set below what the small corpus scores (3 queries per set, 8 negatives):
+# the bars themselves are for the full run, whose numbers are in the README.
+FLOORS = {
+    ("clean", "gain", "noise20", "noise10", "lossy"): 0.9,
+    ("tempo+5", "tempo-5", "tempo+10", "tempo-10"): 0.8,
+    ("transpose+1", "transpose-1", "transpose+2", "transpose-2"): 0.6,
+}
+MAX_FALSE_POSITIVES = 1
+
+
+def _skip_without_renderer() -> None:
+    pytest.importorskip("music21", reason="the eval extra (music21) is not installed")
+    if shutil.which("fluidsynth") is None or not SOUNDFONT.exists():
+        pytest.skip(
+            "FluidSynth or its General MIDI soundfont is missing "
+            "(Debian: apt-get install fluidsynth fluid-soundfont-gm)"
+        )
+
+
+def test_small_corpus_through_the_service_keeps_its_quality(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _skip_without_renderer()
+    from bench import attribution, metrics
+    from bench.corpus import build_corpus, load_manifest
+
+    monkeypatch.setenv("DATABASE_URL", database_url)  # the run's scratch database goes there
+    manifest = (
+        load_manifest(CORPUS)
+        if (CORPUS / "manifest.json").exists()
+        else build_corpus(CORPUS, size="small", seed=0)
+    )
+    outcome = attribution.run_service(manifest, calibration=DEFAULT_CALIBRATION, workers=2)
+    assert outcome.ledger_ok is True
+    threshold = AttributionParams.load(DEFAULT_CALIBRATION).abstain_threshold
+    rows = {
+        r.name: r
+        for r in attribution.evaluate(manifest, outcome, threshold=threshold, held_out=None)
+    }
+
+    for sets, floor in FLOORS.items():
+        scored = [rows[s] for s in sets]
+        top1 = sum((r.top1 or 0.0) * r.n for r in scored) / sum(r.n for r in scored)
+        table = metrics.format_table(list(rows.values()))
+        assert top1 >= floor, f"top-1 on {', '.join(sets)} fell to {top1:.2f}:\n{table}"
+    false_positives = round((rows["negatives"].fpr or 0.0) * rows["negatives"].n)
+    assert false_positives <= MAX_FALSE_POSITIVES, metrics.format_table(list(rows.values()))
+    # Evidence points at the right place in the source.
+    exact = [rows[s] for s in ("clean", "gain", "noise20", "lossy")]
+    assert all(r.time_error_median_s is not None and r.time_error_median_s < 1.0 for r in exact)

@@ -1,0 +1,77 @@
+"""The evaluation's own arithmetic (bench/metrics.py): the numbers in the README rest on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from bench import metrics
+from bench.metrics import Prediction, Span
+
+
+@dataclass(frozen=True)
+class Source:
+    piece_id: str
+    source_start_s: float = 10.0
+    source_end_s: float = 30.0
+    query_start_s: float = 0.0
+    query_end_s: float = 20.0
+    tempo_factor: float = 1.0
+
+
+def test_a_query_is_scored_on_rank_share_and_evidence_time() -> None:
+    sources = [Source("a"), Source("b", query_start_s=5.0, query_end_s=20.0)]
+    predictions = [
+        Prediction("a", 0.6, (Span(0.0, 20.0, 11.0, 31.0),)),  # 1 s late
+        Prediction("x", 0.3),
+        Prediction("b", 0.1, (Span(5.0, 20.0, 10.0, 25.0),)),  # on time
+        Prediction("y", 0.05),  # below the threshold: ignored
+    ]
+    outcome = metrics.score_query(sources, predictions, threshold=0.08)
+    assert outcome.top1 is True
+    assert outcome.all_top3 is True
+    assert outcome.recall5 == 1.0
+    assert outcome.n_predictions == 3
+    assert outcome.true_share == pytest.approx(0.7 / 1.0)
+    assert outcome.time_error_s == pytest.approx(0.5)  # median of 1.0 and 0.0
+
+    higher = metrics.score_query(sources, predictions, threshold=0.2)
+    assert higher.found == 0.5 and higher.all_top3 is False
+
+
+def test_evidence_error_follows_the_tempo_of_the_source() -> None:
+    source = Source("a", source_start_s=10.0, tempo_factor=1.1)
+    # Query 0..10 s plays the source from 10 s at 1.1x: reference 10..21 s.
+    assert metrics.evidence_error(source, [Span(0.0, 10.0, 10.0, 21.0)]) == pytest.approx(0.0)
+    assert metrics.evidence_error(source, [Span(0.0, 10.0, 12.0, 23.0)]) == pytest.approx(2.0)
+    assert metrics.evidence_error(source, [Span(40.0, 50.0, 0.0, 10.0)]) is None
+
+
+def test_threshold_lets_through_at_most_the_target_share_of_negatives() -> None:
+    scores = [0.0] * 90 + [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    t = metrics.calibrate_threshold(scores, target_fpr=0.01)
+    assert 0.9 < t <= 0.9000001  # only the 0.95 may reach it
+    assert sum(s >= t for s in scores) == 1
+    assert metrics.calibrate_threshold(scores, target_fpr=0.0) > 0.95
+    with pytest.raises(ValueError):
+        metrics.calibrate_threshold([], target_fpr=0.01)
+
+
+def test_calibration_fits_on_one_half_of_each_kind_and_reports_the_other() -> None:
+    kinds = {f"h{i}": "hard" for i in range(40)} | {f"o{i}": "other" for i in range(40)}
+    scores = {i: (0.5 if i in {"h1", "h2", "h3"} else 0.0) for i in kinds}
+    cal = metrics.calibrate(scores, kinds, target_fpr=0.0, min_threshold=0.1)
+    assert cal.calibration_ids.isdisjoint(cal.heldout_ids)
+    assert cal.calibration_ids | cal.heldout_ids == set(kinds)
+    for kind in ("hard", "other"):
+        half = [i for i in cal.calibration_ids if kinds[i] == kind]
+        assert len(half) == 20
+    assert cal.calibration_fpr == 0.0
+    held_high = sum(scores[i] >= cal.threshold for i in cal.heldout_ids)
+    assert cal.heldout_fpr == held_high / 40
+    # The same split every time (a hash, not a random draw).
+    assert metrics.calibrate(scores, kinds, target_fpr=0.0).heldout_ids == cal.heldout_ids
+    # Nothing to reject: the floor holds.
+    quiet = metrics.calibrate(dict.fromkeys(kinds, 0.0), kinds, target_fpr=0.01, min_threshold=0.1)
+    assert quiet.threshold == 0.1
