@@ -2,7 +2,7 @@
 
     python -m bench.attribution --size small                 # a dozen pieces (minutes)
     python -m bench.attribution --size full --json bench/results/attribution-full.json \\
-        --markdown bench/results/attribution-full.md         # the full run (about an hour)
+        --markdown bench/results/attribution-full.md         # the full run (minutes)
     python -m bench.attribution --size full --calibrate      # recalibrate the abstain threshold
 
 The corpus (bench/corpus.py: scores rendered with FluidSynth) is built or loaded, then the real
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import tempfile
 import time
@@ -383,7 +384,9 @@ def _write_calibration(
     """The parameters the service reads, with where the threshold came from (atomically)."""
     embedder = get_embedder("spectral")
     document = {
-        "params": params.as_dict() | {"abstain_threshold": round(calibration.threshold, 6)},
+        # Rounded up, so a negative the threshold was fitted to reject stays rejected.
+        "params": params.as_dict()
+        | {"abstain_threshold": math.ceil(calibration.threshold * 1e6) / 1e6},
         "provenance": {
             "command": "python -m bench.attribution --size "
             f"{manifest.size} --calibrate --target-fpr {calibration.target_fpr}",

@@ -236,7 +236,7 @@ class Calibration:
             "method": "abstain_threshold = lowest value at which at most target_fpr of the "
             "calibration half of the negatives reach it (negatives split per kind by hashed "
             "id); the false-positive rate is reported on the held-out half",
-            "threshold": round(self.threshold, 6),
+            "threshold": math.ceil(self.threshold * 1e6) / 1e6,
             "target_fpr": self.target_fpr,
             "n_calibration": len(self.calibration_ids),
             "n_heldout": len(self.heldout_ids),
