@@ -476,3 +476,23 @@ def test_any_hit_table_gives_bounded_scores_and_sane_evidence(
             assert 0.0 <= e.query_start < e.query_end <= duration + 1e-6
             assert 0.0 <= e.reference_start <= e.reference_end
             assert PARAMS.similarity_floor <= e.similarity <= 1.0
+
+
+def test_reference_times_are_placed_between_catalogue_windows() -> None:
+    """True reference = query + 10.4 s, query windows on whole seconds: every window's best
+    hit is 0.4 s early on the catalogue's 1 s grid, its neighbour 0.6 s late and a little less
+    similar. The neighbour pulls the estimate to the truth; the best hits alone would not.
+    """
+    table = HitTable(20.0)
+    for i, q in enumerate(table.starts):
+        if q % 1.0:
+            continue
+        true = q + 10.4
+        low = float(np.floor(true))
+        # Similarity falls off with the distance to the true start.
+        table.add(i, 0, low, 0.88 - 0.05 * (true - low))
+        table.add(i, 0, low + 1.0, 0.88 - 0.05 * (low + 1.0 - true))
+    [match] = table.attribute()
+    [run] = match.evidence
+    assert abs(run.reference_start - (run.query_start + 10.4)) < 0.15
+    assert abs(run.reference_end - (run.query_end + 10.4)) < 0.15

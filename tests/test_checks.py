@@ -41,10 +41,9 @@ def test_transformed_excerpt_is_attributed_to_its_source_with_evidence_and_paid(
     assert top["label_id"] == str(world["label"].id)
     assert [m["track_id"] for m in result["matches"] if m["is_use"]] == [world["tracks"][12]]
     for ev in top["evidence"]:
-        # Query time t plays the source's (start + t) * tempo. Reference windows start on a 1 s
-        # grid, so the tempo fitted over a short run is rough and the end is extrapolated.
+        # Query time t plays the source's (start + t) * tempo.
         assert ev["reference_start"] == pytest.approx((start + ev["query_start"]) * tempo, abs=1.0)
-        assert ev["reference_end"] == pytest.approx((start + ev["query_end"]) * tempo, abs=1.5)
+        assert ev["reference_end"] == pytest.approx((start + ev["query_end"]) * tempo, abs=1.0)
     covered = sum(ev["query_end"] - ev["query_start"] for ev in top["evidence"])
     assert covered >= 8.0
 

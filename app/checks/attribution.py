@@ -76,6 +76,10 @@ IntArray = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
+# Neighbouring hits this much less similar than a window's best hit no longer pull its
+# reference time (see _subgrid_refs).
+_SUBGRID_SIM_SPAN = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
@@ -689,9 +693,10 @@ def _split_runs(
 ) -> list[_Run]:
     # Best inlier hit per query window, in query order.
     order = np.lexsort((-inliers.sim, inliers.window))
-    best = inliers.take(order)
-    first_of_window = np.r_[True, best.window[1:] != best.window[:-1]]
-    best = best.take(np.flatnonzero(first_of_window))
+    ranked = inliers.take(order)
+    first_of_window = np.r_[True, ranked.window[1:] != ranked.window[:-1]]
+    best = ranked.take(np.flatnonzero(first_of_window))
+    refined = _subgrid_refs(ranked, best)
     t_all = q[best.window]
     gaps = np.flatnonzero(np.diff(t_all) > params.max_gap_s) + 1
     runs: list[_Run] = []
@@ -700,7 +705,7 @@ def _split_runs(
         t = q[run.window]
         if run.window.size < params.min_run_hits or t[-1] - t[0] < params.min_run_s:
             continue
-        r_ratio, r_offset = _fit_line(t, run.ref, run.sim, ratio, params)
+        r_ratio, r_offset = _fit_line(t, refined[part], run.sim, ratio, params)
         q_start = float(t[0])
         q_end = min(float(t[-1]) + window_s, max(duration_s, q_start))
         ref_start = max(0.0, r_ratio * q_start + r_offset)
@@ -727,6 +732,39 @@ def _split_runs(
             )
         )
     return runs
+
+
+def _subgrid_refs(ranked: _Hits, best: _Hits) -> F64:
+    """Reference time of each window's best hit, refined between the catalogue's hops.
+
+    Reference windows start on the catalogue's hop grid (1 s), so the best hit alone places a
+    query window to within half a hop. The hits of the same line on the neighbouring grid
+    points say which way the true time lies: each window's time is the mean of the best
+    hit's and its neighbours' (within 1.5 hops) starts, weighted by how close their
+    similarity comes to the best one's.
+    """
+    out = best.ref.copy()
+    if ranked.window.size == best.window.size:
+        return out
+    pos = np.searchsorted(best.window, ranked.window)  # ranked and best share window order
+    best_ref = best.ref[pos]
+    best_sim = best.sim[pos]
+    hop = _grid_step(ranked.ref)
+    near = np.abs(ranked.ref - best_ref) <= 1.5 * hop
+    weight = np.where(near, np.maximum(ranked.sim - (best_sim - _SUBGRID_SIM_SPAN), 0.0), 0.0)
+    total = np.bincount(pos, weights=weight, minlength=best.window.size)
+    moment = np.bincount(pos, weights=weight * ranked.ref, minlength=best.window.size)
+    ok = total > 0
+    out[ok] = moment[ok] / total[ok]
+    return out
+
+
+def _grid_step(refs: F64) -> float:
+    """The smallest gap between distinct reference starts (the catalogue hop), at least 0.05 s."""
+    values = np.unique(np.round(refs, 3))
+    if values.size < 2:
+        return 1.0
+    return max(float(np.min(np.diff(values))), 0.05)
 
 
 def _fit_line(
