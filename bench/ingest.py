@@ -120,7 +120,7 @@ def measure_openl3(seconds: float, threads: Sequence[int]) -> dict[str, Any] | N
     with tempfile.TemporaryDirectory(prefix="echoledger-openl3-") as tmp:
         weights = default_weights_path()
         if not weights.exists():
-            out["weights"] = "random (same architecture; speed does not depend on the values)"
+            out["weights"] = "random"  # same architecture: the speed does not depend on values
             torch.manual_seed(0)
             model = torchopenl3.models.PytorchOpenl3(
                 content_type="music", input_repr="mel256", embedding_size=512
@@ -182,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if openl3 is None:
         print("openl3: not measured (the openl3 extra is not installed, or --openl3-seconds 0)")
     else:
-        print(f"openl3 (torchopenl3, {openl3['weights']} weights), {args.openl3_seconds:g} s:")
+        print(f"openl3 (torchopenl3, {openl3['weights']} weights), {args.openl3_seconds:g} s "
+              "at a 0.5 s frame hop:")  # fmt: skip
         for n in (1, 2):
             r = openl3[f"threads_{n}"]
             print(f"  {n} thread(s): {r['wall_x']:.2f}x real time (wall), "

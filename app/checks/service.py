@@ -215,7 +215,9 @@ def analyse(
     transpose = getattr(embedder, "transpose", None)
     if transpose is None:
         params = replace(params, transpositions=(0,))
-    search = _LicensedSearch(index, sessions, at=at, k=params.k)
+    search = _LicensedSearch(
+        index, sessions, at=at, k=params.k, min_similarity=params.similarity_floor
+    )
     matches = attribute_vectors(
         vectors=embedding.vectors,
         query_starts=embedding.starts,
@@ -239,16 +241,25 @@ class _LicensedSearch:
     has caught up with the change.
 
     Tracks are numbered per check (`track_ids`), so an index rebuild between two searches of
-    the same check cannot mix up track numbers.
+    the same check cannot mix up track numbers. Hits below `min_similarity` are dropped before
+    the licensing lookup: alignment ignores them anyway, and in a large index most of the
+    top-k are such distant neighbours, spread over thousands of tracks.
     """
 
     def __init__(
-        self, index: IndexManager, sessions: sessionmaker[Session], *, at: dt.datetime, k: int
+        self,
+        index: IndexManager,
+        sessions: sessionmaker[Session],
+        *,
+        at: dt.datetime,
+        k: int,
+        min_similarity: float,
     ) -> None:
         self.index = index
         self.sessions = sessions
         self.at = at
         self.k = k
+        self.min_similarity = min_similarity
         self.track_ids: list[uuid.UUID] = []
         self.licensed: dict[uuid.UUID, Licensed] = {}
         self.watermark = -1
@@ -259,7 +270,8 @@ class _LicensedSearch:
         found = self.index.search(vectors, k=self.k)
         if self.watermark < 0:
             self.watermark = found.watermark
-        slots = np.unique(found.tracks[found.tracks >= 0])
+        close = (found.tracks >= 0) & (found.similarities >= self.min_similarity)
+        slots = np.unique(found.tracks[close])
         new = [found.track_ids[s] for s in slots if found.track_ids[s] not in self._looked_up]
         if new:
             with self.sessions() as session:
@@ -273,7 +285,7 @@ class _LicensedSearch:
                 numbers[s] = self._number.setdefault(track_id, len(self._number))
                 if numbers[s] == len(self.track_ids):
                     self.track_ids.append(track_id)
-        tracks = numbers[found.tracks]  # -1 picks the last entry
+        tracks = np.where(close, numbers[found.tracks], -1)  # -1 picks the last entry
         return SearchResult(
             similarities=found.similarities,
             tracks=tracks,
