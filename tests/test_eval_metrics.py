@@ -37,7 +37,8 @@ def test_a_query_is_scored_on_rank_share_and_evidence_time() -> None:
     assert outcome.time_error_s == pytest.approx(0.5)  # median of 1.0 and 0.0
 
     higher = metrics.score_query(sources, predictions, threshold=0.2)
-    assert higher.found == 0.5 and higher.all_top3 is False
+    assert higher.found == 0.5
+    assert higher.all_top3 is False
 
 
 def test_evidence_error_follows_the_tempo_of_the_source() -> None:
@@ -54,7 +55,7 @@ def test_threshold_lets_through_at_most_the_target_share_of_negatives() -> None:
     assert 0.9 < t <= 0.9000001  # only the 0.95 may reach it
     assert sum(s >= t for s in scores) == 1
     assert metrics.calibrate_threshold(scores, target_fpr=0.0) > 0.95
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one negative"):
         metrics.calibrate_threshold([], target_fpr=0.01)
 
 
