@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import health
 from app.catalogues.routes import router as catalogues_router
+from app.checks import service as checks
 from app.checks.attribution import AttributionParams
 from app.checks.routes import router as checks_router
 from app.config import Settings, get_settings
@@ -62,7 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         blobs=runtime.blobs,
         embedder=runtime.embedder,
         index=index,
-        attribution=AttributionParams.load(settings.calibration_file),
+        attribution=checks.params_for(
+            AttributionParams.load(settings.calibration_file), runtime.embedder
+        ),
         ledger=LedgerAppender(runtime.sessions),
         check_slots=threading.BoundedSemaphore(settings.check_concurrency),
     )

@@ -291,3 +291,18 @@ def test_checks_are_listed_for_their_company_and_hidden_from_others(
     auditor = tenants.auditor()
     assert len(client.get("/v1/checks", headers=auditor.headers).json()["items"]) == 3
     assert client.get(f"/v1/checks/{uuid.uuid4()}", headers=auditor.headers).status_code == 404
+
+
+def test_transpositions_are_searched_only_with_an_embedder_that_can_transpose() -> None:
+    from app.checks.attribution import AttributionParams
+    from app.embedding.spectral import SpectralEmbedder
+
+    params = AttributionParams(transpositions=(-1, 0, 1))
+    assert check_service.params_for(params, SpectralEmbedder()) == params
+
+    class Plain:  # an embedder without `transpose`, as OpenL3 is
+        name, version, dim, sample_rate, window_s, hop_s = "plain", "1", 8, 8000, 1.0, 1.0
+
+    adapted = check_service.params_for(params, Plain())  # type: ignore[arg-type]
+    assert adapted.transpositions == (0,)
+    assert adapted.k == params.k

@@ -41,20 +41,21 @@ its duration minus about one window. Then
   window length each.
 
 Tracks below ``abstain_threshold`` are dropped; the threshold is calibrated on music that is
-not in the catalogue (see bench/tune.py and calibration.json).
+not in the catalogue (``python -m bench.attribution --calibrate``, written to calibration.json).
 
 Explaining away
 ---------------
 In a mix of two recordings every window vector is a blend, and the quieter source's similarity
-sits near the level of unrelated music. Once a source is confirmed (resemblance at or above the
-abstain threshold), `attribute_vectors` removes, from each query window vector it aligns with,
-the component along the matched reference vector (a projection), renormalises and searches
-again with the explained tracks excluded; a track keeps its best score over the passes. Each
-pass explains away the strongest confirmed source not yet explained (greedy, like matching
-pursuit: removing a quieter confirmed source at the same time would also remove what the search
-looks for). What is left of a single-source query is noise that matches nothing consistently;
-what is left of a mix is mostly the other source. A query whose first pass confirms nothing is
-not searched again, so the abstain threshold can be calibrated on first-pass scores exactly.
+sits near the level of unrelated music. Once a source is found (resemblance at or above
+``explain_threshold``, set below the abstain threshold), `attribute_vectors` removes, from each
+query window vector it aligns with, the component along the matched reference vector (a
+projection), renormalises and searches again with the explained tracks excluded; a track keeps
+its best score over the passes. Each pass explains away the strongest source not yet explained
+(greedy, like matching pursuit: removing a quieter source at the same time would also remove
+what the search looks for). What is left of a single-source query is noise that matches nothing
+consistently; what is left of a mix is mostly the other source. With two or more sources found,
+each is scored once more with the others explained away. The abstain threshold filters only the
+final scores, so calibrating it on a run with the threshold at zero is exact.
 """
 
 from __future__ import annotations
@@ -279,9 +280,9 @@ def attribute_vectors(
         batch = search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
         return _stack({shift: _rows(batch, i, q.shape[0]) for i, shift in enumerate(shifts)})
 
-    # Score everything, explain away the matches at or above the threshold (confirmed uses),
-    # abstain at the end. A query whose first pass has no match at the threshold is never
-    # searched again, so calibrating the threshold on first-pass scores is exact.
+    # Score everything, explain away the matches at or above explain_threshold, abstain only
+    # at the end: the scores do not depend on the abstain threshold, so calibrating it on the
+    # final scores of a run with the threshold at zero is exact.
     scoring = replace(params, abstain_threshold=0.0)
     found: dict[int, tuple[TrackMatch, SearchResult, I64]] = {}
 

@@ -188,6 +188,15 @@ class Analysis:
     matches: list[tuple[TrackMatch, Licensed]]
 
 
+def params_for(params: AttributionParams, embedder: Embedder) -> AttributionParams:
+    """The attribution parameters as this embedder can use them: query-side transpositions
+    need an embedder that can transpose its vectors (the spectral one); without, the query is
+    searched as it is. The result is what each check records."""
+    if getattr(embedder, "transpose", None) is None and params.transpositions != (0,):
+        return replace(params, transpositions=(0,))
+    return params
+
+
 def analyse(
     path: Path,
     *,
@@ -212,9 +221,6 @@ def analyse(
     )
     duration_s = len(audio) / embedder.sample_rate
     embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
-    transpose = getattr(embedder, "transpose", None)
-    if transpose is None:
-        params = replace(params, transpositions=(0,))
     search = _LicensedSearch(
         index, sessions, at=at, k=params.k, min_similarity=params.similarity_floor
     )
@@ -225,7 +231,7 @@ def analyse(
         query_duration_s=duration_s,
         search=search,
         params=params,
-        transpose=transpose,
+        transpose=getattr(embedder, "transpose", None),
         reconstruct=index.stored_vectors,
     )
     return Analysis(
