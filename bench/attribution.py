@@ -39,8 +39,9 @@ import httpx
 
 from app.catalogues.importer import TrackFile, import_folder
 from app.checks.attribution import DEFAULT_CALIBRATION, AttributionParams
+from app.config import Settings
 from app.db import create_db_engine, make_sessionmaker, transaction
-from app.embedding import get_embedder
+from app.embedding import Embedder, get_embedder
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
 from bench import metrics
@@ -335,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = evaluate(manifest, outcome, threshold=threshold, held_out=held_out)
     bars = verdicts(rows)
-    embedder = get_embedder("spectral")
+    # The embedder the service ran with (it reads the same environment).
+    embedder = get_embedder(Settings().embedder)
     info = {
         "corpus": manifest.size,
         "seed": manifest.seed,
@@ -357,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({outcome.ledger_transactions} transactions)"
     )
     if calibration is not None:
-        _write_calibration(args.calibration_file, params, calibration, manifest, rows)
+        _write_calibration(args.calibration_file, params, calibration, manifest, rows, embedder)
         print(
             f"abstain threshold {threshold:.4f} written to {args.calibration_file}; "
             f"false-positive rate {calibration.calibration_fpr:.3f} on the calibration half, "
@@ -380,9 +382,9 @@ def _write_calibration(
     calibration: metrics.Calibration,
     manifest: Manifest,
     rows: list[metrics.Row],
+    embedder: Embedder,
 ) -> None:
     """The parameters the service reads, with where the threshold came from (atomically)."""
-    embedder = get_embedder("spectral")
     document = {
         # Rounded up, so a negative the threshold was fitted to reject stays rejected.
         "params": params.as_dict()
