@@ -6,9 +6,9 @@ job exists exactly when the transaction that created it committed.
 
 from __future__ import annotations
 
-import json
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import procrastinate
 import psycopg
@@ -54,37 +54,47 @@ class WorkerRuntime:
     blobs: BlobStore
 
 
+# Every job about one track holds this lock, so two never run on the same track at once and
+# the reconciliation sweep can tell whether a track still has a live job.
+TRACK_LOCK_PREFIX = "track:"
+
+
+def track_lock(track_id: uuid.UUID | str) -> str:
+    return f"{TRACK_LOCK_PREFIX}{track_id}"
+
+
 # procrastinate_defer_jobs_v1 is the versioned SQL entry point procrastinate's own `defer`
-# calls. Calling it on the caller's connection puts the job in the caller's transaction.
-_DEFER = sa.text(
-    "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW("
-    ":queue, :task_name, :priority, :lock, :queueing_lock, CAST(:args AS jsonb), NULL"
-    ")]::procrastinate_job_to_defer_v1[]))"
+# calls. Calling it on the caller's connection puts the jobs in the caller's transaction.
+_DEFER_TRACK_JOBS = sa.text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY("
+    "SELECT ROW(:queue, :task_name, 0, :lock_prefix || t, NULL, "
+    "jsonb_build_object('track_id', t), NULL)::procrastinate_job_to_defer_v1 "
+    "FROM unnest(CAST(:track_ids AS text[])) AS t))"
 )
 
 
-def defer(
-    session: Session,
-    task_name: str,
-    *,
-    queue: str,
-    lock: str | None = None,
-    priority: int = 0,
-    **kwargs: Any,
-) -> int:
-    """Enqueue a job in the session's transaction; it exists only if that transaction commits."""
-    job_id = session.execute(
-        _DEFER,
+def defer_track_jobs(
+    session: Session, task_name: str, track_ids: Sequence[uuid.UUID], *, queue: str = INGEST_QUEUE
+) -> None:
+    """Enqueue `task_name(track_id=...)` for each track, in one statement and in the session's
+    transaction: the jobs exist only if that transaction commits."""
+    if not track_ids:
+        return
+    session.execute(
+        _DEFER_TRACK_JOBS,
         {
             "queue": queue,
             "task_name": task_name,
-            "priority": priority,
-            "lock": lock,
-            "queueing_lock": None,
-            "args": json.dumps(kwargs),
+            "lock_prefix": TRACK_LOCK_PREFIX,
+            "track_ids": [str(t) for t in track_ids],
         },
-    ).scalar_one()
-    return int(job_id)
+    )
+
+
+def runtime_of(context: procrastinate.JobContext) -> WorkerRuntime:
+    """The worker's runtime, as `echoledger worker` hands it to every job."""
+    runtime: WorkerRuntime = context.additional_context["runtime"]
+    return runtime
 
 
 async def retry_stalled(manager: JobManager, *, seconds: float) -> int:
@@ -99,8 +109,8 @@ async def retry_stalled(manager: JobManager, *, seconds: float) -> int:
 
 async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) -> None:
     """Periodic: stalled jobs go back to the queue."""
-    runtime: WorkerRuntime = context.additional_context["runtime"]
-    await retry_stalled(context.app.job_manager, seconds=runtime.settings.worker_stalled_seconds)
+    settings = runtime_of(context).settings
+    await retry_stalled(context.app.job_manager, seconds=settings.worker_stalled_seconds)
 
 
 def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> procrastinate.App:
@@ -138,12 +148,3 @@ def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> p
     )(retry_stalled_jobs)
     app.periodic(cron="* * * * *", periodic_id="retry_stalled_jobs")(retry)
     return app
-
-
-def job_states(session: Session, *, lock: str) -> list[str]:
-    """Statuses of every job holding `lock` (tests and reconciliation)."""
-    rows = session.execute(
-        sa.text("SELECT status::text FROM procrastinate_jobs WHERE lock = :lock ORDER BY id"),
-        {"lock": lock},
-    )
-    return [r[0] for r in rows]

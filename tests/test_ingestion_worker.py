@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from app import jobs
-from app.catalogues import ingest, tracks
+from app.catalogues import ingest, tasks, tracks
 from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.embedding import get_embedder
@@ -144,32 +145,35 @@ def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
 ) -> None:
     label = tenants.label()
     catalogue = tenants.catalogue(label)
-    stuck = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=1, seconds=3.0)).json()
-    fresh = upload(client, label, catalogue["id"], audio_file(tmp_path, seed=2, seconds=3.0)).json()
+    stuck, fresh, young, withdrawn = (
+        upload(client, label, catalogue["id"], audio_file(tmp_path, seed=s, seconds=3.0)).json()
+        for s in (1, 2, 3, 4)
+    )
+    assert client.delete(f"/v1/tracks/{withdrawn['id']}", headers=label.headers).status_code == 200
     with engine.begin() as conn:
-        # As after the last retry of a transient error: the job ended failed.
+        # As after the last retry of a transient error: the job ended failed. `young` lost its
+        # job too, but is still inside the grace period; `withdrawn` is skipped on purpose.
         conn.execute(
-            sa.text("UPDATE procrastinate_jobs SET status = 'failed' WHERE lock = :lock"),
-            {"lock": f"track:{stuck['id']}"},
+            sa.text("UPDATE procrastinate_jobs SET status = 'failed' WHERE lock = ANY(:locks)"),
+            {"locks": [jobs.track_lock(t["id"]) for t in (stuck, young, withdrawn)]},
         )
         conn.execute(
-            sa.text(
-                "UPDATE tracks SET created_at = now() - interval '1 hour' WHERE id IN (:a, :b)"
-            ),
-            {"a": stuck["id"], "b": fresh["id"]},
+            sa.text("UPDATE tracks SET created_at = now() - :age WHERE id = ANY(:ids)"),
+            {
+                "age": 2 * tasks.ABANDONED_AFTER,
+                "ids": [uuid.UUID(t["id"]) for t in (stuck, fresh, withdrawn)],
+            },
         )
-    import datetime as dt
 
     with transaction(make_sessionmaker(engine)) as session:
-        failed = ingest.fail_abandoned(session, older_than=dt.timedelta(minutes=2))
+        failed = ingest.fail_abandoned(session, older_than=tasks.ABANDONED_AFTER)
     assert [str(t) for t in failed] == [stuck["id"]]
     stuck_now = client.get(f"/v1/tracks/{stuck['id']}", headers=label.headers).json()
     assert stuck_now["status"] == "failed"
     assert "did not complete" in stuck_now["error"]
-    assert (
-        client.get(f"/v1/tracks/{fresh['id']}", headers=label.headers).json()["status"] == "pending"
-    )
-
+    for other in (fresh, young, withdrawn):
+        now = client.get(f"/v1/tracks/{other['id']}", headers=label.headers).json()
+        assert now["status"] == "pending", now
 
 @pytest.mark.slow
 def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(

@@ -13,6 +13,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app import jobs
 from app.audio.decode import AudioError, load
 from app.catalogues.models import Segment, Track, TrackStatus
 from app.catalogues.tracks import lock_index_appends
@@ -158,16 +159,18 @@ def fail_abandoned(session: Session, *, older_than: dt.timedelta) -> list[uuid.U
     """Mark failed the pending tracks whose ingestion job no longer exists or has given up.
 
     A job ends in `failed` after its last retry of a transient error, or disappears if an
-    operator cancels it; without this sweep such a track would stay pending forever.
+    operator cancels it; without this sweep such a track would stay pending forever. Withdrawn
+    tracks are left alone: their job skips them on purpose.
     """
     no_live_job = sa.text(
         "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
-        "WHERE j.lock = 'track:' || tracks.id::text AND j.status IN ('todo', 'doing'))"
-    )
+        "WHERE j.lock = :lock_prefix || tracks.id::text AND j.status IN ('todo', 'doing'))"
+    ).bindparams(lock_prefix=jobs.TRACK_LOCK_PREFIX)
     rows = session.scalars(
         sa.update(Track)
         .where(
             Track.status == TrackStatus.PENDING.value,
+            Track.withdrawn_at.is_(None),
             Track.created_at < utcnow() - older_than,
             no_live_job,
         )

@@ -77,13 +77,7 @@ def register(
         if existing is None:
             raise
         raise duplicate_error(existing) from None
-    jobs.defer(
-        session,
-        jobs.INGEST_TRACK,
-        queue=jobs.INGEST_QUEUE,
-        lock=f"track:{track.id}",
-        track_id=str(track.id),
-    )
+    jobs.defer_track_jobs(session, jobs.INGEST_TRACK, [track.id])
     return track
 
 
@@ -151,12 +145,5 @@ def enqueue_reembedding(
     if catalogue_id is not None:
         stmt = stmt.where(Track.catalogue_id == catalogue_id)
     track_ids = list(session.scalars(stmt))
-    for track_id in track_ids:
-        jobs.defer(
-            session,
-            jobs.REEMBED_TRACK,
-            queue=jobs.INGEST_QUEUE,
-            lock=f"track:{track_id}",
-            track_id=str(track_id),
-        )
+    jobs.defer_track_jobs(session, jobs.REEMBED_TRACK, track_ids)
     return len(track_ids)
