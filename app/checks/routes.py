@@ -117,8 +117,9 @@ def create_check(
                     sessions=service.sessions,
                     at=submission.created_at,
                 )
+            accounts = checks.resolve_accounts(service.sessions, submission, analysis)
             result = service.ledger.run(
-                lambda session, head: checks.record(session, head, submission, analysis)
+                lambda session, head: checks.record(session, head, submission, analysis, accounts)
             )
         except AudioError as exc:
             checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)

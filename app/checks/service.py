@@ -318,16 +318,56 @@ class Submission:
     created_at: dt.datetime
 
 
-def record(
-    session: Session, head: ChainHead, submission: Submission, analysis: Analysis
-) -> dict[str, Any]:
-    """Write the check, its uses and the paying ledger transaction; bind the key. Returns the
-    result as stored. Runs inside the ledger appender (under the chain lock)."""
-    sub = submission
+Accounts = dict[uuid.UUID | None, uuid.UUID]  # org id (None: the platform) -> ledger account
+
+
+def _ranked_uses(
+    analysis: Analysis,
+) -> tuple[list[tuple[TrackMatch, Licensed]], list[tuple[TrackMatch, Licensed]]]:
+    """The matches, strongest first, and those among them that are uses (resemblance at or
+    above their terms' threshold)."""
     ranked = sorted(
         analysis.matches, key=lambda m: (-quantise(m[0].resemblance), str(m[1].track_id))
     )
     uses = [(m, lic) for m, lic in ranked if quantise(m.resemblance) >= quantise(lic.threshold)]
+    return ranked, uses
+
+
+def resolve_accounts(
+    sessions: sessionmaker[Session], submission: Submission, analysis: Analysis
+) -> Accounts:
+    """The ledger accounts a check may post to (created on first use), in a short transaction
+    of its own, so that the chain lock is never held for these lookups."""
+    _, uses = _ranked_uses(analysis)
+    if not uses:
+        return {}
+    wanted: list[tuple[uuid.UUID | None, AccountKind]] = [
+        (submission.ai_company_id, AccountKind.AI_COMPANY)
+    ]
+    wanted += [(lic.label_id, AccountKind.LABEL) for _, lic in uses]
+    if submission.fee_bps:
+        wanted.append((None, AccountKind.PLATFORM))
+    with transaction(sessions) as session:
+        return {
+            org_id: ledger.account_id(
+                session, org_id=org_id, kind=kind, currency=submission.currency
+            )
+            for org_id, kind in dict(wanted).items()
+        }
+
+
+def record(
+    session: Session,
+    head: ChainHead,
+    submission: Submission,
+    analysis: Analysis,
+    accounts: Accounts,
+) -> dict[str, Any]:
+    """Write the check, its uses and the paying ledger transaction; bind the key. Returns the
+    result as stored. Runs inside the ledger appender (under the chain lock); `accounts` come
+    from `resolve_accounts`."""
+    sub = submission
+    ranked, uses = _ranked_uses(analysis)
     pricing = price(
         [UseCandidate(lic.track_id, quantise(m.resemblance), lic.rate_per_use_micros)
          for m, lic in uses],
@@ -420,7 +460,8 @@ def record(
         credits = [
             (use_ids[lic.track_id], lic.label_id, amount_of[lic.track_id]) for _, lic in uses
         ]
-        _pay(session, head, sub, tx_id, pricing.charge_micros, pricing.fee_micros, credits)
+        _pay(session, head, sub, accounts, tx_id, pricing.charge_micros, pricing.fee_micros,
+             credits)  # fmt: skip
     bound = session.execute(
         sa.update(IdempotencyKey)
         .where(
@@ -442,6 +483,7 @@ def _pay(
     session: Session,
     head: ChainHead,
     sub: Submission,
+    accounts: Accounts,
     tx_id: int,
     charge: int,
     fee: int,
@@ -449,30 +491,14 @@ def _pay(
 ) -> None:
     """The AI company is debited the charge; each use's label is credited; the fee, if any,
     goes to the platform."""
-    account = ledger.account_id
-    postings = [
-        PostingBody(
-            account(session, org_id=sub.ai_company_id, kind=AccountKind.AI_COMPANY,
-                    currency=sub.currency),
-            -charge,
-        )
-    ]  # fmt: skip
+    postings = [PostingBody(accounts[sub.ai_company_id], -charge)]
     postings += [
-        PostingBody(
-            account(session, org_id=label_id, kind=AccountKind.LABEL, currency=sub.currency),
-            amount,
-            use_id,
-        )
+        PostingBody(accounts[label_id], amount, use_id)
         for use_id, label_id, amount in credits
         if amount
     ]
     if fee:
-        postings.append(
-            PostingBody(
-                account(session, org_id=None, kind=AccountKind.PLATFORM, currency=sub.currency),
-                fee,
-            )
-        )
+        postings.append(PostingBody(accounts[None], fee))
     ledger.append(
         session,
         head,
