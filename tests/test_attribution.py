@@ -349,8 +349,19 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
     mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
     params = replace(
         PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.3, similarity_full=0.9,
-        abstain_threshold=0.3,
+        abstain_threshold=0.3, explain_threshold=0.3,
     )  # fmt: skip
+
+    calls = {"search": 0, "reconstruct": 0}
+
+    def search(q: np.ndarray) -> SearchResult:
+        calls["search"] += 1
+        return cat.search(q)
+
+    def reconstruct(ids: np.ndarray) -> np.ndarray:
+        calls["reconstruct"] += 1
+        out: np.ndarray = cat.vectors[ids]
+        return out
 
     def run(passes: int) -> dict[int, float]:
         matches = attribute_vectors(
@@ -358,13 +369,18 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
             query_starts=np.arange(n, dtype=np.float64),
             window_s=WINDOW_S,
             query_duration_s=n + WINDOW_S - 1,
-            search=cat.search,
+            search=search,
             params=replace(params, residual_passes=passes),
-            reconstruct=lambda ids: cat.vectors[ids],
+            reconstruct=reconstruct,
         )
         return {m.track: m.resemblance for m in matches}
 
-    without, with_residual = run(0), run(1)
+    without = run(0)
+    assert calls == {"search": 1, "reconstruct": 0}
+    with_residual = run(1)
+    # The query as is, without the loud source, then the loud source alone without the quiet
+    # one: each search and each source's stored vectors once.
+    assert calls == {"search": 1 + 3, "reconstruct": 2}
 
     assert 2 in without
     assert without.get(4, 0.0) < with_residual[4]

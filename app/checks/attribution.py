@@ -294,8 +294,21 @@ def attribute_vectors(
                 found[m.track] = (m, result, variants)
 
     keep_best(*search_variants(base))
-    explained: set[int] = set()
-    references: list[npt.NDArray[np.float32]] = []
+    explained: list[int] = []
+    # Stored vectors aligned with the query, per source (read once: `reconstruct` is I/O).
+    aligned: dict[int, npt.NDArray[np.float32]] = {}
+    # Sets of explained-away sources the query was searched without; every other track was
+    # scored in that search.
+    searched: set[frozenset[int]] = set()
+
+    def explain_away(tracks: frozenset[int]) -> tuple[SearchResult, I64]:
+        assert reconstruct is not None
+        for t in tracks:
+            if t not in aligned:
+                aligned[t] = _aligned_references(*found[t], base.shape, reconstruct, transpose)
+        searched.add(tracks)
+        return search_variants(residual_vectors(base, [aligned[t] for t in sorted(tracks)]))
+
     passes = params.residual_passes if reconstruct is not None else 0
     for _ in range(passes):
         # Greedy, strongest first: explaining away a quieter source too would also remove
@@ -305,29 +318,27 @@ def attribute_vectors(
             for t in found
             if t not in explained and found[t][0].resemblance >= params.explain_threshold
         ]
-        if not waiting or reconstruct is None:
+        if not waiting:
             break
-        source = max(waiting, key=lambda t: (found[t][0].resemblance, -t))
-        explained.add(source)
-        m, res, var = found[source]
-        references.append(_aligned_references(m, res, var, base.shape, reconstruct, transpose))
-        result, variants = search_variants(residual_vectors(base, references))
-        blocked = np.isin(result.tracks, np.fromiter(explained, dtype=np.int64))
+        explained.append(max(waiting, key=lambda t: (found[t][0].resemblance, -t)))
+        result, variants = explain_away(frozenset(explained))
+        blocked = np.isin(result.tracks, np.array(explained, dtype=np.int64))
         keep_best(result._replace(tracks=np.where(blocked, -1, result.tracks)), variants)
     if explained and reconstruct is not None:
         # Each source found so far is scored once more with the others explained away: in a
         # mix, the louder source also masks the quieter one's partner in the first pass.
-        sources = sorted(t for t in found if found[t][0].resemblance >= params.explain_threshold)
-        if len(sources) >= 2:
-            aligned = {
-                t: _aligned_references(*found[t], base.shape, reconstruct, transpose)
-                for t in sources
-            }
-            for track in sources:
-                others = [aligned[t] for t in sources if t != track]
-                result, variants = search_variants(residual_vectors(base, others))
-                only = np.where(result.tracks == track, track, -1)
-                keep_best(result._replace(tracks=only), variants)
+        sources = frozenset(t for t in found if found[t][0].resemblance >= params.explain_threshold)
+        if len(sources) < 2:
+            sources = frozenset()
+        for t in sources - aligned.keys():  # as found before any is scored again
+            aligned[t] = _aligned_references(*found[t], base.shape, reconstruct, transpose)
+        for track in sorted(sources):
+            others = sources - {track}
+            if others in searched:
+                continue  # `track` was scored in that search already
+            result, variants = explain_away(others)
+            only = np.where(result.tracks == track, track, -1)
+            keep_best(result._replace(tracks=only), variants)
     matches = [m for m, _, _ in found.values() if m.resemblance >= params.abstain_threshold]
     matches.sort(key=lambda m: (-m.resemblance, m.track))
     return matches
