@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -41,7 +43,12 @@ class SyntheticCatalogue:
             self.catalogue_id = catalogue.id
 
     def add_track(self, n: int = 10, *, spec: IndexSpec = SPEC) -> uuid.UUID:
-        vectors = l2_normalise(self.rng.standard_normal((n, spec.dim)).astype(np.float32))
+        track_id = self.new_track(n)
+        self.store(track_id, n, spec=spec)
+        return track_id
+
+    def new_track(self, n: int) -> uuid.UUID:
+        """A pending track of `n` seconds, without segments yet."""
         with transaction(self.sessions) as session:
             track = Track(
                 catalogue_id=self.catalogue_id,
@@ -56,7 +63,11 @@ class SyntheticCatalogue:
             )
             session.add(track)
             session.flush()
-            track_id = track.id
+            return track.id
+
+    def store(self, track_id: uuid.UUID, n: int, *, spec: IndexSpec = SPEC) -> None:
+        """Write `n` segments of random unit vectors for a pending track."""
+        vectors = l2_normalise(self.rng.standard_normal((n, spec.dim)).astype(np.float32))
         with transaction(self.sessions) as session:
             store_segments(
                 session,
@@ -67,7 +78,6 @@ class SyntheticCatalogue:
                 duration_s=float(n),
             )
         self.vectors[track_id] = vectors
-        return track_id
 
     def withdraw(self, track_id: uuid.UUID) -> None:
         with transaction(self.sessions) as session:
@@ -157,18 +167,20 @@ def test_corrupt_snapshot_is_rebuilt_and_logged(
     assert any("index.snapshot_unusable" in str(r.msg) for r in caplog.records)
 
 
-def test_snapshot_of_another_embedder_version_is_not_used(
+def test_snapshot_of_another_factory_is_rebuilt(
     catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     catalogue.add_track(6)
-    _manager(sessions, tmp_path).start()
     manager = _manager(sessions, tmp_path)
     manager.start()
-    manager.save_snapshot(force=True)
-    newer = IndexSpec(embedder="test", embedder_version="1", dim=DIM, factory="SQ8")
-    rebuilt = _manager(sessions, tmp_path, newer)
-    rebuilt.start()  # the snapshot says Flat; SQ8 was asked for: rebuilt, not mixed
+    assert manager.save_snapshot()
+    sq8 = IndexSpec(embedder="test", embedder_version="1", dim=DIM, factory="SQ8")
+    rebuilt = _manager(sessions, tmp_path, sq8)
+    rebuilt.start()  # the snapshot holds a Flat index; SQ8 was asked for: rebuilt, not reused
     assert rebuilt.size == 6
+    assert rebuilt._state.effective_factory == "SQ8"
+    stored = faiss.downcast_index(rebuilt._state.index.index)
+    assert isinstance(stored, faiss.IndexScalarQuantizer)
 
 
 def test_withdrawn_track_never_appears_in_results(
@@ -230,13 +242,34 @@ def test_ivf_is_trained_from_the_database_or_falls_back_to_flat(
         small.start()
     assert any("index.too_few_segments_to_train" in str(r.msg) for r in caplog.records)
     assert small.size == 2
+    assert small._state.effective_factory == "Flat"
 
     tracks = [catalogue.add_track(50) for _ in range(4)]
     trained = _manager(sessions, tmp_path / "ivf", ivf)
     trained.rebuild()
     trained.sync()
     assert trained.size == 202
+    assert trained._state.effective_factory == "IVF4,Flat"
+    assert faiss.extract_index_ivf(trained._state.index).nprobe == 4
     assert _top_tracks(trained, catalogue.vectors[tracks[2]]) == [tracks[2]] * 50
+
+
+def test_snapshot_of_the_untrained_fallback_is_rebuilt_and_trained(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    ivf = IndexSpec(embedder="test", embedder_version="1", dim=DIM, factory="IVF4,Flat")
+    catalogue.add_track(2)
+    small = _manager(sessions, tmp_path, ivf)
+    small.start()
+    assert small._state.effective_factory == "Flat"  # 2 segments cannot train 4 lists
+    assert small.save_snapshot()
+
+    tracks = [catalogue.add_track(20) for _ in range(3)]
+    restarted = _manager(sessions, tmp_path, ivf)
+    restarted.start()  # enough segments now: the Flat snapshot is not reloaded
+    assert restarted._state.effective_factory == "IVF4,Flat"
+    assert restarted.size == 62
+    assert _top_tracks(restarted, catalogue.vectors[tracks[1]]) == [tracks[1]] * 20
 
 
 def test_sync_is_cheap_when_nothing_changed(
@@ -251,18 +284,29 @@ def test_sync_is_cheap_when_nothing_changed(
     assert not manager.save_snapshot()  # unchanged: nothing written
 
 
-def test_segment_ids_become_visible_in_order(engine: Engine) -> None:
-    """Appends hold a transaction-scoped advisory lock: a second appender waits for commit."""
-    with engine.connect() as first, engine.connect() as second:
-        first.begin()
-        first.execute(sa.select(sa.func.pg_advisory_xact_lock(track_service.INDEX_APPEND_LOCK)))
-        second.begin()
-        got = second.scalar(
-            sa.select(sa.func.pg_try_advisory_xact_lock(track_service.INDEX_APPEND_LOCK))
+def test_segment_ids_become_visible_in_order(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session]
+) -> None:
+    """Appends hold a transaction-scoped lock: store_segments waits for an open append."""
+    track_id = catalogue.new_track(3)
+    stored = threading.Event()
+
+    def second_append() -> None:
+        catalogue.store(track_id, 3)
+        stored.set()
+
+    appender = threading.Thread(target=second_append, daemon=True)
+    with sessions() as first:
+        track_service.lock_index_appends(first)  # an append in progress, not committed yet
+        appender.start()
+        try:
+            assert not stored.wait(0.5)
+        finally:
+            first.commit()
+    assert stored.wait(10)
+    appender.join(10)
+    with sessions() as session:
+        count = session.scalar(
+            sa.text("SELECT count(*) FROM segments WHERE track_id = :t"), {"t": track_id}
         )
-        assert got is False
-        first.commit()
-        assert second.scalar(
-            sa.select(sa.func.pg_try_advisory_xact_lock(track_service.INDEX_APPEND_LOCK))
-        )
-        second.rollback()
+    assert count == 3

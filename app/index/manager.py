@@ -10,7 +10,6 @@ rebuilt from the database. Only vectors of one embedder (name and version) live 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import tempfile
@@ -63,7 +62,9 @@ class SearchResult:
     tracks : np.ndarray [shape=(n, k), dtype=int64], index into `track_ids`, -1 for no hit
     reference_starts : np.ndarray [shape=(n, k), dtype=float32], seconds into the track
     segments : np.ndarray [shape=(n, k), dtype=int64], segment id of each hit, -1 for no hit
-    track_ids : the uuid of each track index
+    track_ids : the uuid of each track index; the index's own list, not a copy (a search must
+        not copy every track id): read it, never mutate it. It only grows while the index
+        runs (a rebuild replaces it whole), so the numbers in `tracks` stay valid.
     watermark : highest segment id the index had seen when it answered
     """
 
@@ -187,9 +188,12 @@ class IndexManager:
             )
         with self._lock.reading():
             state = self._state
-            k = max(1, min(k, max(1, int(state.index.ntotal))))
+            k = max(1, min(k, int(state.index.ntotal)))
             sims, ids = factory.search(
-                state.index, np.ascontiguousarray(vectors, dtype=np.float32), k=k, threads=1
+                state.index,
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                k=k,
+                threads=factory.SEARCH_THREADS_DEFAULT,
             )
             tracks, starts = _resolve(state, ids)
             return SearchResult(
@@ -197,7 +201,7 @@ class IndexManager:
                 tracks=tracks,
                 reference_starts=starts,
                 segments=np.where(tracks >= 0, ids, -1).astype(np.int64),
-                track_ids=list(state.track_ids),
+                track_ids=state.track_ids,
                 watermark=state.segment_watermark,
             )
 
@@ -322,9 +326,16 @@ class IndexManager:
 
     def _empty(self, factory_string: str) -> _State:
         index = factory.create_index(factory_string, self.spec.dim)
-        if factory_string == self.spec.factory:
-            factory.apply_search_params(index, self.spec.search_params)
+        self._apply_search_params(index, factory_string)
         return _State(index=index, effective_factory=factory_string)
+
+    def _apply_search_params(self, index: Any, effective_factory: str) -> None:
+        """Set the spec's search parameters, which are meant for the spec's factory only.
+
+        The untrained-IVF fallback (Flat) has no `nprobe` and the like.
+        """
+        if effective_factory == self.spec.factory:
+            factory.apply_search_params(index, self.spec.search_params)
 
     def _build(self) -> _State:
         """A complete index of every live segment of this embedder, from PostgreSQL."""
@@ -377,13 +388,11 @@ class IndexManager:
                 ),
                 {"embedder": self.spec.embedder, "version": self.spec.embedder_version, "n": n},
             ).all()
-            blobs = session.scalars(
-                sa.text("SELECT vector FROM segments WHERE id = ANY(:ids) ORDER BY id"),
-                {"ids": list(ids)},
-            ).all()
-        if not blobs:
+        if not ids:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
-        return self._vectors(list(blobs))
+        # In id order, as k-means has always seen them. Segments are never deleted (a
+        # withdrawal keeps them), so every id picked is still there.
+        return self.stored_vectors(np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids))))
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -442,8 +451,14 @@ class IndexManager:
         return changed and time.monotonic() - self._saved_at >= every_seconds
 
     def _read_snapshot(self) -> _State:
-        raw = self.snapshot_path.read_bytes()
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        """The snapshot's state; raises FileNotFoundError, or another error if it is unusable.
+
+        A snapshot of the untrained fallback (Flat where an IVF was asked for) counts as stale:
+        rebuilding is cheap while the catalogue is too small to train, and once it has grown
+        the rebuild trains the index that was asked for.
+        """
+        # From the file, not via read_bytes(): that would hold a second copy of it all.
+        with np.load(self.snapshot_path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             expected = {
                 "format": SNAPSHOT_FORMAT,
@@ -455,13 +470,18 @@ class IndexManager:
             stale = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
             if stale:
                 raise IndexMismatch(f"snapshot was made for {stale}, not {expected}")
+            if meta.get("effective_factory") != self.spec.factory:
+                raise IndexMismatch(
+                    f"snapshot holds a {meta.get('effective_factory')!r} index in place of "
+                    f"{self.spec.factory!r} (too few segments to train it then); rebuilding"
+                )
             index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
             state = _State(
                 index=index,
                 effective_factory=str(meta["effective_factory"]),
-                segment_ids=data["segment_ids"].astype(np.int64),
-                segment_tracks=data["segment_tracks"].astype(np.int64),
-                segment_starts=data["segment_starts"].astype(np.float32),
+                segment_ids=data["segment_ids"].astype(np.int64, copy=False),
+                segment_tracks=data["segment_tracks"].astype(np.int64, copy=False),
+                segment_starts=data["segment_starts"].astype(np.float32, copy=False),
                 segment_watermark=int(meta["segment_watermark"]),
                 withdrawal_watermark=int(meta["withdrawal_watermark"]),
             )
@@ -471,8 +491,7 @@ class IndexManager:
             raise IndexMismatch("snapshot index does not match its metadata")
         if not (len(state.segment_ids) == len(state.segment_tracks) == len(state.segment_starts)):
             raise IndexMismatch("snapshot segment arrays disagree in length")
-        if state.effective_factory == self.spec.factory:
-            factory.apply_search_params(index, self.spec.search_params)
+        self._apply_search_params(index, state.effective_factory)
         return state
 
 
