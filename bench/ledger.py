@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with transaction(sessions) as session:
                 head = ChainHead(session)
                 work(accounts, 1000 + i)(session, head)
-                head.flush(session)
+                head.flush()
 
         results.append(
             _run("one commit each", alone, writers=args.writers,

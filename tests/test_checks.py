@@ -41,6 +41,7 @@ def test_transformed_excerpt_is_attributed_to_its_source_with_evidence_and_paid(
     assert top["label_id"] == str(world["label"].id)
     assert [m["track_id"] for m in result["matches"] if m["is_use"]] == [world["tracks"][12]]
     for ev in top["evidence"]:
+        assert ev["transposition"] == 1  # the piece is a semitone above its source
         # Query time t plays the source's (start + t) * tempo.
         assert ev["reference_start"] == pytest.approx((start + ev["query_start"]) * tempo, abs=1.0)
         assert ev["reference_end"] == pytest.approx((start + ev["query_end"]) * tempo, abs=1.0)
@@ -150,7 +151,6 @@ def test_parallel_checks_charge_exactly_once_per_key_and_the_ledger_holds(
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(run, jobs))
     assert set(statuses) <= {201, 409}
-    assert statuses[:20].count(201) + statuses[20:].count(201) >= 20
     with engine.connect() as conn:
         per_key = dict(conn.execute(sa.text(
             "SELECT c.idempotency_key, count(t.id) FROM checks c "

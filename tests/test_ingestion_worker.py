@@ -175,6 +175,7 @@ def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
         now = client.get(f"/v1/tracks/{other['id']}", headers=label.headers).json()
         assert now["status"] == "pending", now
 
+
 @pytest.mark.slow
 def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(
     settings: Settings, engine: Engine, tmp_path: Path

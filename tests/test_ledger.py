@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -109,28 +111,71 @@ def _org_of(engine: Engine, account: uuid.UUID) -> uuid.UUID:
         )
 
 
-def test_a_failing_piece_rolls_back_alone(
-    appender: LedgerAppender, accounts: tuple[uuid.UUID, uuid.UUID], engine: Engine
-) -> None:
-    barrier = threading.Barrier(3)
-
-    def bad(session: Session, head: ChainHead) -> None:
+def _unbalanced(accounts: tuple[uuid.UUID, uuid.UUID], runs: list[int]) -> Any:
+    def work(session: Session, head: ChainHead) -> None:
+        runs.append(1)
         postings = [PostingBody(accounts[0], -5), PostingBody(accounts[1], 4)]
         ledger.append(session, head, kind=TransactionKind.CHARGE, currency="USD", postings=postings)
 
+    return work
+
+
+def _wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_a_failing_piece_rolls_back_alone(
+    appender: LedgerAppender, accounts: tuple[uuid.UUID, uuid.UUID], engine: Engine
+) -> None:
+    busy, release = threading.Event(), threading.Event()
+
+    def blocker(session: Session, head: ChainHead) -> None:
+        busy.set()
+        release.wait(timeout=10)
+
     def submit(work: Any) -> Any:
-        barrier.wait()
         try:
             return appender.run(work)
         except LedgerError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        outcomes = list(pool.map(submit, [_charge(*accounts, 10), bad, _charge(*accounts, 20)]))
+    bad_runs: list[int] = []
+    pieces = [_charge(*accounts, 10), _unbalanced(accounts, bad_runs), _charge(*accounts, 20)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # Keep the appender busy with a batch of its own while the three pieces queue up in
+        # order behind it, so that they are taken together as the next batch.
+        blocked = pool.submit(appender.run, blocker)
+        assert busy.wait(timeout=10)
+        futures = []
+        for n, piece in enumerate(pieces, start=1):
+            futures.append(pool.submit(submit, piece))
+            _wait_for(lambda n=n: appender._queue.qsize() == n)
+        release.set()
+        blocked.result()
+        outcomes = [f.result() for f in futures]
     assert isinstance(outcomes[1], LedgerError)
     assert "sum to -1" in str(outcomes[1])
+    assert isinstance(outcomes[0], int)
+    assert isinstance(outcomes[2], int)
+    assert len(bad_runs) == 2  # once in the optimistic batch, once alone under a savepoint
     with make_sessionmaker(engine)() as session:
         assert ledger.verify(session).transactions_checked == 2
+
+
+def test_a_refused_piece_alone_in_its_batch_is_not_logged(
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+    with caplog.at_level(logging.INFO), pytest.raises(LedgerError, match="sum to -1"):
+        appender.run(_unbalanced(accounts, runs))
+    assert len(runs) == 1
+    assert not any("ledger.batch_failed" in str(r.msg) for r in caplog.records)
+    assert isinstance(appender.run(_charge(*accounts, 10)), int)
 
 
 def test_the_database_refuses_unbalanced_transactions(

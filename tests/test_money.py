@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from fractions import Fraction
 
 import pytest
@@ -30,11 +29,6 @@ def test_split_parts_sum_exactly_and_each_is_within_one_unit(
         exact = Fraction(total * weight, weight_sum)
         assert abs(part - exact) < 1
         assert part >= 0
-
-
-@given(total=amounts, weights=weight_lists)
-def test_split_is_deterministic(total: int, weights: list[int]) -> None:
-    assert split(total, weights) == split(total, list(weights))
 
 
 def test_split_breaks_ties_towards_earlier_weights() -> None:
@@ -65,7 +59,6 @@ def test_round_half_up() -> None:
 uses = st.lists(
     st.builds(
         UseCandidate,
-        track_id=st.builds(uuid.uuid4),
         resemblance_ppm=st.integers(min_value=1, max_value=1_000_000),
         rate_per_use_micros=st.integers(min_value=0, max_value=10**9),
     ),
@@ -86,9 +79,8 @@ def test_price_is_exact(uses: list[UseCandidate], fee_bps: int) -> None:
 
 
 def test_price_follows_the_streaming_model() -> None:
-    a, b = uuid.uuid4(), uuid.uuid4()
     # Shares 3/4 and 1/4 of rates 1000 and 2000: 750 + 500 = 1250, 10 % fee = 125.
-    pricing = price([UseCandidate(a, 600_000, 1000), UseCandidate(b, 200_000, 2000)], fee_bps=1000)
+    pricing = price([UseCandidate(600_000, 1000), UseCandidate(200_000, 2000)], fee_bps=1000)
     assert pricing.shares == (Fraction(3, 4), Fraction(1, 4))
     assert (pricing.charge_micros, pricing.fee_micros) == (1250, 125)
     assert pricing.amounts == (675, 450)  # 1125 split 600:400

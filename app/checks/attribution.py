@@ -287,8 +287,15 @@ def attribute_vectors(
     found: dict[int, tuple[TrackMatch, SearchResult, I64]] = {}
 
     def keep_best(result: SearchResult, variants: I64) -> None:
-        for m in _attribute_result(
-            result, variants, query_starts, window_s, query_duration_s, scoring
+        for m in attribute(
+            query_starts=query_starts,
+            window_s=window_s,
+            query_duration_s=query_duration_s,
+            similarities=result.similarities,
+            tracks=result.tracks,
+            reference_starts=result.reference_starts,
+            params=scoring,
+            variants=variants,
         ):
             if m.track not in found or m.resemblance > found[m.track][0].resemblance:
                 found[m.track] = (m, result, variants)
@@ -398,26 +405,6 @@ def _stack(results: Mapping[int, SearchResult]) -> tuple[SearchResult, I64]:
         [np.full(np.shape(results[v].tracks), v, dtype=np.int64) for v in labels], axis=1
     )
     return joined, variants
-
-
-def _attribute_result(
-    result: SearchResult,
-    variants: I64,
-    query_starts: FloatArray,
-    window_s: float,
-    query_duration_s: float,
-    params: AttributionParams,
-) -> list[TrackMatch]:
-    return attribute(
-        query_starts=query_starts,
-        window_s=window_s,
-        query_duration_s=query_duration_s,
-        similarities=result.similarities,
-        tracks=result.tracks,
-        reference_starts=result.reference_starts,
-        params=params,
-        variants=variants,
-    )
 
 
 def _aligned_references(

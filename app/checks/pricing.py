@@ -10,7 +10,6 @@ Each use earns its catalogue's rate weighted by its share of the piece:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +26,6 @@ def quantise(resemblance: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class UseCandidate:
-    track_id: uuid.UUID
     resemblance_ppm: int
     rate_per_use_micros: int
 

@@ -209,7 +209,7 @@ def reverse_check(
 
     def work(session: Session, head: ChainHead) -> TransactionRead:
         reversal = checks.reverse(session, head, check_id=check_id, reason=body.reason)
-        head.flush(session)
+        head.flush()
         return transaction_read(session, reversal)
 
     return service.ledger.run(work)

@@ -54,6 +54,11 @@ class EvidenceOut(BaseModel):
     reference_start: float
     reference_end: float
     similarity: float
+    transposition: int = Field(
+        default=0,
+        description="semitones the piece sounds above the track over this interval "
+        "(negative: below)",
+    )
 
 
 class MatchOut(BaseModel):

@@ -26,9 +26,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audio.decode import load
-from app.catalogues.models import Catalogue, LicenseTerms, Track
+from app.catalogues.models import Catalogue, Track
+from app.catalogues.service import current_terms
 from app.checks.attribution import (
     AttributionParams,
+    Evidence,
     SearchResult,
     TrackMatch,
     attribute_vectors,
@@ -146,24 +148,18 @@ def licensed_tracks(
     """Of `track_ids`, those not withdrawn whose catalogue's current terms are in force."""
     if not track_ids:
         return {}
-    latest = (
-        sa.select(LicenseTerms.catalogue_id, sa.func.max(LicenseTerms.version).label("version"))
-        .group_by(LicenseTerms.catalogue_id)
-        .subquery()
-    )
     rows = session.execute(
-        sa.select(Track, Catalogue.label_id, LicenseTerms)
+        sa.select(Track, Catalogue.label_id)
         .join(Catalogue, Catalogue.id == Track.catalogue_id)
-        .join(latest, latest.c.catalogue_id == Catalogue.id)
-        .join(
-            LicenseTerms,
-            (LicenseTerms.catalogue_id == Catalogue.id)
-            & (LicenseTerms.version == latest.c.version),
-        )
         .where(Track.id.in_(track_ids), Track.withdrawn_at.is_(None))
     ).all()
-    return {
-        track.id: Licensed(
+    terms_of = current_terms(session, list({track.catalogue_id for track, _ in rows}))
+    licensed: dict[uuid.UUID, Licensed] = {}
+    for track, label_id in rows:
+        terms = terms_of.get(track.catalogue_id)
+        if terms is None or not terms.in_force(at):
+            continue
+        licensed[track.id] = Licensed(
             track_id=track.id,
             title=track.title,
             artist=track.artist,
@@ -174,9 +170,7 @@ def licensed_tracks(
             rate_per_use_micros=terms.rate_per_use_micros,
             threshold=terms.threshold,
         )
-        for track, label_id, terms in rows
-        if terms.in_force(at)
-    }
+    return licensed
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +363,7 @@ def record(
     sub = submission
     ranked, uses = _ranked_uses(analysis)
     pricing = price(
-        [UseCandidate(lic.track_id, quantise(m.resemblance), lic.rate_per_use_micros)
+        [UseCandidate(quantise(m.resemblance), lic.rate_per_use_micros)
          for m, lic in uses],
         fee_bps=sub.fee_bps,
     )  # fmt: skip
@@ -402,7 +396,7 @@ def record(
                 threshold=lic.threshold,
                 terms_version=lic.terms_version,
                 amount_micros=amount_of.get(lic.track_id, 0),
-                evidence=[EvidenceOut(**_rounded(e)) for e in m.evidence],
+                evidence=[_evidence_out(e) for e in m.evidence],
             )
             for m, lic in ranked
         ],
@@ -510,21 +504,23 @@ def _pay(
     )
 
 
-def _rounded(evidence: Any) -> dict[str, float]:
-    return {
-        "query_start": round(evidence.query_start, 2),
-        "query_end": round(evidence.query_end, 2),
-        "reference_start": round(evidence.reference_start, 2),
-        "reference_end": round(evidence.reference_end, 2),
-        "similarity": round(evidence.similarity, 4),
-    }
+def _evidence_out(evidence: Evidence) -> EvidenceOut:
+    return EvidenceOut(
+        query_start=round(evidence.query_start, 2),
+        query_end=round(evidence.query_end, 2),
+        reference_start=round(evidence.reference_start, 2),
+        reference_end=round(evidence.reference_end, 2),
+        similarity=round(evidence.similarity, 4),
+        # The run was found with the query rotated by `variant`: it sounds -variant away.
+        transposition=-evidence.variant,
+    )
 
 
 def reverse(
     session: Session, head: ChainHead, *, check_id: uuid.UUID, reason: str
 ) -> LedgerTransaction:
     """Append the exact opposite of a check's charge (corrections never edit the ledger)."""
-    head.flush(session)  # read this batch's own appends too
+    head.flush()  # read this batch's own appends too
     charge = session.scalars(
         sa.select(LedgerTransaction).where(
             LedgerTransaction.check_id == check_id,

@@ -56,8 +56,8 @@ class LedgerAppender:
         """Run `work` in the next batch and return its result once committed.
 
         `work` must only write through the session it is given and must append to the chain
-        through the head it is given. If it raises, its savepoint rolls back and the exception
-        is re-raised here; if the batch's commit fails, every piece in it gets that error.
+        through the head it is given. If it raises, its writes roll back and the exception is
+        re-raised here; if the batch's commit fails, every piece in it gets that error.
         """
         if self._closed:
             raise AppenderClosed("the ledger appender is closed")
@@ -100,16 +100,20 @@ class LedgerAppender:
 
     def _commit(self, batch: list[_Item]) -> None:
         # Optimistically, the whole batch in one transaction; pieces rarely fail (a lost race
-        # for an idempotency key, a bug), and then the batch runs again with a savepoint per
-        # piece so that only the failing piece is refused. Works are pure functions of their
-        # inputs, so running one twice is safe (the first run was rolled back).
+        # for an idempotency key, a refusal, a bug), and then the batch runs again with a
+        # savepoint per piece so that only the failing piece is refused. Works are pure
+        # functions of their inputs, so running one twice is safe (the first run was rolled
+        # back). A piece alone in its batch needs no second run: its own error is its answer.
         try:
             outcomes = self._attempt(batch, isolate=False)
-        except _PieceFailed:
-            try:
-                outcomes = self._attempt(batch, isolate=True)
-            except Exception as exc:
-                outcomes = [(item, None, exc) for item in batch]
+        except _PieceFailed as failed:
+            if len(batch) == 1:
+                outcomes = [(batch[0], None, failed.error)]
+            else:
+                try:
+                    outcomes = self._attempt(batch, isolate=True)
+                except Exception as exc:
+                    outcomes = [(item, None, exc) for item in batch]
         except Exception as exc:
             outcomes = [(item, None, exc) for item in batch]
         for item, result, error in outcomes:
@@ -121,30 +125,41 @@ class LedgerAppender:
     def _attempt(
         self, batch: list[_Item], *, isolate: bool
     ) -> list[tuple[_Item, Any, BaseException | None]]:
+        """Run the batch in one transaction. Optimistically (not `isolate`), an error from a
+        piece's work, or from writing a batch of several, raises `_PieceFailed`; isolated,
+        each piece's work and writes are refused alone under a savepoint. Only a failure of
+        the batch itself (the chain lock, its final writes, the commit) is logged."""
         outcomes: list[tuple[_Item, Any, BaseException | None]] = []
         with self.sessions() as session:
             try:
                 head = ChainHead(session)
                 for item in batch:
                     if not isolate:
-                        outcomes.append((item, item.work(session, head), None))
+                        try:
+                            result = item.work(session, head)
+                        except Exception as exc:
+                            raise _PieceFailed(exc) from exc
+                        outcomes.append((item, result, None))
                         continue
                     mark = head.mark()
                     try:
                         with session.begin_nested():
                             result = item.work(session, head)
-                            head.flush(session)
+                            head.flush()
                     except Exception as exc:
                         head.reset(mark)
                         outcomes.append((item, None, exc))
                     else:
                         outcomes.append((item, result, None))
-                head.flush(session)
+                head.flush()
                 session.commit()
+            except _PieceFailed:
+                session.rollback()
+                raise
             except Exception as exc:
                 session.rollback()
                 if not isolate and len(batch) > 1:
-                    raise _PieceFailed from exc
+                    raise _PieceFailed(exc) from exc
                 log.exception("ledger.batch_failed", size=len(batch), isolated=isolate)
                 raise
         return outcomes
@@ -152,3 +167,7 @@ class LedgerAppender:
 
 class _PieceFailed(Exception):
     """A piece of an optimistic batch failed; retry the batch piece by piece."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

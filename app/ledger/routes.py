@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Annotated
@@ -26,15 +27,7 @@ def my_account(session: SessionDep, principal: PrincipalDep, settings: SettingsD
     """Sum of every posting on the caller's account: what a label has earned, what an AI
     company owes (negative), net of reversals."""
     found = ledger.balance(session, org_id=principal.org_id, currency=settings.currency)
-    return AccountRead(
-        org_id=principal.org_id,
-        account_id=found.account_id,
-        currency=found.currency,
-        balance_micros=found.balance_micros,
-        credits_micros=found.credits_micros,
-        debits_micros=found.debits_micros,
-        transactions=found.transactions,
-    )
+    return AccountRead(org_id=principal.org_id, **dataclasses.asdict(found))
 
 
 @router.get(
@@ -77,11 +70,4 @@ def list_transactions(
 def verify_ledger(session: SessionDep, _: ReaderDep) -> VerificationRead:
     """Recomputes every transaction's hash from its stored content and its predecessor's hash.
     A transaction or posting changed after it was written breaks the chain at that point."""
-    result = ledger.verify(session)
-    return VerificationRead(
-        ok=result.ok,
-        transactions_checked=result.transactions_checked,
-        last_hash=result.last_hash,
-        first_broken_transaction_id=result.first_broken_transaction_id,
-        problem=result.problem,
-    )
+    return VerificationRead(**dataclasses.asdict(ledger.verify(session)))

@@ -30,15 +30,21 @@ class LedgerError(ValueError):
     """A transaction that cannot be recorded (unbalanced, empty, wrong sign)."""
 
 
+def find_account(session: Session, org_id: uuid.UUID | None, currency: str) -> uuid.UUID | None:
+    """The organisation's account in `currency`, if it has one; org_id None is the platform's."""
+    return session.scalar(
+        sa.select(LedgerAccount.id).where(
+            LedgerAccount.currency == currency,
+            LedgerAccount.org_id.is_(None) if org_id is None else LedgerAccount.org_id == org_id,
+        )
+    )
+
+
 def account_id(
     session: Session, *, org_id: uuid.UUID | None, kind: AccountKind, currency: str
 ) -> uuid.UUID:
     """The organisation's account (created on first use); org_id None is the platform's."""
-    stmt = sa.select(LedgerAccount.id).where(
-        LedgerAccount.currency == currency,
-        LedgerAccount.org_id.is_(None) if org_id is None else LedgerAccount.org_id == org_id,
-    )
-    found = session.scalar(stmt)
+    found = find_account(session, org_id, currency)
     if found is not None:
         return found
     session.execute(
@@ -46,7 +52,7 @@ def account_id(
         .values(id=uuid.uuid4(), org_id=org_id, kind=kind.value, currency=currency)
         .on_conflict_do_nothing()
     )
-    created = session.scalar(stmt)
+    created = find_account(session, org_id, currency)
     assert created is not None
     return created
 
@@ -101,11 +107,12 @@ class ChainHead:
         self.hash = digest
         return digest
 
-    def flush(self, session: Session) -> None:
+    def flush(self) -> None:
         """Write the buffered transactions and their postings."""
         if not self._transactions:
             return
         bodies, links = self._transactions, self._links
+        session = self._session
         session.execute(
             _INSERT_TRANSACTIONS,
             {
@@ -170,7 +177,7 @@ def append(
     reason: str | None = None,
     tx_id: int | None = None,
 ) -> LedgerTransaction:
-    """Record one balanced transaction at the end of the chain (written at `head.flush`).
+    """Record one balanced transaction at the end of the chain (written at `head.flush()`).
 
     tx_id : an id taken earlier from `head.next_id()` (so rows written before the
         transaction can refer to it); by default a new one
@@ -237,11 +244,7 @@ class Balance:
 
 def balance(session: Session, *, org_id: uuid.UUID, currency: str) -> Balance:
     """Sum of the postings on an organisation's account (zero before its first posting)."""
-    account = session.scalar(
-        sa.select(LedgerAccount.id).where(
-            LedgerAccount.org_id == org_id, LedgerAccount.currency == currency
-        )
-    )
+    account = find_account(session, org_id, currency)
     if account is None:
         return Balance(None, currency, 0, 0, 0, 0)
     amount = LedgerPosting.amount_micros

@@ -10,14 +10,15 @@ import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
 from app.catalogues.models import Track
 from app.checks.models import Use
-from app.ledger.models import LedgerAccount, LedgerPosting, LedgerTransaction
+from app.ledger import service as ledger
+from app.ledger.models import LedgerPosting, LedgerTransaction
 from app.orgs.models import Organisation
 
 
@@ -51,11 +52,7 @@ def royalties(
     Built from the postings on the label's account, so the rows sum exactly to the account's
     movement over the period.
     """
-    account = session.scalar(
-        sa.select(LedgerAccount.id).where(
-            LedgerAccount.org_id == label_id, LedgerAccount.currency == currency
-        )
-    )
+    account = ledger.find_account(session, label_id, currency)
     if account is None:
         return []
     utc = sa.func.timezone("UTC", LedgerTransaction.created_at)
@@ -83,12 +80,14 @@ def royalties(
         .select_from(LedgerPosting)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
         .join(Use, Use.id == LedgerPosting.use_id)
-        .join(Track, Track.id == Use.track_id)
-        .join(company, company.id == Use.ai_company_id)
         .where(LedgerPosting.account_id == account)
         .group_by(*grouping)
         .order_by(key)
     )
+    if group_by is GroupBy.TRACK:
+        stmt = stmt.join(Track, Track.id == Use.track_id)
+    elif group_by is GroupBy.AI_COMPANY:
+        stmt = stmt.join(company, company.id == Use.ai_company_id)
     if start is not None:
         stmt = stmt.where(LedgerTransaction.created_at >= start)
     if end is not None:
@@ -130,7 +129,7 @@ def uses_query(f: UseFilter) -> sa.Select[Use]:
 
 def reversal_of(session: Session, transaction_ids: Iterable[int]) -> dict[int, int]:
     """For charge transactions that were reversed: charge id -> reversal id."""
-    ids = [t for t in set(transaction_ids) if t is not None]
+    ids = list(set(transaction_ids))
     if not ids:
         return {}
     rows = session.execute(
@@ -138,7 +137,8 @@ def reversal_of(session: Session, transaction_ids: Iterable[int]) -> dict[int, i
             LedgerTransaction.reverses_id.in_(ids)
         )
     )
-    return {int(charge): int(reversal) for charge, reversal in rows if charge is not None}
+    # reverses_id IN (...) is never NULL.
+    return {cast(int, charge): reversal for charge, reversal in rows}
 
 
 def titles_of(session: Session, track_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
