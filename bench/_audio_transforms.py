@@ -59,13 +59,12 @@ def normalize(
     return (x * scale).astype(np.float32)
 
 
-def limit_peak(x: np.ndarray, limit: float = PEAK_LIMIT) -> tuple[np.ndarray, float]:
-    """Scale the whole signal down if its peak exceeds `limit`; returns (signal, scale)."""
+def limit_peak(x: np.ndarray, limit: float = PEAK_LIMIT) -> np.ndarray:
+    """Scale the whole signal down if its peak exceeds `limit`."""
     top = peak(x)
     if top <= limit:
-        return x.astype(np.float32), 1.0
-    scale = limit / top
-    return (x * scale).astype(np.float32), scale
+        return x.astype(np.float32)
+    return (x * (limit / top)).astype(np.float32)
 
 
 def apply_gain(
@@ -99,18 +98,7 @@ def add_noise(
 ) -> np.ndarray:
     """Add noise at `snr_db` relative to the signal power; rescaled as a whole if it would clip."""
     noise = colored_noise(x.size, color, rng) * rms(x) / db_to_amp(snr_db)
-    y, _ = limit_peak(x + noise)
-    return y
-
-
-def fade(x: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
-    """Linear fade-in and fade-out over the given sample counts."""
-    y = x.astype(np.float32, copy=True)
-    if fade_in > 0:
-        y[:fade_in] *= np.linspace(0.0, 1.0, fade_in, endpoint=False, dtype=np.float32)
-    if fade_out > 0:
-        y[-fade_out:] *= np.linspace(1.0, 0.0, fade_out, endpoint=True, dtype=np.float32)
-    return y
+    return limit_peak(x + noise)
 
 
 def crossfade_concat(segments: list[np.ndarray], overlap: int) -> np.ndarray:

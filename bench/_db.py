@@ -17,8 +17,8 @@ from app.db import resolve_database_url
 
 
 @contextmanager
-def scratch_database(prefix: str, *, keep: bool = False) -> Iterator[str]:
-    """A fresh database at the latest migration; dropped afterwards unless `keep`."""
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A fresh database at the latest migration; dropped afterwards."""
     if os.environ.get("DATABASE_URL"):
         server = Settings().database_url or ""
     else:
@@ -33,7 +33,6 @@ def scratch_database(prefix: str, *, keep: bool = False) -> Iterator[str]:
         migrate.upgrade(url)
         yield url
     finally:
-        if not keep:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -205,13 +205,12 @@ def evaluate(
     """Metric rows per query set and per negative kind, at `threshold`."""
     rows = []
     for transformation in dict.fromkeys(q.transformation for q in manifest.queries):
-        queries = [q for q in manifest.queries if q.transformation == transformation]
         rows.append(
             metrics.summarise_queries(
                 transformation,
                 [
                     metrics.score_query(q.sources, outcome.predictions[q.id], threshold=threshold)
-                    for q in queries
+                    for q in manifest.queries_for(transformation)
                 ],
             )
         )
@@ -237,6 +236,14 @@ def evaluate(
         )
     )
     return rows
+
+
+def negative_scores(manifest: Manifest, outcome: Outcome) -> dict[str, float]:
+    """Best resemblance of each negative (0 when nothing matched), for `metrics.calibrate`."""
+    return {
+        n.id: max((p.resemblance for p in outcome.predictions[n.id]), default=0.0)
+        for n in manifest.negatives
+    }
 
 
 def verdicts(rows: list[metrics.Row]) -> list[dict[str, Any]]:
@@ -310,23 +317,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = AttributionParams.load(args.calibration_file)
     held_out: set[str] | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        calibration = args.calibration_file
+        calibration_path = args.calibration_file
         if args.calibrate:
             # Report every match, so the threshold can be chosen afterwards.
-            calibration = Path(tmp) / "calibration.json"
+            calibration_path = Path(tmp) / "calibration.json"
             open_params = AttributionParams.from_dict(params.as_dict() | {"abstain_threshold": 0.0})
-            calibration.write_text(json.dumps({"params": open_params.as_dict()}))
-        outcome = run_service(manifest, calibration=calibration, workers=args.workers)
+            calibration_path.write_text(json.dumps({"params": open_params.as_dict()}))
+        outcome = run_service(manifest, calibration=calibration_path, workers=args.workers)
 
     threshold = params.abstain_threshold
     calibration: metrics.Calibration | None = None
     if args.calibrate:
-        best = {
-            n.id: max((p.resemblance for p in outcome.predictions[n.id]), default=0.0)
-            for n in manifest.negatives
-        }
         calibration = metrics.calibrate(
-            best,
+            negative_scores(manifest, outcome),
             {n.id: n.kind for n in manifest.negatives},
             target_fpr=args.target_fpr,
             min_threshold=args.min_threshold,

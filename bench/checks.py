@@ -5,12 +5,13 @@
     python -m bench.checks --sizes 1000000 --factory "IVF4096,Flat" --search-params nprobe=16
 
 For each size, a scratch database gets a label's catalogue: eight real tracks (synthesised
-music, embedded by the service's embedder) plus filler segments up to the size (random unit
+music, embedded with the spectral embedder) plus filler segments up to the size (random unit
 vectors under filler tracks, written with COPY). Then `echoledger serve` starts as its own
-process on that database, builds its index from PostgreSQL, and an AI company sends checks one
-after another: each a 30-second excerpt of a catalogue track, so each request decodes, embeds,
-searches, aligns, prices and writes a ledger transaction. Latency is measured by the client
-(HTTP included); the bar is p95 < 300 ms at 1M segments with the spectral embedder.
+process on that database, with the spectral embedder whatever ECHOLEDGER_EMBEDDER says, builds
+its index from PostgreSQL, and an AI company sends checks one after another: each a 30-second
+excerpt of a catalogue track, so each request decodes, embeds, searches, aligns, prices and
+writes a ledger transaction. Latency is measured by the client (HTTP included); the bar is
+p95 < 300 ms at 1M segments with the spectral embedder.
 
 Filler vectors are isotropic noise, which is the worst case for IVF/HNSW recall and irrelevant
 to flat search; `bench/index.py` measures recall on structured data.
@@ -42,6 +43,7 @@ from app.db import create_db_engine, make_sessionmaker, transaction
 from app.embedding import embed_audio, get_embedder
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
+from bench import metrics
 from bench._db import scratch_database
 from bench._service import serve
 from tests.audio_synth import TIMBRES, melody_track
@@ -167,6 +169,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         world = populate(url, size)
         env = {
             "ECHOLEDGER_RUN_WORKER": "false",
+            "ECHOLEDGER_EMBEDDER": "spectral",  # the embedder of the stored vectors
             "ECHOLEDGER_INDEX_FACTORY": args.factory,
             "ECHOLEDGER_INDEX_SEARCH_PARAMS": args.search_params,
         }
@@ -200,7 +203,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "requests": len(latencies),
         "paid": matched,
         "p50_ms": round(statistics.median(latencies), 1),
-        "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1),
+        "p95_ms": round(metrics.quantile(latencies, 0.95), 1),
         "mean_ms": round(statistics.fmean(latencies), 1),
         "server_startup_s": round(startup_s, 1),
         "populate_s": world["populate_s"],
@@ -227,9 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['segments']:>10} {index:<16}{r['p50_ms']:>8}{r['p95_ms']:>8}{r['mean_ms']:>8}"
             f"{r['paid']:>4}/{r['requests']}"
         )
-    largest = rows[-1]
+    largest = max(rows, key=lambda r: r["segments"])
     verdict = "met" if largest["p95_ms"] < BAR_MS else "MISSED"
-    print(f"bar: p95 < {BAR_MS:.0f} ms at 1M segments -> at {largest['segments']}: {verdict}")
+    print(
+        f"bar: p95 < {BAR_MS:.0f} ms (set for 1M segments); at the largest size run, "
+        f"{largest['segments']} segments: {verdict}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"results": rows, "bar_ms": BAR_MS}, indent=2))
     return 0

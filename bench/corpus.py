@@ -324,9 +324,17 @@ class Manifest:
 
 
 def load_manifest(out_dir: Path) -> Manifest:
-    """Read `manifest.json` from a corpus directory."""
+    """Read `manifest.json` from a corpus directory; ValueError when its version differs."""
     out_dir = Path(out_dir)
-    data = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    path = out_dir / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    version = data.get("version")
+    if version != MANIFEST_VERSION:
+        raise ValueError(
+            f"{path} has manifest version {version}, this code reads version "
+            f"{MANIFEST_VERSION}: rebuild the corpus (python -m bench.corpus --out {out_dir} "
+            "--size ..., or bench.attribution --rebuild)"
+        )
     return Manifest.from_json(data, out_dir)
 
 
@@ -1347,7 +1355,7 @@ def _embed(job: _Job, take: _Take, ctx: _RenderContext) -> tuple[np.ndarray, lis
     lo = position - ramp
     mixed = bed.astype(np.float64)
     mixed[lo : lo + weight.size] = mixed[lo : lo + weight.size] * (1 - weight) + excerpt * weight
-    x, _ = au.limit_peak(mixed)
+    x = au.limit_peak(mixed)
     job.params["fillers"] = [
         {
             "score_path": f.piece.info.ref.path,
@@ -1473,7 +1481,7 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> None:
                 path.unlink()
 
 
-def _check_tools(soundfont: Path) -> None:
+def check_tools(soundfont: Path) -> None:
     """Fail early when FluidSynth or the soundfont is missing."""
     if shutil.which("fluidsynth") is None:
         raise RuntimeError("fluidsynth not found: apt-get install -y fluidsynth")
@@ -1503,7 +1511,7 @@ def build_corpus(
     size_name = size if isinstance(size, str) else "custom"
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
     soundfont = Path(soundfont or os.environ.get("ECHOLEDGER_SOUNDFONT") or DEFAULT_SOUNDFONT)
-    _check_tools(soundfont)
+    check_tools(soundfont)
     workers = max(1, workers or os.cpu_count() or 1)
     ctx = _RenderContext(str(cache_dir), sample_rate, str(soundfont))
     runner = _Runner(workers, cache_dir / "music21", progress)

@@ -34,41 +34,24 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 
 from app.audio.decode import load  # noqa: E402
 from app.embedding.spectral import SpectralEmbedder  # noqa: E402
+from tests.audio_synth import AudioFormat, melody_track, write_audio  # noqa: E402
 
 BAR = 100.0
-FORMATS = {
-    "wav": ("WAV", "PCM_16"),
-    "flac": ("FLAC", "PCM_16"),
-    "ogg": ("OGG", "VORBIS"),
-    "mp3": ("MP3", "MPEG_LAYER_III"),
-}
-# libsndfile's Vorbis encoder crashes on one very large write; encode in blocks.
-WRITE_BLOCK_S = 10
+# File extension -> format name for write_audio.
+FORMATS: dict[str, AudioFormat] = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 
 
 def make_music(seconds: float, sr: int) -> np.ndarray:
     """Stereo music: a minute of synthesised score, repeated, with slightly different channels."""
-    from tests.audio_synth import melody_track
-
     unit = melody_track(7, seconds=min(seconds, 60.0), sr=sr, timbre="piano",
                         accompaniment="strings")  # fmt: skip
     reps = int(np.ceil(seconds / (unit.size / sr)))
     mono = np.tile(unit, reps)[: round(seconds * sr)]
     right = np.roll(mono, 37) * 0.9
     return np.stack([mono, right], axis=1).astype(np.float32)
-
-
-def write(path: Path, audio: np.ndarray, sr: int, fmt: str) -> None:
-    major, subtype = FORMATS[fmt]
-    block = WRITE_BLOCK_S * sr
-    with sf.SoundFile(str(path), "w", samplerate=sr, channels=audio.shape[1], format=major,
-                      subtype=subtype) as f:  # fmt: skip
-        for i in range(0, audio.shape[0], block):
-            f.write(audio[i : i + block])
 
 
 def measure(
@@ -160,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="echoledger-ingest-") as tmp:
         for fmt in args.formats.split(","):
             path = Path(tmp) / f"music.{fmt}"
-            write(path, music, args.sample_rate, fmt)
+            write_audio(path, music, args.sample_rate, FORMATS[fmt])
             results[fmt] = measure(path, embedder, seconds, args.repeats)
 
     print(

@@ -4,7 +4,8 @@ Inputs are plain values so either side can build them: the true sources of a que
 corpus manifest) and the ranked predictions (from `attribute` or from a check response).
 
     outcome = score_query(query.sources, predictions, threshold=params.abstain_threshold)
-    rows = summarise({"clean": [outcome, ...]}, negatives=[fp, ...])
+    fp = is_false_positive(negative_predictions, threshold=params.abstain_threshold)
+    rows = [summarise_queries("clean", [outcome, ...]), summarise_negatives("negatives", [fp, ...])]
     print(format_table(rows))
 
 Definitions (per query, at the abstain threshold; predictions below it are ignored):
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -91,7 +92,6 @@ class QueryOutcome:
     time_error_s: float | None  # None when no source was found
     true_share: float
     n_predictions: int
-    best_score: float  # resemblance of the best prediction (0 when none)
 
 
 @dataclass
@@ -108,7 +108,6 @@ class Row:
     time_error_p90_s: float | None = None
     true_share: float | None = None
     fpr: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def _kept(predictions: Sequence[Prediction], threshold: float) -> list[Prediction]:
@@ -141,7 +140,6 @@ def score_query(
             sum(p.resemblance for p in kept if p.piece_id in truth) / total if total > 0 else 0.0
         ),
         n_predictions=len(kept),
-        best_score=kept[0].resemblance if kept else 0.0,
     )
 
 
@@ -184,7 +182,7 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
         all_top3=sum(o.all_top3 for o in outcomes) / n,
         found=sum(o.found for o in outcomes) / n,
         time_error_median_s=_median(errors) if errors else None,
-        time_error_p90_s=_quantile(errors, 0.9) if errors else None,
+        time_error_p90_s=quantile(errors, 0.9) if errors else None,
         true_share=sum(o.true_share for o in outcomes) / n,
     )
 
@@ -313,10 +311,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _median(values: Sequence[float]) -> float:
-    return _quantile(sorted(values), 0.5)
+    return quantile(sorted(values), 0.5)
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
+def quantile(ordered: Sequence[float], q: float) -> float:
     """Linear-interpolated quantile of already sorted values."""
     if not ordered:
         raise ValueError("no values")

@@ -3,16 +3,19 @@
 No HTTP, no database: the catalogue of a corpus (see bench/corpus.py) is embedded with
 SpectralEmbedder into a flat inner-product FAISS index (app.index.factory), and every query and
 negative goes through the same path as a check: embed, then `attribute_vectors` (query-side
-transpositions, top-k search, alignment, scoring, explaining away). bench/metrics.py scores it.
+transpositions, top-k search, alignment, scoring, explaining away), once each with the abstain
+threshold at zero. `bench.attribution.evaluate` scores the results as for the run through the
+service.
 
     python -m bench.tune --corpus .echoledger/corpus-small
     python -m bench.tune --corpus .echoledger/corpus-full --set k=30 --calibrate
 
 This is the fast loop for trying embedder and alignment settings. ``--calibrate`` picks the
 abstain threshold as the service's calibration does (bench.metrics.calibrate: one half of the
-negatives per kind, held-out rate on the other half) and shows every query set at it, but
-writes nothing: the threshold the service reads comes from the run through the service,
-``python -m bench.attribution --size full --calibrate`` (README, "Attribution quality").
+negatives per kind, held-out rate on the other half) and shows every query set and the
+held-out negatives at it, but writes nothing: the threshold the service reads comes from the
+run through the service, ``python -m bench.attribution --size full --calibrate`` (README,
+"Attribution quality").
 
 Embeddings are cached per (embedder version, file) under ``.echoledger/cache/tune``.
 """
@@ -23,7 +26,6 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +43,7 @@ from app.checks.attribution import (
 from app.embedding.base import Embedder, Embedding
 from app.embedding.spectral import SpectralEmbedder
 from app.index import factory
-from bench import metrics
+from bench import attribution, metrics
 from bench.corpus import Manifest, load_manifest
 
 MAX_SECONDS = 3600.0
@@ -56,20 +58,15 @@ def _cache_path(cache_dir: Path, embedder: Embedder, path: Path, hop_s: float) -
 
 def embed_file(
     embedder: Embedder, path: Path, *, hop_s: float, cache_dir: Path | None
-) -> tuple[Embedding, float, float]:
-    """Decode, resample and embed one file; returns (embedding, duration s, CPU s spent).
-
-    The CPU time covers decoding and embedding (0 when the embedding came from the cache).
-    """
+) -> tuple[Embedding, float]:
+    """Decode, resample and embed one file; returns (embedding, duration s)."""
     cached = _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None
     if cached is not None and cached.exists():
         with np.load(cached) as z:
             emb = Embedding(vectors=z["vectors"], starts=z["starts"], window_s=float(z["window"]))
-            return emb, float(z["duration"]), 0.0
-    t0 = time.process_time()
+            return emb, float(z["duration"])
     audio = load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
     emb = embedder.embed(audio, embedder.sample_rate, hop_s=hop_s)
-    cpu = time.process_time() - t0
     duration = audio.shape[0] / embedder.sample_rate
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +74,7 @@ def embed_file(
         np.savez(tmp, vectors=emb.vectors, starts=emb.starts, window=emb.window_s,
                  duration=duration)  # fmt: skip
         tmp.replace(cached)
-    return emb, duration, cpu
+    return emb, duration
 
 
 @dataclass
@@ -90,7 +87,6 @@ class Catalogue:
     track_of: np.ndarray  # [segments] catalogue index of each segment
     start_of: np.ndarray  # [segments] reference window start of each segment (s)
     seconds: float
-    embed_cpu_s: float
     _memo: dict[bytes, SearchResult] = field(default_factory=dict, repr=False)
 
     def search(self, vectors: np.ndarray, k: int) -> SearchResult:
@@ -120,16 +116,15 @@ def build_catalogue(
     vectors: list[np.ndarray] = []
     tracks: list[np.ndarray] = []
     starts: list[np.ndarray] = []
-    seconds = cpu = 0.0
+    seconds = 0.0
     for i, piece in enumerate(manifest.catalogue):
-        emb, duration, spent = embed_file(
+        emb, duration = embed_file(
             embedder, manifest.path(piece.file), hop_s=embedder.hop_s, cache_dir=cache_dir
         )
         vectors.append(emb.vectors)
         tracks.append(np.full(emb.starts.shape, i, dtype=np.int64))
         starts.append(emb.starts)
         seconds += duration
-        cpu += spent
         if verbose and (i + 1) % 50 == 0:
             print(f"  embedded {i + 1}/{len(manifest.catalogue)} pieces", file=sys.stderr)
     all_vectors = np.ascontiguousarray(np.concatenate(vectors))
@@ -142,7 +137,6 @@ def build_catalogue(
         track_of=np.concatenate(tracks),
         start_of=np.concatenate(starts).astype(np.float64),
         seconds=seconds,
-        embed_cpu_s=cpu,
     )
 
 
@@ -157,15 +151,16 @@ class Query:
 
 @dataclass
 class Run:
-    """The embedded corpus; `predict` re-scores it under any attribution parameters."""
+    """The embedded corpus; `predict` re-scores it under any attribution parameters.
+
+    `manifest` lists only the query sets that were embedded.
+    """
 
     manifest: Manifest
     embedder: SpectralEmbedder
     catalogue: Catalogue
     queries: dict[str, Query]
     negatives: dict[str, Query]
-    query_seconds: float
-    query_embed_cpu_s: float
 
 
 def prepare(
@@ -177,7 +172,7 @@ def prepare(
     transformations: Sequence[str] | None = None,
     verbose: bool = False,
 ) -> Run:
-    """Embed the catalogue, every query and every negative."""
+    """Embed the catalogue, the queries of `transformations` (default all) and every negative."""
     catalogue = build_catalogue(manifest, embedder, cache_dir=cache_dir, verbose=verbose)
     if verbose:
         print(
@@ -185,24 +180,19 @@ def prepare(
             f"{catalogue.index.ntotal} segments",
             file=sys.stderr,
         )
-    seconds = cpu = 0.0
 
     def embed(item_id: str, file: str) -> Query:
-        nonlocal seconds, cpu
-        emb, duration, spent = embed_file(
+        emb, duration = embed_file(
             embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
         )
-        seconds += duration
-        cpu += spent
         return Query(item_id, emb, duration)
 
-    queries = {
-        q.id: embed(q.id, q.file)
-        for q in manifest.queries
-        if not transformations or q.transformation in transformations
-    }
+    selected = [
+        q for q in manifest.queries if not transformations or q.transformation in transformations
+    ]
+    queries = {q.id: embed(q.id, q.file) for q in selected}
     negatives = {n.id: embed(n.id, n.file) for n in manifest.negatives}
-    return Run(manifest, embedder, catalogue, queries, negatives, seconds, cpu)
+    return Run(replace(manifest, queries=selected), embedder, catalogue, queries, negatives)
 
 
 def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.Prediction]:
@@ -233,39 +223,17 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
     ]
 
 
-def negative_scores(run: Run, params: AttributionParams) -> dict[str, float]:
-    """Best resemblance of each negative after the whole check (0 when nothing matched).
+def predict_all(run: Run, params: AttributionParams) -> attribution.Outcome:
+    """Every query and negative through the check once, with the abstain threshold at zero.
 
-    Scores do not depend on the abstain threshold (it only filters them), so this is exact.
+    The threshold only filters the final scores (`attribute_vectors`), so the results at any
+    threshold are these filtered; `bench.attribution.evaluate` applies it.
     """
     open_params = replace(params, abstain_threshold=0.0)
-    out: dict[str, float] = {}
-    for neg_id, query in run.negatives.items():
-        preds = predict(run, query, open_params)
-        out[neg_id] = preds[0].resemblance if preds else 0.0
-    return out
-
-
-def evaluate(run: Run, params: AttributionParams) -> list[metrics.Row]:
-    """Table rows per transformation and negative kind at `params.abstain_threshold`."""
-    by_set: dict[str, list[metrics.QueryOutcome]] = {}
-    for q in run.manifest.queries:
-        query = run.queries.get(q.id)
-        if query is None:
-            continue
-        preds = predict(run, query, params)
-        outcome = metrics.score_query(q.sources, preds, threshold=params.abstain_threshold)
-        by_set.setdefault(q.transformation, []).append(outcome)
-    rows = [metrics.summarise_queries(name, outs) for name, outs in by_set.items()]
-    scores = negative_scores(run, params)
-    kinds: dict[str, list[bool]] = {}
-    for neg in run.manifest.negatives:
-        kinds.setdefault(neg.kind, []).append(scores[neg.id] >= params.abstain_threshold)
-    rows += [metrics.summarise_negatives(kind, fps) for kind, fps in kinds.items()]
-    rows.append(
-        metrics.summarise_negatives("all_negatives", [fp for fps in kinds.values() for fp in fps])
+    items = {**run.queries, **run.negatives}
+    return attribution.Outcome(
+        predictions={item_id: predict(run, query, open_params) for item_id, query in items.items()}
     )
-    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,21 +271,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = prepare(manifest, embedder, query_hop_s=params.query_hop_s, cache_dir=cache_dir,
                   transformations=wanted, verbose=args.verbose)  # fmt: skip
 
+    outcome = predict_all(run, params)
+    threshold = params.abstain_threshold
+    held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
     if args.calibrate:
         cal = metrics.calibrate(
-            negative_scores(run, params),
+            attribution.negative_scores(manifest, outcome),
             {n.id: n.kind for n in manifest.negatives},
             target_fpr=args.target_fpr,
             min_threshold=args.min_threshold,
         )
-        params = replace(params, abstain_threshold=cal.threshold)
-    rows = evaluate(run, params)
+        threshold = cal.threshold
+        held_out = set(cal.heldout_ids)
+    rows = attribution.evaluate(run.manifest, outcome, threshold=threshold, held_out=held_out)
     print(
         f"corpus {args.corpus} (seed {manifest.seed}, {manifest.size}): "
         f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments; "
         f"embedder {embedder.name} v{embedder.version} dim {embedder.dim}; "
-        f"abstain_threshold {params.abstain_threshold:.4f}"
+        f"abstain_threshold {threshold:.4f}"
     )
     print(metrics.format_table(rows))
     if cal is not None:

@@ -8,17 +8,22 @@ The full run and its bars live in `python -m bench.attribution --size full` (REA
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from app.checks.attribution import DEFAULT_CALIBRATION, AttributionParams
+from bench.corpus import (  # imports music21 only when building
+    DEFAULT_SOUNDFONT,
+    build_corpus,
+    check_tools,
+    load_manifest,
+)
 
 pytestmark = pytest.mark.slow
 
 CORPUS = Path(os.environ.get("ECHOLEDGER_TEST_CORPUS", ".echoledger/corpus-small"))
-SOUNDFONT = Path(os.environ.get("ECHOLEDGER_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+SOUNDFONT = Path(os.environ.get("ECHOLEDGER_SOUNDFONT") or DEFAULT_SOUNDFONT)
 
 # Collapse detectors, set below what the small corpus scores (3 queries per set, 8 negatives):
 # the bars themselves are for the full run, whose numbers are in the README.
@@ -32,11 +37,10 @@ MAX_FALSE_POSITIVES = 1
 
 def _skip_without_renderer() -> None:
     pytest.importorskip("music21", reason="the eval extra (music21) is not installed")
-    if shutil.which("fluidsynth") is None or not SOUNDFONT.exists():
-        pytest.skip(
-            "FluidSynth or its General MIDI soundfont is missing "
-            "(Debian: apt-get install fluidsynth fluid-soundfont-gm)"
-        )
+    try:
+        check_tools(SOUNDFONT)
+    except RuntimeError as missing:
+        pytest.skip(f"cannot render the corpus: {missing}")
 
 
 def test_small_corpus_through_the_service_keeps_its_quality(
@@ -44,7 +48,6 @@ def test_small_corpus_through_the_service_keeps_its_quality(
 ) -> None:
     _skip_without_renderer()
     from bench import attribution, metrics
-    from bench.corpus import build_corpus, load_manifest
 
     monkeypatch.setenv("DATABASE_URL", database_url)  # the run's scratch database goes there
     manifest = (

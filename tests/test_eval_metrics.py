@@ -61,18 +61,30 @@ def test_threshold_lets_through_at_most_the_target_share_of_negatives() -> None:
 
 def test_calibration_fits_on_one_half_of_each_kind_and_reports_the_other() -> None:
     kinds = {f"h{i}": "hard" for i in range(40)} | {f"o{i}": "other" for i in range(40)}
-    scores = {i: (0.5 if i in {"h1", "h2", "h3"} else 0.0) for i in kinds}
-    cal = metrics.calibrate(scores, kinds, target_fpr=0.0, min_threshold=0.1)
-    assert cal.calibration_ids.isdisjoint(cal.heldout_ids)
-    assert cal.calibration_ids | cal.heldout_ids == set(kinds)
-    for kind in ("hard", "other"):
-        half = [i for i in cal.calibration_ids if kinds[i] == kind]
-        assert len(half) == 20
-    assert cal.calibration_fpr == 0.0
-    held_high = sum(scores[i] >= cal.threshold for i in cal.heldout_ids)
-    assert cal.heldout_fpr == held_high / 40
-    # The same split every time (a hash, not a random draw).
-    assert metrics.calibrate(scores, kinds, target_fpr=0.0).heldout_ids == cal.heldout_ids
-    # Nothing to reject: the floor holds.
+    # Nothing to reject: the floor holds, and the split is there to read.
     quiet = metrics.calibrate(dict.fromkeys(kinds, 0.0), kinds, target_fpr=0.01, min_threshold=0.1)
     assert quiet.threshold == 0.1
+    fit, held = quiet.calibration_ids, quiet.heldout_ids
+    assert fit.isdisjoint(held)
+    assert fit | held == set(kinds)
+    for kind in ("hard", "other"):
+        assert len([i for i in fit if kinds[i] == kind]) == 20
+    assert len(held) == 40
+
+    # Three high-scoring negatives in the held-out half only: the fit does not see them, the
+    # held-out rate does.
+    unseen = sorted(held)[:3]
+    scores = {i: (0.5 if i in unseen else 0.0) for i in kinds}
+    cal = metrics.calibrate(scores, kinds, target_fpr=0.0, min_threshold=0.1)
+    assert (cal.calibration_ids, cal.heldout_ids) == (fit, held)  # a hash, not a random draw
+    assert cal.threshold == 0.1
+    assert cal.calibration_fpr == 0.0
+    assert cal.heldout_fpr == 3 / 40
+
+    # The same three in the calibration half: the threshold rises above them.
+    seen = sorted(fit)[:3]
+    scores = {i: (0.5 if i in seen else 0.0) for i in kinds}
+    cal = metrics.calibrate(scores, kinds, target_fpr=0.0, min_threshold=0.1)
+    assert cal.threshold > 0.5
+    assert cal.calibration_fpr == 0.0
+    assert cal.heldout_fpr == 0.0
