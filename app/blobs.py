@@ -39,9 +39,6 @@ class BlobStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    def exists(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
-
     @contextmanager
     def stage(self, source: BinaryIO, *, max_bytes: int) -> Iterator[StagedFile]:
         """Copy `source` to a staging file while hashing it; the file is removed on exit

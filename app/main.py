@@ -57,7 +57,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await asyncio.to_thread(index.start)
     service = ServiceState(
-        settings=settings,
         engine=engine,
         sessions=runtime.sessions,
         blobs=runtime.blobs,

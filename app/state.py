@@ -22,7 +22,6 @@ from app.ledger.appender import LedgerAppender
 class ServiceState:
     """Built by the lifespan in `app.main`; heavy objects load once."""
 
-    settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
     blobs: BlobStore

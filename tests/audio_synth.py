@@ -257,9 +257,3 @@ def write_audio(path: Path, audio: FloatArray, sr: int, format: AudioFormat) -> 
         for i in range(0, data.shape[0], block):
             f.write(data[i : i + block])
     os.replace(tmp, path)
-
-
-def read_audio(path: Path) -> tuple[FloatArray, int]:
-    """Decode a file to mono float32; returns (audio, sample rate)."""
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32), int(sr)

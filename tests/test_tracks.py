@@ -173,13 +173,12 @@ def _aiff(path: Path) -> Path:
     return path
 
 
-def test_too_long_audio_is_refused(
-    settings: Settings, engine: Engine, tenants: Tenants, tmp_path: Path
-) -> None:
+def test_too_long_audio_is_refused(settings: Settings, engine: Engine, tmp_path: Path) -> None:
     strict = settings.model_copy(update={"max_audio_seconds": 5.0})
     with TestClient(create_app(strict)) as client:
-        label = Tenants(client, engine).label()
-        catalogue = Tenants(client, engine).catalogue(label)
+        tenants = Tenants(client, engine)
+        label = tenants.label()
+        catalogue = tenants.catalogue(label)
         response = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=8.0))
     assert response.status_code == 422
     assert response.json()["error"]["details"]["reason"] == "too_long"

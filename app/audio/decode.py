@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from app.errors import Unprocessable
+
 FloatArray = npt.NDArray[np.float32]
 
 # Container formats we accept, as libsndfile names them.
@@ -32,13 +34,15 @@ TRUNCATION_TOLERANCE = 0.9
 _BLOCK_SECONDS = 10
 
 
-class AudioError(ValueError):
-    """The file cannot be used as audio; `reason` is a short machine-readable code."""
+class AudioError(Unprocessable, ValueError):
+    """The file cannot be used as audio; `reason` is a short machine-readable code.
+
+    Raised from a request, it is the 422 the client sees, naming the file field and the reason.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, details={"field": "file", "reason": reason})
         self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

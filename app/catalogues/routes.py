@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, status
 from sqlalchemy.orm import Session
 
-from app.audio.decode import AudioError, probe
+from app.audio.decode import probe
 from app.catalogues import service as catalogues
 from app.catalogues import tracks
 from app.catalogues.models import Catalogue, LicenseTerms, Track, TrackStatus
@@ -22,7 +22,7 @@ from app.catalogues.schemas import (
     TrackUpload,
 )
 from app.db import SessionDep
-from app.errors import Unprocessable, error_responses
+from app.errors import error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import BlobsDep, SettingsDep
@@ -198,16 +198,11 @@ def upload_track(
         existing = tracks.find_active_by_hash(session, catalogue.id, staged.sha256)
         if existing is not None:
             raise tracks.duplicate_error(existing)
-        try:
-            info = probe(
-                staged.path,
-                min_seconds=settings.min_audio_seconds,
-                max_seconds=settings.max_audio_seconds,
-            )
-        except AudioError as exc:
-            raise Unprocessable(
-                exc.message, details={"field": "file", "reason": exc.reason}
-            ) from None
+        info = probe(
+            staged.path,
+            min_seconds=settings.min_audio_seconds,
+            max_seconds=settings.max_audio_seconds,
+        )
         blobs.commit(staged)
     track = tracks.register(session, catalogue, form, staged, info)
     return TrackRead.model_validate(track)

@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
+from app.config import DEFAULT_CALIBRATION
 
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64] | npt.NDArray[np.int32]

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Form, Header, Query, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from app.audio.decode import AudioError
 from app.checks import service as checks
 from app.checks.models import Check, Use
 from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
@@ -121,11 +120,6 @@ def create_check(
             result = service.ledger.run(
                 lambda session, head: checks.record(session, head, submission, analysis, accounts)
             )
-        except AudioError as exc:
-            checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)
-            raise Unprocessable(
-                exc.message, details={"field": "file", "reason": exc.reason}
-            ) from None
         except BaseException:
             checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)
             raise
