@@ -16,7 +16,7 @@ low dimension, trivially good). Real window embeddings cluster by style, then by
 and consecutive windows of a track are close. The generator mimics that hierarchy:
 
 1. ``--styles`` style centres, uniform on the unit sphere, with log-normal popularity.
-2. Tracks of ``--track-len`` windows (240 = 2 min at a 0.5 s hop). A track picks a style
+2. Tracks of ``--track-len`` windows (240 = 4 min at the catalogue's 1 s hop). A track picks a style
    by popularity and an anchor ``a = norm(style + s_track * e)`` (cos(a, style) ~ 0.71;
    two tracks of one style ~ 0.5).
 3. The windows of a track are a smooth AR(1) walk around its anchor:
@@ -26,7 +26,9 @@ and consecutive windows of a track are close. The generator mimics that hierarch
    (i + 1) ** -0.5 (normalised to unit mean square) in a random orthonormal basis, divided
    by sqrt(dim) so that ``|e|`` ~ 1.
 
-Queries are 30-s pieces of ``--windows`` consecutive windows, two kinds in equal numbers:
+Queries are pieces of ``--windows`` consecutive windows (225 by default: as many vectors as a
+check of a 30-s piece searches in one call, 45 windows times 5 transpositions), two kinds in
+equal numbers:
 
 * derived: a stored track re-rendered - consecutive windows from a random start,
   interpolated at a random sub-hop offset (the piece is not aligned to the stored grid),
@@ -662,8 +664,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dims", "--dim", type=_int_list, default=[128, 256])
     p.add_argument("--options", default=DEFAULT_OPTIONS, help=f"from {', '.join(OPTIONS)}")
     p.add_argument("--queries", type=int, default=200, help="30-s queries per setting")
-    p.add_argument("--windows", type=int, default=60, help="vectors per 30-s query")
-    p.add_argument("--k", type=int, default=32)
+    # A check of a 30-s piece searches 45 windows (0.5 s hop, 8 s windows) at 5
+    # transpositions in one call, k = 20 (app/checks/calibration.json).
+    p.add_argument("--windows", type=int, default=225, help="vectors per 30-s query")
+    p.add_argument("--k", type=int, default=20)
     p.add_argument("--brute-queries", type=int, default=30)
     p.add_argument("--search-threads", type=_int_list, default=[1, 2])
     p.add_argument("--build-threads", type=int, default=2)
