@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -12,8 +11,8 @@ from fastapi import FastAPI
 
 from app import health
 from app.catalogues.routes import router as catalogues_router
-from app.checks import service as checks
 from app.checks.attribution import AttributionParams
+from app.checks.flow import CheckFlow
 from app.checks.routes import router as checks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url
@@ -62,13 +61,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         blobs=runtime.blobs,
         embedder=runtime.embedder,
         index=index,
-        attribution=checks.params_for(
-            AttributionParams.load(settings.calibration_file), runtime.embedder
-        ),
-        ledger=LedgerAppender(runtime.sessions),
-        check_slots=threading.BoundedSemaphore(settings.check_concurrency),
+    )
+    check_flow = CheckFlow(
+        settings=settings,
+        sessions=runtime.sessions,
+        blobs=runtime.blobs,
+        embedder=runtime.embedder,
+        index=index,
+        params=AttributionParams.load(settings.calibration_file),
+        appender=LedgerAppender(runtime.sessions),
     )
     app.state.service = service
+    app.state.check_flow = check_flow
     log.info("service.started", database=engine.url.render_as_string(hide_password=True))
     syncing = asyncio.create_task(
         keep_in_sync(
@@ -88,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         syncing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await syncing
-        await asyncio.to_thread(service.ledger.close)
+        await asyncio.to_thread(check_flow.close)
         await asyncio.to_thread(index.save_snapshot)
         engine.dispose()
         log.info("service.stopped")

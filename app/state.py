@@ -1,8 +1,11 @@
-"""The objects one service process holds for its lifetime, and their request dependencies."""
+"""The infrastructure one service process holds for its lifetime, and its request dependencies.
+
+Domain objects built on top of it (the check workflow) are set on `app.state` by the lifespan
+in `app.main` and have their own dependencies in their domain.
+"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,11 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.blobs import BlobStore
-from app.checks.attribution import AttributionParams
 from app.config import Settings
 from app.embedding import Embedder
 from app.index.manager import IndexManager
-from app.ledger.appender import LedgerAppender
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +28,6 @@ class ServiceState:
     blobs: BlobStore
     embedder: Embedder
     index: IndexManager
-    attribution: AttributionParams
-    ledger: LedgerAppender
-    # Checks are CPU-bound: at most this many decode and embed at once.
-    check_slots: threading.BoundedSemaphore
 
 
 def get_service(request: Request) -> ServiceState:
@@ -47,6 +44,12 @@ def get_blobs(request: Request) -> BlobStore:
     return get_service(request).blobs
 
 
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    return get_service(request).sessions
+
+
 ServiceDep = Annotated[ServiceState, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+# For work that outlives the request's own session (a streamed export).
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, status
-from sqlalchemy.orm import Session
 
 from app.audio.decode import probe
 from app.catalogues import service as catalogues
@@ -39,7 +37,7 @@ def terms_read(terms: LicenseTerms, currency: str) -> LicenseTermsRead:
     )
 
 
-def _reads(session: Session, rows: list[Catalogue], currency: str) -> list[CatalogueRead]:
+def _reads(session: SessionDep, rows: list[Catalogue], currency: str) -> list[CatalogueRead]:
     ids = [c.id for c in rows]
     terms = catalogues.current_terms(session, ids)
     counts = tracks.counts_by_status(session, ids)
@@ -92,11 +90,8 @@ def list_catalogues(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[CatalogueRead]:
-    stmt = sa.select(Catalogue)
-    if principal.kind not in READ_ALL:
-        stmt = stmt.where(Catalogue.label_id == principal.org_id)
-    elif label_id is not None:
-        stmt = stmt.where(Catalogue.label_id == label_id)
+    owner = label_id if principal.kind in READ_ALL else principal.org_id
+    stmt = catalogues.catalogues_query(label_id=owner)
     rows, next_cursor = paginate(
         session, stmt, order_by=[Catalogue.created_at, Catalogue.id], cursor=cursor, limit=limit
     )
@@ -226,17 +221,15 @@ def list_tracks(
     cursor: CursorQuery = None,
 ) -> Page[TrackRead]:
     catalogue = catalogues.get_visible(session, catalogue_id, principal)
-    stmt = sa.select(Track).where(Track.catalogue_id == catalogue.id)
-    if track_status is not None:
-        stmt = stmt.where(Track.status == track_status.value)
-    if withdrawn is not None:
-        stmt = stmt.where(
-            Track.withdrawn_at.is_not(None) if withdrawn else Track.withdrawn_at.is_(None)
-        )
-    if audio_sha256 is not None:
-        stmt = stmt.where(Track.audio_sha256 == audio_sha256)
-    if external_id is not None:
-        stmt = stmt.where(Track.external_id == external_id)
+    stmt = tracks.tracks_query(
+        catalogue.id,
+        tracks.TrackFilter(
+            status=track_status,
+            withdrawn=withdrawn,
+            audio_sha256=audio_sha256,
+            external_id=external_id,
+        ),
+    )
     rows, next_cursor = paginate(
         session, stmt, order_by=[Track.created_at, Track.id], cursor=cursor, limit=limit
     )

@@ -29,6 +29,14 @@ def create(
     return catalogue, _add_terms(session, catalogue, terms, 1, default_threshold)
 
 
+def catalogues_query(*, label_id: uuid.UUID | None) -> sa.Select[Catalogue]:
+    """Catalogues, all or one label's (unordered; the caller pages)."""
+    stmt = sa.select(Catalogue)
+    if label_id is not None:
+        stmt = stmt.where(Catalogue.label_id == label_id)
+    return stmt
+
+
 def get_visible(session: Session, catalogue_id: uuid.UUID, principal: Principal) -> Catalogue:
     """The catalogue if the caller owns it or may read every tenant's; else NotFound."""
     catalogue = session.get(Catalogue, catalogue_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +80,29 @@ def register(
         raise duplicate_error(existing) from None
     jobs.defer_track_jobs(session, jobs.INGEST_TRACK, [track.id])
     return track
+
+
+@dataclass(frozen=True, slots=True)
+class TrackFilter:
+    status: TrackStatus | None = None
+    withdrawn: bool | None = None
+    audio_sha256: str | None = None
+    external_id: str | None = None
+
+
+def tracks_query(catalogue_id: uuid.UUID, f: TrackFilter) -> sa.Select[Track]:
+    """A catalogue's tracks matching the filter (unordered; the caller pages)."""
+    stmt = sa.select(Track).where(Track.catalogue_id == catalogue_id)
+    if f.status is not None:
+        stmt = stmt.where(Track.status == f.status.value)
+    if f.withdrawn is not None:
+        withdrawn = Track.withdrawn_at.is_not(None)
+        stmt = stmt.where(withdrawn if f.withdrawn else ~withdrawn)
+    if f.audio_sha256 is not None:
+        stmt = stmt.where(Track.audio_sha256 == f.audio_sha256)
+    if f.external_id is not None:
+        stmt = stmt.where(Track.external_id == f.external_id)
+    return stmt
 
 
 def get_visible(session: Session, track_id: uuid.UUID, principal: Principal) -> Track:

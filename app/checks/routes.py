@@ -6,22 +6,19 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Form, Header, Query, status
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 
 from app.checks import service as checks
-from app.checks.models import Check, Use
+from app.checks.flow import CheckFlow, CheckRequest
+from app.checks.models import Check
 from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
-from app.db import SessionDep, utcnow
+from app.db import SessionDep
 from app.errors import NotFound, Unprocessable, error_responses
-from app.ledger.schemas import TransactionRead, transaction_read
-from app.ledger.service import ChainHead
+from app.ledger.schemas import TransactionRead, transaction_with
 from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
-from app.state import BlobsDep, ServiceDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(401, 403))
 
@@ -33,6 +30,13 @@ IDEMPOTENCY_DOC = (
 )
 _KEY_CHARS = set("".join(chr(c) for c in range(0x21, 0x7F)))
 
+
+def get_check_flow(request: Request) -> CheckFlow:
+    flow: CheckFlow = request.app.state.check_flow
+    return flow
+
+
+CheckFlowDep = Annotated[CheckFlow, Depends(get_check_flow)]
 CheckReaderDep = Annotated[
     Principal, Depends(require(OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR))
 ]
@@ -62,11 +66,9 @@ def _check_key(key: str | None) -> str:
     summary="Check a generated piece against the licensed catalogues and pay for its uses",
 )
 def create_check(
-    service: ServiceDep,
+    flow: CheckFlowDep,
     form: Annotated[CheckUpload, Form(media_type="multipart/form-data")],
     principal: AiCompanyDep,
-    settings: SettingsDep,
-    blobs: BlobsDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", description=IDEMPOTENCY_DOC)
     ] = None,
@@ -74,56 +76,18 @@ def create_check(
     """Finds which licensed tracks the piece draws on, how strongly and where, and records one
     ledger transaction: the caller is charged, each track's label credited. A piece that
     resembles nothing is still recorded, with no match and no charge."""
-    key = _check_key(idempotency_key)
-    metadata = form.metadata_object()
-    with blobs.stage(form.file.file, max_bytes=settings.max_upload_bytes) as staged:
-        replay = checks.claim_key(
-            service.sessions,
+    answer = flow.run(
+        CheckRequest(
             ai_company_id=principal.org_id,
-            key=key,
-            request_hash=checks.fingerprint(
-                audio_sha256=staged.sha256,
-                generation_id=form.generation_id,
-                model=form.model,
-                metadata=metadata,
-            ),
-            lock_seconds=settings.idempotency_lock_seconds,
+            idempotency_key=_check_key(idempotency_key),
+            audio=form.file.file,
+            generation_id=form.generation_id,
+            model=form.model,
+            metadata=form.metadata_object(),
         )
-        if replay is not None:
-            return JSONResponse(replay, status_code=201, headers={"Idempotent-Replayed": "true"})
-        try:
-            submission = checks.Submission(
-                check_id=uuid.uuid4(),
-                ai_company_id=principal.org_id,
-                idempotency_key=key,
-                audio_sha256=staged.sha256,
-                generation_id=form.generation_id,
-                model=form.model,
-                metadata=metadata,
-                embedder=service.embedder,
-                params=service.attribution,
-                currency=settings.currency,
-                fee_bps=settings.platform_fee_bps,
-                created_at=utcnow(),
-            )
-            with service.check_slots:
-                analysis = checks.analyse(
-                    staged.path,
-                    settings=settings,
-                    embedder=service.embedder,
-                    index=service.index,
-                    params=service.attribution,
-                    sessions=service.sessions,
-                    at=submission.created_at,
-                )
-            accounts = checks.resolve_accounts(service.sessions, submission, analysis)
-            result = service.ledger.run(
-                lambda session, head: checks.record(session, head, submission, analysis, accounts)
-            )
-        except BaseException:
-            checks.release_key(service.sessions, ai_company_id=principal.org_id, key=key)
-            raise
-    return JSONResponse(result, status_code=201, headers={"Idempotent-Replayed": "false"})
+    )
+    replayed = "true" if answer.replayed else "false"
+    return JSONResponse(answer.result, status_code=201, headers={"Idempotent-Replayed": replayed})
 
 
 @router.get(
@@ -156,27 +120,16 @@ def list_checks(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[CheckSummary]:
-    stmt = sa.select(Check)
-    if principal.kind not in READ_ALL:
-        stmt = stmt.where(Check.ai_company_id == principal.org_id)
-    elif ai_company_id is not None:
-        stmt = stmt.where(Check.ai_company_id == ai_company_id)
-    if created_from is not None:
-        stmt = stmt.where(Check.created_at >= created_from)
-    if created_to is not None:
-        stmt = stmt.where(Check.created_at < created_to)
-    if generation_id is not None:
-        stmt = stmt.where(Check.generation_id == generation_id)
+    owner = ai_company_id if principal.kind in READ_ALL else principal.org_id
+    stmt = checks.checks_query(
+        checks.CheckFilter(
+            ai_company_id=owner, start=created_from, end=created_to, generation_id=generation_id
+        )
+    )
     rows, next_cursor = paginate(
         session, stmt, order_by=[Check.created_at, Check.id], cursor=cursor, limit=limit
     )
-    counts = dict(
-        session.execute(
-            sa.select(Use.check_id, sa.func.count())
-            .where(Use.check_id.in_([c.id for c in rows]))
-            .group_by(Use.check_id)
-        ).all()
-    )
+    counts = checks.use_counts(session, [c.id for c in rows])
     items = [
         CheckSummary.model_validate({**_summary_fields(c), "uses": counts.get(c.id, 0)})
         for c in rows
@@ -196,14 +149,9 @@ def _summary_fields(check: Check) -> dict[str, Any]:
     summary="Reverse a check's charge with an opposite transaction (operator)",
 )
 def reverse_check(
-    check_id: uuid.UUID, body: ReversalIn, service: ServiceDep, _: OperatorDep
+    check_id: uuid.UUID, body: ReversalIn, flow: CheckFlowDep, _: OperatorDep
 ) -> TransactionRead:
     """The ledger is append-only: a correction is a new transaction that cancels the charge
     exactly, with the reason recorded. Royalties and balances net it out."""
-
-    def work(session: Session, head: ChainHead) -> TransactionRead:
-        reversal = checks.reverse(session, head, check_id=check_id, reason=body.reason)
-        head.flush()
-        return transaction_read(session, reversal)
-
-    return service.ledger.run(work)
+    reversal, postings = flow.reverse(check_id, reason=body.reason)
+    return transaction_with(reversal, postings)

@@ -26,8 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audio.decode import load
-from app.catalogues.models import Catalogue, Track
-from app.catalogues.service import current_terms
+from app.catalogues.licensing import Licensed, licensed_tracks
 from app.checks.attribution import (
     AttributionParams,
     Evidence,
@@ -43,9 +42,9 @@ from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
 from app.errors import Conflict, NotFound, Unprocessable
 from app.index.manager import IndexManager
+from app.ledger import movements
 from app.ledger import service as ledger
-from app.ledger.chain import PostingBody
-from app.ledger.models import AccountKind, LedgerTransaction, TransactionKind
+from app.ledger.models import AccountKind, LedgerTransaction
 from app.ledger.service import ChainHead
 
 IDEMPOTENCY_FIELD = "header.Idempotency-Key"
@@ -125,52 +124,6 @@ def release_key(sessions: sessionmaker[Session], *, ai_company_id: uuid.UUID, ke
                 IdempotencyKey.check_id.is_(None),
             )
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Licensed:
-    """A track that may match now, with the terms in force."""
-
-    track_id: uuid.UUID
-    title: str
-    artist: str
-    catalogue_id: uuid.UUID
-    label_id: uuid.UUID
-    terms_id: uuid.UUID
-    terms_version: int
-    rate_per_use_micros: int
-    threshold: float
-
-
-def licensed_tracks(
-    session: Session, track_ids: list[uuid.UUID], *, at: dt.datetime
-) -> dict[uuid.UUID, Licensed]:
-    """Of `track_ids`, those not withdrawn whose catalogue's current terms are in force."""
-    if not track_ids:
-        return {}
-    rows = session.execute(
-        sa.select(Track, Catalogue.label_id)
-        .join(Catalogue, Catalogue.id == Track.catalogue_id)
-        .where(Track.id.in_(track_ids), Track.withdrawn_at.is_(None))
-    ).all()
-    terms_of = current_terms(session, list({track.catalogue_id for track, _ in rows}))
-    licensed: dict[uuid.UUID, Licensed] = {}
-    for track, label_id in rows:
-        terms = terms_of.get(track.catalogue_id)
-        if terms is None or not terms.in_force(at):
-            continue
-        licensed[track.id] = Licensed(
-            track_id=track.id,
-            title=track.title,
-            artist=track.artist,
-            catalogue_id=track.catalogue_id,
-            label_id=label_id,
-            terms_id=terms.id,
-            terms_version=terms.version,
-            rate_per_use_micros=terms.rate_per_use_micros,
-            threshold=terms.threshold,
-        )
-    return licensed
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,10 +405,20 @@ def record(
         )
     if tx_id is not None:
         credits = [
-            (use_ids[lic.track_id], lic.label_id, amount_of[lic.track_id]) for _, lic in uses
+            movements.Credit(accounts[lic.label_id], amount_of[lic.track_id], use_ids[lic.track_id])
+            for _, lic in uses
         ]
-        _pay(session, head, sub, accounts, tx_id, pricing.charge_micros, pricing.fee_micros,
-             credits)  # fmt: skip
+        if pricing.fee_micros:
+            credits.append(movements.Credit(accounts[None], pricing.fee_micros))
+        movements.charge(
+            session,
+            head,
+            payer=accounts[sub.ai_company_id],
+            credits=credits,
+            currency=sub.currency,
+            check_id=sub.check_id,
+            tx_id=tx_id,
+        )
     bound = session.execute(
         sa.update(IdempotencyKey)
         .where(
@@ -473,37 +436,6 @@ def record(
     return result
 
 
-def _pay(
-    session: Session,
-    head: ChainHead,
-    sub: Submission,
-    accounts: Accounts,
-    tx_id: int,
-    charge: int,
-    fee: int,
-    credits: list[tuple[uuid.UUID, uuid.UUID, int]],
-) -> None:
-    """The AI company is debited the charge; each use's label is credited; the fee, if any,
-    goes to the platform."""
-    postings = [PostingBody(accounts[sub.ai_company_id], -charge)]
-    postings += [
-        PostingBody(accounts[label_id], amount, use_id)
-        for use_id, label_id, amount in credits
-        if amount
-    ]
-    if fee:
-        postings.append(PostingBody(accounts[None], fee))
-    ledger.append(
-        session,
-        head,
-        kind=TransactionKind.CHARGE,
-        currency=sub.currency,
-        postings=postings,
-        check_id=sub.check_id,
-        tx_id=tx_id,
-    )
-
-
 def _evidence_out(evidence: Evidence) -> EvidenceOut:
     return EvidenceOut(
         query_start=round(evidence.query_start, 2),
@@ -519,34 +451,46 @@ def _evidence_out(evidence: Evidence) -> EvidenceOut:
 def reverse(
     session: Session, head: ChainHead, *, check_id: uuid.UUID, reason: str
 ) -> LedgerTransaction:
-    """Append the exact opposite of a check's charge (corrections never edit the ledger)."""
-    head.flush()  # read this batch's own appends too
-    charge = session.scalars(
-        sa.select(LedgerTransaction).where(
-            LedgerTransaction.check_id == check_id,
-            LedgerTransaction.kind == TransactionKind.CHARGE.value,
-        )
-    ).one_or_none()
+    """Cancel a check's charge with the exact opposite transaction (the ledger is never
+    edited). Runs inside the ledger appender."""
+    head.flush()  # this batch's own appends are read too
+    charge = ledger.charge_of(session, check_id)
     if charge is None:
         if session.get(Check, check_id) is None:
             raise NotFound("check", check_id)
         raise Conflict("this check charged nothing; there is nothing to reverse")
-    already = session.scalar(
-        sa.select(LedgerTransaction.id).where(LedgerTransaction.reverses_id == charge.id)
+    return movements.reverse(session, head, original=charge, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckFilter:
+    ai_company_id: uuid.UUID | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    generation_id: str | None = None
+
+
+def checks_query(f: CheckFilter) -> sa.Select[Check]:
+    """Checks matching the filter (unordered; the caller pages)."""
+    stmt = sa.select(Check)
+    if f.ai_company_id is not None:
+        stmt = stmt.where(Check.ai_company_id == f.ai_company_id)
+    if f.start is not None:
+        stmt = stmt.where(Check.created_at >= f.start)
+    if f.end is not None:
+        stmt = stmt.where(Check.created_at < f.end)
+    if f.generation_id is not None:
+        stmt = stmt.where(Check.generation_id == f.generation_id)
+    return stmt
+
+
+def use_counts(session: Session, check_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many paid uses each check recorded (checks without uses are left out)."""
+    if not check_ids:
+        return {}
+    rows = session.execute(
+        sa.select(Use.check_id, sa.func.count())
+        .where(Use.check_id.in_(check_ids))
+        .group_by(Use.check_id)
     )
-    if already is not None:
-        raise Conflict(
-            f"this check's charge was already reversed by transaction {already}",
-            details={"reversal_transaction_id": already},
-        )
-    postings = ledger.postings_of(session, [charge.id])[charge.id]
-    return ledger.append(
-        session,
-        head,
-        kind=TransactionKind.REVERSAL,
-        currency=charge.currency,
-        postings=ledger.reversal_postings(postings),
-        check_id=check_id,
-        reverses_id=charge.id,
-        reason=reason,
-    )
+    return {check_id: int(n) for check_id, n in rows}

@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from app.db import SessionDep
@@ -46,15 +45,9 @@ def list_transactions(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[TransactionRead]:
-    stmt = sa.select(LedgerTransaction)
-    if created_from is not None:
-        stmt = stmt.where(LedgerTransaction.created_at >= created_from)
-    if created_to is not None:
-        stmt = stmt.where(LedgerTransaction.created_at < created_to)
-    if kind is not None:
-        stmt = stmt.where(LedgerTransaction.kind == kind.value)
-    if check_id is not None:
-        stmt = stmt.where(LedgerTransaction.check_id == check_id)
+    stmt = ledger.transactions_query(
+        ledger.TransactionFilter(start=created_from, end=created_to, kind=kind, check_id=check_id)
+    )
     rows, next_cursor = paginate(
         session, stmt, order_by=[LedgerTransaction.id], cursor=cursor, limit=limit
     )

@@ -6,9 +6,7 @@ import datetime as dt
 import uuid
 
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
-from app.ledger import service as ledger
 from app.ledger.models import LedgerPosting, LedgerTransaction
 
 
@@ -29,11 +27,6 @@ class TransactionRead(BaseModel):
     prev_hash: str
     hash: str
     postings: list[PostingRead]
-
-
-def transaction_read(session: Session, transaction: LedgerTransaction) -> TransactionRead:
-    postings = ledger.postings_of(session, [transaction.id])[transaction.id]
-    return transaction_with(transaction, postings)
 
 
 def transaction_with(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -227,9 +229,50 @@ def postings_of(session: Session, transaction_ids: Sequence[int]) -> dict[int, l
     return found
 
 
-def reversal_postings(postings: Sequence[LedgerPosting]) -> list[PostingBody]:
-    """The postings that cancel a transaction exactly."""
-    return [PostingBody(p.account_id, -p.amount_micros, p.use_id) for p in postings]
+def charge_of(session: Session, check_id: uuid.UUID) -> LedgerTransaction | None:
+    """The transaction that charged for a check, if it charged anything."""
+    return session.scalars(
+        sa.select(LedgerTransaction).where(
+            LedgerTransaction.check_id == check_id,
+            LedgerTransaction.kind == TransactionKind.CHARGE.value,
+        )
+    ).one_or_none()
+
+
+def reversal_of(session: Session, transaction_ids: Iterable[int]) -> dict[int, int]:
+    """For transactions that were reversed: transaction id -> reversal id."""
+    ids = list(set(transaction_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        sa.select(LedgerTransaction.reverses_id, LedgerTransaction.id).where(
+            LedgerTransaction.reverses_id.in_(ids)
+        )
+    )
+    # reverses_id IN (...) is never NULL.
+    return {cast(int, original): reversal for original, reversal in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    kind: TransactionKind | None = None
+    check_id: uuid.UUID | None = None
+
+
+def transactions_query(f: TransactionFilter) -> sa.Select[LedgerTransaction]:
+    """Ledger transactions matching the filter (unordered; the caller pages)."""
+    stmt = sa.select(LedgerTransaction)
+    if f.start is not None:
+        stmt = stmt.where(LedgerTransaction.created_at >= f.start)
+    if f.end is not None:
+        stmt = stmt.where(LedgerTransaction.created_at < f.end)
+    if f.kind is not None:
+        stmt = stmt.where(LedgerTransaction.kind == f.kind.value)
+    if f.check_id is not None:
+        stmt = stmt.where(LedgerTransaction.check_id == f.check_id)
+    return stmt
 
 
 @dataclass(frozen=True, slots=True)

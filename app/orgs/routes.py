@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
 from fastapi import APIRouter, status
 
 from app.db import SessionDep
@@ -47,12 +46,9 @@ def list_orgs(
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[OrgRead]:
-    stmt = sa.select(Organisation)
-    if kind is not None:
-        stmt = stmt.where(Organisation.kind == kind.value)
     rows, next_cursor = paginate(
         session,
-        stmt,
+        orgs.orgs_query(kind=kind),
         order_by=[Organisation.created_at, Organisation.id],
         cursor=cursor,
         limit=limit,

@@ -52,6 +52,14 @@ def issue_key(session: Session, org: Organisation, *, name: str = "default") -> 
     return IssuedKey(record=key, secret=secret)
 
 
+def orgs_query(*, kind: OrgKind | None) -> sa.Select[Organisation]:
+    """Organisations, all or of one kind (unordered; the caller pages)."""
+    stmt = sa.select(Organisation)
+    if kind is not None:
+        stmt = stmt.where(Organisation.kind == kind.value)
+    return stmt
+
+
 def get(session: Session, org_id: uuid.UUID) -> Organisation:
     org = session.get(Organisation, org_id)
     if org is None:

@@ -11,17 +11,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session, sessionmaker
 
-from app.checks.models import Use
 from app.db import SessionDep
 from app.errors import Unprocessable, error_responses
 from app.orgs.auth import READ_ALL, Principal, require
 from app.orgs.models import OrgKind
-from app.pagination import MAX_LIMIT, CursorQuery, LimitQuery, Page, paginate
+from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.reports import service as reports
-from app.reports.schemas import USE_CSV_COLUMNS, RoyaltyReport, RoyaltyRowRead, UseRead
-from app.state import ServiceDep, SettingsDep
+from app.reports.schemas import GroupBy, RoyaltyReport, RoyaltyRowRead, UseRead
+from app.state import SessionsDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
 
@@ -59,7 +57,7 @@ def royalties(
     session: SessionDep,
     principal: RoyaltyReaderDep,
     settings: SettingsDep,
-    group_by: reports.GroupBy = reports.GroupBy.MONTH,
+    group_by: GroupBy = GroupBy.MONTH,
     start: FromQuery = None,
     end: ToQuery = None,
     label_id: uuid.UUID | None = None,
@@ -112,23 +110,6 @@ def _scope(principal: Principal, f: reports.UseFilter) -> reports.UseFilter:
     return dataclasses.replace(f, ai_company_id=principal.org_id)
 
 
-def _use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
-    titles = reports.titles_of(session, (u.track_id for u in rows))
-    reversed_by = reports.reversal_of(
-        session, (u.ledger_transaction_id for u in rows if u.ledger_transaction_id)
-    )
-    return [
-        UseRead.model_validate(
-            {
-                **{f: getattr(u, f) for f in UseRead.model_fields if hasattr(Use, f)},
-                "track_title": titles.get(u.track_id, ""),
-                "reversal_transaction_id": reversed_by.get(u.ledger_transaction_id or -1),
-            }
-        )
-        for u in rows
-    ]
-
-
 @router.get(
     "/uses",
     response_model=Page[UseRead],
@@ -138,7 +119,7 @@ def _use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
 def list_uses(
     session: SessionDep,
     principal: UseReaderDep,
-    service: ServiceDep,
+    sessions: SessionsDep,
     start: FromQuery = None,
     end: ToQuery = None,
     ai_company_id: uuid.UUID | None = None,
@@ -166,36 +147,8 @@ def list_uses(
         ),
     )
     if format is Format.CSV:
-        return _csv(_export_uses(service.sessions, wanted), "uses.csv")
+        return _csv(reports.export_uses(sessions, wanted), "uses.csv")
     rows, next_cursor = paginate(
-        session,
-        reports.uses_query(wanted),
-        order_by=[Use.created_at, Use.id],
-        cursor=cursor,
-        limit=limit,
+        session, reports.uses_query(wanted), order_by=reports.USE_ORDER, cursor=cursor, limit=limit
     )
-    return Page(items=_use_reads(session, rows), next_cursor=next_cursor)
-
-
-def _export_uses(sessions: sessionmaker[Session], wanted: reports.UseFilter) -> Iterator[str]:
-    """Every matching use as CSV, read page by page on a session of its own (the request's
-    session has closed by the time the response streams)."""
-
-    def rows() -> Iterator[list[object]]:
-        cursor: str | None = None
-        with sessions() as session:
-            while True:
-                page, cursor = paginate(
-                    session,
-                    reports.uses_query(wanted),
-                    order_by=[Use.created_at, Use.id],
-                    cursor=cursor,
-                    limit=MAX_LIMIT,
-                )
-                for use in _use_reads(session, page):
-                    dumped = use.model_dump(mode="json")
-                    yield [dumped[c] for c in USE_CSV_COLUMNS]
-                if cursor is None:
-                    return
-
-    return reports.csv_lines(USE_CSV_COLUMNS, rows())
+    return Page(items=reports.use_reads(session, rows), next_cursor=next_cursor)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 
 from pydantic import BaseModel, Field
 
-from app.reports.service import GroupBy
+
+class GroupBy(enum.StrEnum):
+    DAY = "day"
+    MONTH = "month"
+    TRACK = "track"
+    AI_COMPANY = "ai_company"
 
 
 class RoyaltyRowRead(BaseModel):

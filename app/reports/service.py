@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import enum
 import io
 import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.catalogues.models import Track
 from app.checks.models import Use
 from app.ledger import service as ledger
 from app.ledger.models import LedgerPosting, LedgerTransaction
 from app.orgs.models import Organisation
-
-
-class GroupBy(enum.StrEnum):
-    DAY = "day"
-    MONTH = "month"
-    TRACK = "track"
-    AI_COMPANY = "ai_company"
+from app.pagination import MAX_LIMIT, paginate
+from app.reports.schemas import USE_CSV_COLUMNS, GroupBy, UseRead
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,20 +121,6 @@ def uses_query(f: UseFilter) -> sa.Select[Use]:
     return stmt
 
 
-def reversal_of(session: Session, transaction_ids: Iterable[int]) -> dict[int, int]:
-    """For charge transactions that were reversed: charge id -> reversal id."""
-    ids = list(set(transaction_ids))
-    if not ids:
-        return {}
-    rows = session.execute(
-        sa.select(LedgerTransaction.reverses_id, LedgerTransaction.id).where(
-            LedgerTransaction.reverses_id.in_(ids)
-        )
-    )
-    # reverses_id IN (...) is never NULL.
-    return {cast(int, charge): reversal for charge, reversal in rows}
-
-
 def titles_of(session: Session, track_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
     ids = list(set(track_ids))
     if not ids:
@@ -158,3 +138,44 @@ def csv_lines(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
+
+
+def use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
+    """Uses as the API shows them: with the track's title and the reversal, if any."""
+    titles = titles_of(session, (u.track_id for u in rows))
+    reversed_by = ledger.reversal_of(
+        session, (u.ledger_transaction_id for u in rows if u.ledger_transaction_id)
+    )
+    return [
+        UseRead.model_validate(
+            {
+                **{f: getattr(u, f) for f in UseRead.model_fields if hasattr(Use, f)},
+                "track_title": titles.get(u.track_id, ""),
+                "reversal_transaction_id": reversed_by.get(u.ledger_transaction_id or -1),
+            }
+        )
+        for u in rows
+    ]
+
+
+USE_ORDER = (Use.created_at, Use.id)
+
+
+def export_uses(sessions: sessionmaker[Session], wanted: UseFilter) -> Iterator[str]:
+    """Every matching use as CSV lines, read page by page on a session of its own (a
+    streamed response outlives the request's session)."""
+
+    def rows() -> Iterator[list[object]]:
+        cursor: str | None = None
+        with sessions() as session:
+            while True:
+                page, cursor = paginate(
+                    session, uses_query(wanted), order_by=USE_ORDER, cursor=cursor, limit=MAX_LIMIT
+                )
+                for use in use_reads(session, page):
+                    dumped = use.model_dump(mode="json")
+                    yield [dumped[c] for c in USE_CSV_COLUMNS]
+                if cursor is None:
+                    return
+
+    return csv_lines(USE_CSV_COLUMNS, rows())

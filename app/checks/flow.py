@@ -1,0 +1,155 @@
+"""The check workflow: claim the key, analyse, price and record, answer.
+
+`CheckFlow` is built once per process (by the app's lifespan) and owns what a check needs
+beyond one request: the embedder, the index, the attribution parameters, the ledger appender
+and a bound on checks that decode and embed at once. The route parses the request and hands it
+here; every step lives in `app.checks.service`.
+
+1. The upload is staged (hashed while it streams to disk) and the Idempotency-Key is claimed in
+   a short transaction of its own, so a concurrent retry sees it in flight; a key already
+   completed replays the stored answer.
+2. The piece is decoded, embedded, searched and aligned outside any transaction.
+3. The ledger accounts the uses will post to are looked up (created on first use).
+4. The check, its uses, the charge and the key's binding are written in one transaction by the
+   ledger appender. Any failure before that gives the key back, so the client can retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.blobs import BlobStore
+from app.checks import service as checks
+from app.checks.attribution import AttributionParams
+from app.config import Settings
+from app.db import utcnow
+from app.embedding import Embedder
+from app.index.manager import IndexManager
+from app.ledger import service as ledger
+from app.ledger.appender import LedgerAppender
+from app.ledger.models import LedgerPosting, LedgerTransaction
+from app.ledger.service import ChainHead
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """A generated piece as the client sent it."""
+
+    ai_company_id: uuid.UUID
+    idempotency_key: str
+    audio: BinaryIO
+    generation_id: str | None
+    model: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAnswer:
+    result: dict[str, Any]
+    replayed: bool
+
+
+class CheckFlow:
+    """Runs checks and reversals; thread-safe (one instance serves every request)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        embedder: Embedder,
+        index: IndexManager,
+        params: AttributionParams,
+        appender: LedgerAppender,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.blobs = blobs
+        self.embedder = embedder
+        self.index = index
+        self.params = checks.params_for(params, embedder)
+        self.appender = appender
+        # Checks are CPU-bound: at most this many decode and embed at once.
+        self._slots = threading.BoundedSemaphore(settings.check_concurrency)
+
+    def run(self, request: CheckRequest) -> CheckAnswer:
+        """Check a piece and pay for its uses, exactly once per Idempotency-Key."""
+        settings = self.settings
+        with self.blobs.stage(request.audio, max_bytes=settings.max_upload_bytes) as staged:
+            replay = checks.claim_key(
+                self.sessions,
+                ai_company_id=request.ai_company_id,
+                key=request.idempotency_key,
+                request_hash=checks.fingerprint(
+                    audio_sha256=staged.sha256,
+                    generation_id=request.generation_id,
+                    model=request.model,
+                    metadata=request.metadata,
+                ),
+                lock_seconds=settings.idempotency_lock_seconds,
+            )
+            if replay is not None:
+                return CheckAnswer(replay, replayed=True)
+            try:
+                submission = checks.Submission(
+                    check_id=uuid.uuid4(),
+                    ai_company_id=request.ai_company_id,
+                    idempotency_key=request.idempotency_key,
+                    audio_sha256=staged.sha256,
+                    generation_id=request.generation_id,
+                    model=request.model,
+                    metadata=request.metadata,
+                    embedder=self.embedder,
+                    params=self.params,
+                    currency=settings.currency,
+                    fee_bps=settings.platform_fee_bps,
+                    created_at=utcnow(),
+                )
+                with self._slots:
+                    analysis = checks.analyse(
+                        staged.path,
+                        settings=settings,
+                        embedder=self.embedder,
+                        index=self.index,
+                        params=self.params,
+                        sessions=self.sessions,
+                        at=submission.created_at,
+                    )
+                accounts = checks.resolve_accounts(self.sessions, submission, analysis)
+                result = self.appender.run(
+                    lambda session, head: checks.record(
+                        session, head, submission, analysis, accounts
+                    )
+                )
+            except BaseException:
+                checks.release_key(
+                    self.sessions,
+                    ai_company_id=request.ai_company_id,
+                    key=request.idempotency_key,
+                )
+                raise
+        return CheckAnswer(result, replayed=False)
+
+    def reverse(
+        self, check_id: uuid.UUID, *, reason: str
+    ) -> tuple[LedgerTransaction, list[LedgerPosting]]:
+        """Cancel a check's charge; returns the reversal and its postings."""
+
+        def work(
+            session: Session, head: ChainHead
+        ) -> tuple[LedgerTransaction, list[LedgerPosting]]:
+            reversal = checks.reverse(session, head, check_id=check_id, reason=reason)
+            head.flush()
+            return reversal, ledger.postings_of(session, [reversal.id])[reversal.id]
+
+        return self.appender.run(work)
+
+    def close(self) -> None:
+        """Finish the ledger appends under way."""
+        self.appender.close()
