@@ -2,13 +2,17 @@
 
 Jobs are rows in PostgreSQL, so any number of workers on any machines share one queue and a
 job exists exactly when the transaction that created it committed.
+
+This module knows no domain: each domain lists its tasks as `TaskSpec`s (e.g.
+`app.catalogues.tasks.TASKS`) and the process that runs workers (`app.worker`) registers them.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import procrastinate
 import psycopg
@@ -24,10 +28,6 @@ from app.embedding.base import Embedder
 from app.logging import get_logger
 
 log = get_logger(__name__)
-
-INGEST_TRACK = "ingest_track"
-REEMBED_TRACK = "reembed_track"
-RECONCILE_TRACKS = "reconcile_tracks"
 
 INGEST_QUEUE = "ingest"
 MAINTENANCE_QUEUE = "maintenance"
@@ -54,39 +54,51 @@ class WorkerRuntime:
     blobs: BlobStore
 
 
-# Every job about one track holds this lock, so two never run on the same track at once and
-# the reconciliation sweep can tell whether a track still has a live job.
-TRACK_LOCK_PREFIX = "track:"
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task as a domain declares it; `build_app` registers it.
 
+    func : called with the job context first (procrastinate's pass_context)
+    retry : retry transient errors (RETRY)
+    cron : run periodically on this schedule (the task then takes a `timestamp` argument);
+        one job at a time across all workers
+    """
 
-def track_lock(track_id: uuid.UUID | str) -> str:
-    return f"{TRACK_LOCK_PREFIX}{track_id}"
+    name: str
+    func: Callable[..., Any]
+    queue: str
+    retry: bool = False
+    cron: str | None = None
 
 
 # procrastinate_defer_jobs_v1 is the versioned SQL entry point procrastinate's own `defer`
 # calls. Calling it on the caller's connection puts the jobs in the caller's transaction.
-_DEFER_TRACK_JOBS = sa.text(
+_DEFER_JOBS = sa.text(
     "SELECT procrastinate_defer_jobs_v1(ARRAY("
-    "SELECT ROW(:queue, :task_name, 0, :lock_prefix || t, NULL, "
-    "jsonb_build_object('track_id', t), NULL)::procrastinate_job_to_defer_v1 "
-    "FROM unnest(CAST(:track_ids AS text[])) AS t))"
+    "SELECT ROW(:queue, :task_name, 0, j.lock, NULL, j.args, NULL)::procrastinate_job_to_defer_v1 "
+    "FROM unnest(CAST(:locks AS text[]), CAST(:args AS jsonb[])) AS j(lock, args)))"
 )
 
 
-def defer_track_jobs(
-    session: Session, task_name: str, track_ids: Sequence[uuid.UUID], *, queue: str = INGEST_QUEUE
+def defer(
+    session: Session,
+    *,
+    task_name: str,
+    queue: str,
+    jobs: Sequence[tuple[str | None, Mapping[str, Any]]],
 ) -> None:
-    """Enqueue `task_name(track_id=...)` for each track, in one statement and in the session's
-    transaction: the jobs exist only if that transaction commits."""
-    if not track_ids:
+    """Enqueue `task_name(**args)` for each (lock, args), in one statement and in the
+    session's transaction: the jobs exist only if that transaction commits. Jobs sharing a
+    lock never run at the same time."""
+    if not jobs:
         return
     session.execute(
-        _DEFER_TRACK_JOBS,
+        _DEFER_JOBS,
         {
             "queue": queue,
             "task_name": task_name,
-            "lock_prefix": TRACK_LOCK_PREFIX,
-            "track_ids": [str(t) for t in track_ids],
+            "locks": [lock for lock, _ in jobs],
+            "args": [json.dumps(dict(args)) for _, args in jobs],
         },
     )
 
@@ -113,10 +125,15 @@ async def retry_stalled_jobs(context: procrastinate.JobContext, timestamp: int) 
     await retry_stalled(context.app.job_manager, seconds=settings.worker_stalled_seconds)
 
 
-def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> procrastinate.App:
-    """The procrastinate app bound to the service's database, with every task registered."""
-    from app.catalogues import tasks as catalogue_tasks  # tasks import this module
+MAINTENANCE_TASKS = (
+    TaskSpec("retry_stalled_jobs", retry_stalled_jobs, MAINTENANCE_QUEUE, cron="* * * * *"),
+)
 
+
+def build_app(
+    settings: Settings, database_url: str, *, tasks: Sequence[TaskSpec], pool_size: int = 4
+) -> procrastinate.App:
+    """The procrastinate app bound to the service's database, with `tasks` registered."""
     connector = procrastinate.PsycopgConnector(
         conninfo=libpq_conninfo(database_url), min_size=1, max_size=pool_size
     )
@@ -127,24 +144,14 @@ def build_app(settings: Settings, database_url: str, *, pool_size: int = 4) -> p
             "stalled_worker_timeout": settings.worker_stalled_seconds,
         },
     )
-    app.task(name=INGEST_TRACK, queue=INGEST_QUEUE, retry=RETRY, pass_context=True)(
-        catalogue_tasks.ingest_track
-    )
-    app.task(name=REEMBED_TRACK, queue=INGEST_QUEUE, retry=RETRY, pass_context=True)(
-        catalogue_tasks.reembed_track
-    )
-    reconcile = app.task(
-        name=RECONCILE_TRACKS,
-        queue=MAINTENANCE_QUEUE,
-        queueing_lock=RECONCILE_TRACKS,
-        pass_context=True,
-    )(catalogue_tasks.reconcile_tracks)
-    app.periodic(cron="* * * * *", periodic_id=RECONCILE_TRACKS)(reconcile)
-    retry = app.task(
-        name="retry_stalled_jobs",
-        queue=MAINTENANCE_QUEUE,
-        queueing_lock="retry_stalled_jobs",
-        pass_context=True,
-    )(retry_stalled_jobs)
-    app.periodic(cron="* * * * *", periodic_id="retry_stalled_jobs")(retry)
+    for spec in tasks:
+        task = app.task(
+            name=spec.name,
+            queue=spec.queue,
+            retry=RETRY if spec.retry else False,
+            queueing_lock=spec.name if spec.cron else None,
+            pass_context=True,
+        )(spec.func)
+        if spec.cron:
+            app.periodic(cron=spec.cron, periodic_id=spec.name)(task)
     return app

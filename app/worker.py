@@ -11,12 +11,24 @@ from sqlalchemy.engine import Engine
 
 from app import jobs
 from app.blobs import BlobStore
+from app.catalogues import tasks as catalogue_tasks
 from app.config import Settings
 from app.db import create_db_engine, make_sessionmaker, resolve_database_url
 from app.embedding import get_embedder
 from app.logging import get_logger
 
 log = get_logger(__name__)
+
+
+# Every task a worker runs: maintenance, then each domain's.
+TASKS: tuple[jobs.TaskSpec, ...] = (*jobs.MAINTENANCE_TASKS, *catalogue_tasks.TASKS)
+
+
+def build_job_app(
+    settings: Settings, database_url: str, *, pool_size: int = 4
+) -> procrastinate.App:
+    """The job app with every task registered."""
+    return jobs.build_app(settings, database_url, tasks=TASKS, pool_size=pool_size)
 
 
 def build_runtime(settings: Settings, engine: Engine) -> jobs.WorkerRuntime:
@@ -51,7 +63,7 @@ async def in_process_worker(
     database_url: str, runtime: jobs.WorkerRuntime, *, concurrency: int
 ) -> AsyncIterator[None]:
     """A worker running beside the API in the same event loop, stopped on exit."""
-    job_app = jobs.build_app(runtime.settings, database_url)
+    job_app = build_job_app(runtime.settings, database_url)
     async with job_app.open_async():
         task = asyncio.create_task(work(job_app, runtime, concurrency=concurrency))
         log.info("worker.started", mode="in-process", concurrency=concurrency)
@@ -70,7 +82,7 @@ async def run_standalone(settings: Settings, *, concurrency: int) -> None:
     url = resolve_database_url(settings)
     engine = create_db_engine(url, pool_size=concurrency + 1)
     runtime = build_runtime(settings, engine)
-    job_app = jobs.build_app(settings, url, pool_size=concurrency + 2)
+    job_app = build_job_app(settings, url, pool_size=concurrency + 2)
     try:
         async with job_app.open_async():
             log.info("worker.started", mode="standalone", concurrency=concurrency)

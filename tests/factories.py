@@ -13,12 +13,11 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.engine import Engine
 
-from app import jobs
 from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
-from app.worker import build_runtime, work
+from app.worker import build_job_app, build_runtime, work
 from tests.audio_synth import AudioFormat, melody_track, write_audio
 
 
@@ -85,7 +84,7 @@ def run_jobs(settings: Settings, engine: Engine) -> None:
     """Run a real procrastinate worker until the queues are empty."""
     assert settings.database_url is not None
     runtime = build_runtime(settings, engine)
-    job_app = jobs.build_app(settings, settings.database_url, pool_size=2)
+    job_app = build_job_app(settings, settings.database_url, pool_size=2)
 
     async def drain() -> None:
         async with job_app.open_async():

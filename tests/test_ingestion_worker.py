@@ -21,10 +21,12 @@ from sqlalchemy.engine import Engine
 
 from app import jobs
 from app.catalogues import ingest, tasks, tracks
+from app.catalogues.jobs import track_lock
 from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.embedding import get_embedder
 from app.main import create_app
+from app.worker import build_job_app
 from tests.audio_synth import melody_track, write_audio
 from tests.factories import Tenants, audio_file, run_jobs, scalar, upload
 
@@ -129,7 +131,7 @@ def test_killed_worker_leaves_no_partial_segments_and_its_job_is_picked_up_again
     time.sleep(1.5)  # the dead worker's heartbeat goes stale
 
     async def recover() -> int:
-        job_app = jobs.build_app(settings, settings.database_url or "", pool_size=2)
+        job_app = build_job_app(settings, settings.database_url or "", pool_size=2)
         async with job_app.open_async():
             return await jobs.retry_stalled(job_app.job_manager, seconds=1.0)
 
@@ -155,7 +157,7 @@ def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
         # job too, but is still inside the grace period; `withdrawn` is skipped on purpose.
         conn.execute(
             sa.text("UPDATE procrastinate_jobs SET status = 'failed' WHERE lock = ANY(:locks)"),
-            {"locks": [jobs.track_lock(t["id"]) for t in (stuck, young, withdrawn)]},
+            {"locks": [track_lock(t["id"]) for t in (stuck, young, withdrawn)]},
         )
         conn.execute(
             sa.text("UPDATE tracks SET created_at = now() - :age WHERE id = ANY(:ids)"),

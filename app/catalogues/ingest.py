@@ -13,8 +13,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app import jobs
 from app.audio.decode import AudioError, load
+from app.catalogues.jobs import TRACK_LOCK_PREFIX
 from app.catalogues.models import Segment, Track, TrackStatus
 from app.catalogues.tracks import lock_index_appends
 from app.db import transaction, utcnow
@@ -165,7 +165,7 @@ def fail_abandoned(session: Session, *, older_than: dt.timedelta) -> list[uuid.U
     no_live_job = sa.text(
         "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
         "WHERE j.lock = :lock_prefix || tracks.id::text AND j.status IN ('todo', 'doing'))"
-    ).bindparams(lock_prefix=jobs.TRACK_LOCK_PREFIX)
+    ).bindparams(lock_prefix=TRACK_LOCK_PREFIX)
     rows = session.scalars(
         sa.update(Track)
         .where(

@@ -1,4 +1,4 @@
-"""Background tasks of the catalogue domain (registered on the job app in `app.jobs`)."""
+"""Background tasks of the catalogue domain; `TASKS` is what a worker registers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import procrastinate
 
 from app import jobs
 from app.catalogues.ingest import fail_abandoned, ingest
+from app.catalogues.jobs import INGEST_TRACK, RECONCILE_TRACKS, REEMBED_TRACK
 from app.db import transaction
 from app.logging import get_logger
 
@@ -33,3 +34,10 @@ def reconcile_tracks(context: procrastinate.JobContext, timestamp: int) -> None:
         failed = fail_abandoned(session, older_than=ABANDONED_AFTER)
     if failed:
         log.warning("tracks.abandoned_ingestion_failed", tracks=[str(t) for t in failed])
+
+
+TASKS = (
+    jobs.TaskSpec(INGEST_TRACK, ingest_track, jobs.INGEST_QUEUE, retry=True),
+    jobs.TaskSpec(REEMBED_TRACK, reembed_track, jobs.INGEST_QUEUE, retry=True),
+    jobs.TaskSpec(RECONCILE_TRACKS, reconcile_tracks, jobs.MAINTENANCE_QUEUE, cron="* * * * *"),
+)

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import jobs
 from app.audio.decode import SUPPORTED_FORMATS, AudioInfo
 from app.blobs import StagedFile
+from app.catalogues.jobs import INGEST_TRACK, REEMBED_TRACK, defer_track_jobs
 from app.catalogues.models import Catalogue, Segment, Track, TrackStatus, withdrawal_seq
 from app.catalogues.schemas import TrackUpload
 from app.db import utcnow
@@ -78,7 +78,7 @@ def register(
         if existing is None:
             raise
         raise duplicate_error(existing) from None
-    jobs.defer_track_jobs(session, jobs.INGEST_TRACK, [track.id])
+    defer_track_jobs(session, INGEST_TRACK, [track.id])
     return track
 
 
@@ -169,5 +169,5 @@ def enqueue_reembedding(
     if catalogue_id is not None:
         stmt = stmt.where(Track.catalogue_id == catalogue_id)
     track_ids = list(session.scalars(stmt))
-    jobs.defer_track_jobs(session, jobs.REEMBED_TRACK, track_ids)
+    defer_track_jobs(session, REEMBED_TRACK, track_ids)
     return len(track_ids)
