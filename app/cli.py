@@ -6,11 +6,16 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.config import Settings, get_settings
 from app.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = get_logger("app.cli")
 
@@ -25,6 +30,21 @@ def _settings_with_database() -> Settings:
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
     return get_settings()
+
+
+@contextmanager
+def _database() -> Iterator[tuple[Settings, sessionmaker[Session]]]:
+    """Settings with the database resolved, and sessions on a one-connection engine that is
+    disposed on exit (for commands that do a little database work and stop)."""
+    from app.db import create_db_engine, make_sessionmaker
+
+    settings = _settings_with_database()
+    assert settings.database_url is not None
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        yield settings, make_sessionmaker(engine)
+    finally:
+        engine.dispose()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -58,18 +78,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_create_org(args: argparse.Namespace) -> int:
-    from app.db import create_db_engine, make_sessionmaker, transaction
+    from app.db import transaction
     from app.orgs import service as orgs
     from app.orgs.models import OrgKind
 
-    settings = _settings_with_database()
-    assert settings.database_url is not None
-    engine = create_db_engine(settings.database_url, pool_size=1)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            org, issued = orgs.create(session, kind=OrgKind(args.kind), name=args.name)
-    finally:
-        engine.dispose()
+    with _database() as (_, sessions), transaction(sessions) as session:
+        org, issued = orgs.create(session, kind=OrgKind(args.kind), name=args.name)
     print(f"organisation {org.id} ({org.kind}) {org.name!r}", file=sys.stderr)
     print("API key (shown once, store it now):", file=sys.stderr)
     print(issued.secret)
@@ -89,23 +103,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild_index(args: argparse.Namespace) -> int:
-    from app.db import create_db_engine, make_sessionmaker
+    from app.catalogues.segments import segment_index
     from app.embedding import get_embedder
-    from app.index.manager import IndexManager, spec_for
 
-    settings = _settings_with_database()
-    assert settings.database_url is not None
-    engine = create_db_engine(settings.database_url, pool_size=1)
-    try:
-        manager = IndexManager(
-            spec_for(settings, get_embedder(settings.embedder)),
-            sessions=make_sessionmaker(engine),
-            snapshot_dir=settings.index_dir,
-        )
+    with _database() as (settings, sessions):
+        manager = segment_index(settings, get_embedder(settings.embedder), sessions)
         manager.rebuild()
         manager.save_snapshot(force=True)
-    finally:
-        engine.dispose()
     print(f"index rebuilt: {manager.size} segments -> {manager.snapshot_path}")
     return 0
 
@@ -144,23 +148,17 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     import uuid
 
     from app.catalogues.tracks import enqueue_reembedding
-    from app.db import create_db_engine, make_sessionmaker, transaction
+    from app.db import transaction
     from app.embedding import get_embedder
 
-    settings = _settings_with_database()
-    assert settings.database_url is not None
-    embedder = get_embedder(settings.embedder)
-    engine = create_db_engine(settings.database_url, pool_size=1)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            count = enqueue_reembedding(
-                session,
-                embedder_name=embedder.name,
-                embedder_version=embedder.version,
-                catalogue_id=uuid.UUID(args.catalogue) if args.catalogue else None,
-            )
-    finally:
-        engine.dispose()
+    with _database() as (settings, sessions), transaction(sessions) as session:
+        embedder = get_embedder(settings.embedder)
+        count = enqueue_reembedding(
+            session,
+            embedder_name=embedder.name,
+            embedder_version=embedder.version,
+            catalogue_id=uuid.UUID(args.catalogue) if args.catalogue else None,
+        )
     print(f"{count} tracks queued for {embedder.name} {embedder.version}; workers will embed them")
     return 0
 

@@ -11,13 +11,14 @@ from fastapi import FastAPI
 
 from app import health
 from app.catalogues.routes import router as catalogues_router
+from app.catalogues.segments import segment_index
 from app.checks.attribution import AttributionParams
 from app.checks.flow import CheckFlow
 from app.checks.routes import router as checks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url
 from app.errors import install_error_handlers
-from app.index.manager import IndexManager, keep_in_sync, spec_for
+from app.index.manager import keep_in_sync
 from app.ledger.appender import LedgerAppender
 from app.ledger.routes import router as ledger_router
 from app.logging import configure_logging, get_logger
@@ -49,11 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     url = resolve_database_url(settings)
     engine = create_db_engine(url)
     runtime = build_runtime(settings, engine)
-    index = IndexManager(
-        spec_for(settings, runtime.embedder),
-        sessions=runtime.sessions,
-        snapshot_dir=settings.index_dir,
-    )
+    index = segment_index(settings, runtime.embedder, runtime.sessions)
     await asyncio.to_thread(index.start)
     service = ServiceState(
         engine=engine,

@@ -50,7 +50,7 @@ Notes on measurement
 * IVF variants that share ``nlist`` train k-means once (in the first IVF option at that
   size) and reuse the centroids; their ``train`` column then covers only the codec.
   k-means uses ``recommended_training_size`` points (39 per centroid).
-* Unless ``--faiss-blas-default``, ``fx.prefer_blas(dim)`` lets 60-row query batches use
+* Unless ``--faiss-blas-default``, ``tuning.prefer_blas(dim)`` lets 60-row query batches use
   BLAS for exhaustive distances (flat search, IVF coarse step); see its docstring.
 * ``--concurrency`` runs a few Python threads searching at once, each with 1 or 2 OpenMP
   threads, to show throughput and tail latency under concurrent requests.
@@ -79,6 +79,7 @@ import numpy.typing as npt
 import psutil
 
 from app.index import factory as fx
+from app.index import tuning
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -278,7 +279,7 @@ def time_queries(
 
     ids : [len(queries) * windows, k]
     """
-    fx.set_search_threads(threads)
+    tuning.set_search_threads(threads)
     for i in range(min(warmup, len(queries))):
         fx.search(index, queries[i], k=k)
     times: list[float] = []
@@ -370,7 +371,7 @@ def build(
     n, dim = corpus.vectors.shape
     spec = option.factory(n, dim)
     load = os.getloadavg()[0]
-    fx.set_search_threads(build_threads)
+    tuning.set_search_threads(build_threads)
     rss0 = _rss()
     index = fx.create_index(spec, dim, require_removal=option.removal, require_reconstruct=False)
     caps = fx.capabilities(index)
@@ -422,7 +423,7 @@ def run_size(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     if not args.faiss_blas_default:
-        fx.prefer_blas(dim)
+        tuning.prefer_blas(dim)
     t0 = time.perf_counter()
     corpus = make_corpus(
         n,
@@ -535,7 +536,7 @@ def concurrent_searches(
     barrier = threading.Barrier(workers + 1)
 
     def work(offset: int) -> None:
-        fx.set_search_threads(omp)  # per thread: libgomp keeps the limit per OS thread
+        tuning.set_search_threads(omp)  # per thread: libgomp keeps the limit per OS thread
         mine: list[float] = []
         order = np.roll(np.arange(len(queries)), offset)
         fx.search(index, queries[order[0]], k=k)
@@ -546,7 +547,7 @@ def concurrent_searches(
             mine.append(time.perf_counter() - t0)
         with lock:
             lat.extend(mine)
-            seen.append(fx.get_search_threads())
+            seen.append(tuning.get_search_threads())
 
     threads = [threading.Thread(target=work, args=(w * 7,)) for w in range(workers)]
     for t in threads:
@@ -572,7 +573,7 @@ def run_concurrency(
 ) -> list[dict[str, Any]]:
     """Throughput and latency with several Python threads searching one index at once."""
     if not args.faiss_blas_default:
-        fx.prefer_blas(dim)
+        tuning.prefer_blas(dim)
     corpus = make_corpus(
         n,
         dim,
@@ -674,7 +675,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--faiss-blas-default",
         action="store_true",
-        help="keep faiss' BLAS threshold instead of fx.prefer_blas(dim)",
+        help="keep faiss' BLAS threshold instead of tuning.prefer_blas(dim)",
     )
     p.add_argument("--styles", type=int, default=256)
     p.add_argument("--track-len", type=int, default=240)
@@ -701,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
-        "omp_max_threads_default": fx.get_search_threads(),
+        "omp_max_threads_default": tuning.get_search_threads(),
         "loadavg_start": os.getloadavg(),
         "args": dict(vars(args)),
         "generator": {"rho": RHO, "s_track": S_TRACK, "s_seg": S_SEG, "s_query": S_QUERY},

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from app.index import factory as fx
+from app.index import tuning
 
 DIM = 16
 
@@ -382,38 +383,38 @@ def test_train_rejects_wrong_dim() -> None:
 
 
 def test_search_threads_are_per_calling_thread() -> None:
-    before = fx.get_search_threads()
+    before = tuning.get_search_threads()
     seen: list[int] = []
 
     def worker() -> None:
-        fx.set_search_threads(1)
-        seen.append(fx.get_search_threads())
+        tuning.set_search_threads(1)
+        seen.append(tuning.get_search_threads())
 
     try:
-        fx.set_search_threads(3)
+        tuning.set_search_threads(3)
         t = threading.Thread(target=worker)
         t.start()
         t.join()
         assert seen == [1]
-        assert fx.get_search_threads() == 3
+        assert tuning.get_search_threads() == 3
     finally:
-        fx.set_search_threads(before)
+        tuning.set_search_threads(before)
 
 
 def test_search_with_threads_argument(flat_index: faiss.Index) -> None:
-    before = fx.get_search_threads()
+    before = tuning.get_search_threads()
     try:
         _, found = fx.search(flat_index, unit_vectors(2), k=1, threads=1)
         assert found.shape == (2, 1)
-        assert fx.get_search_threads() == 1
+        assert tuning.get_search_threads() == 1
     finally:
-        fx.set_search_threads(before)
+        tuning.set_search_threads(before)
 
 
 @pytest.mark.parametrize("n", [0, -2, True])
 def test_set_search_threads_rejects_bad_counts(n: int) -> None:
     with pytest.raises(ValueError, match="thread count"):
-        fx.set_search_threads(n)
+        tuning.set_search_threads(n)
 
 
 # --- BLAS threshold -------------------------------------------------------------------------
@@ -421,16 +422,16 @@ def test_set_search_threads_rejects_bad_counts(n: int) -> None:
 
 def test_prefer_blas_sets_and_restores_the_threshold() -> None:
     saved = faiss.cvar.distance_compute_blas_threshold  # an index manager may have set it
-    fx.reset_blas_threshold()
+    tuning.reset_blas_threshold()
     before = faiss.cvar.distance_compute_blas_threshold
     try:
-        previous = fx.prefer_blas(128, min_rows=8)
+        previous = tuning.prefer_blas(128, min_rows=8)
         assert previous == before
         # faiss 1.15 compares rows * dim with its threshold (default 128000); older releases
         # compared rows alone (default 20).
         expected = 8 * 128 if before == 128_000 else 8
         assert faiss.cvar.distance_compute_blas_threshold == expected
-        fx.reset_blas_threshold()
+        tuning.reset_blas_threshold()
         assert faiss.cvar.distance_compute_blas_threshold == before
     finally:
         faiss.cvar.distance_compute_blas_threshold = saved
@@ -443,7 +444,7 @@ def test_blas_and_row_by_row_paths_agree() -> None:
     try:
         faiss.cvar.distance_compute_blas_threshold = 10**9  # row by row
         sims_seq, ids_seq = fx.search(index, queries, k=10)
-        fx.prefer_blas(DIM, min_rows=8)
+        tuning.prefer_blas(DIM, min_rows=8)
         sims_blas, ids_blas = fx.search(index, queries, k=10)
     finally:
         faiss.cvar.distance_compute_blas_threshold = before
@@ -454,4 +455,4 @@ def test_blas_and_row_by_row_paths_agree() -> None:
 @pytest.mark.parametrize(("dim", "rows"), [(0, 8), (128, 0), (True, 8)])
 def test_prefer_blas_rejects_bad_arguments(dim: int, rows: int) -> None:
     with pytest.raises(ValueError, match="positive int"):
-        fx.prefer_blas(dim, min_rows=rows)
+        tuning.prefer_blas(dim, min_rows=rows)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalogues import tracks as track_service
 from app.catalogues.ingest import store_segments
 from app.catalogues.models import Catalogue, Track
+from app.catalogues.segments import SegmentStore
 from app.db import make_sessionmaker, transaction
 from app.embedding.base import Embedding, l2_normalise
 from app.index.manager import IndexManager, IndexMismatch, IndexSpec
@@ -95,7 +96,10 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 def _manager(sessions: sessionmaker[Session], path: Path, spec: IndexSpec = SPEC) -> IndexManager:
-    return IndexManager(spec, sessions=sessions, snapshot_dir=path)
+    source = SegmentStore(
+        sessions, embedder=spec.embedder, version=spec.embedder_version, dim=spec.dim
+    )
+    return IndexManager(spec, source=source, snapshot_dir=path)
 
 
 def _top_tracks(manager: IndexManager, vectors: np.ndarray) -> list[uuid.UUID | None]:

@@ -65,12 +65,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from app.config import DEFAULT_CALIBRATION
+from app.index.base import SearchResult
 
 FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64] | npt.NDArray[np.int32]
@@ -224,15 +225,6 @@ class AttributionParams:
 
 
 # --------------------------------------------------------------------------- the whole check
-
-
-class SearchResult(NamedTuple):
-    """Top-k neighbours of m query vectors, mapped to catalogue tracks; all arrays [m, k]."""
-
-    similarities: FloatArray  # cosine similarity
-    tracks: IntArray  # track index, -1 where there is no hit (or it was withdrawn)
-    reference_starts: FloatArray  # start of the hit's reference window (s)
-    segments: IntArray  # segment (vector) id, for `reconstruct`; -1 where there is no hit
 
 
 Search = Callable[[npt.NDArray[np.float32]], SearchResult]

@@ -30,7 +30,6 @@ from app.catalogues.licensing import Licensed, licensed_tracks
 from app.checks.attribution import (
     AttributionParams,
     Evidence,
-    SearchResult,
     TrackMatch,
     attribute_vectors,
 )
@@ -41,6 +40,7 @@ from app.config import Settings
 from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
 from app.errors import Conflict, NotFound, Unprocessable
+from app.index.base import SearchResult
 from app.index.manager import IndexManager
 from app.ledger import movements
 from app.ledger import service as ledger
@@ -244,6 +244,8 @@ class _LicensedSearch:
             tracks=tracks,
             reference_starts=found.reference_starts,
             segments=np.where(tracks >= 0, found.segments, -1),
+            track_ids=self.track_ids,
+            watermark=found.watermark,
         )
 
 

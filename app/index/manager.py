@@ -1,10 +1,11 @@
 """The in-memory FAISS index of catalogue segments, derived from PostgreSQL.
 
-PostgreSQL's `segments` table is the source of truth; this index is a cache of it. On start the
-manager loads its snapshot file and adds the segments written since (by increasing segment id,
-which ingestion makes safe to tail, see `app.catalogues.tracks.lock_index_appends`); while
-running it keeps tailing new segments and withdrawals. A missing, stale or corrupt snapshot is
-rebuilt from the database. Only vectors of one embedder (name and version) live in an index.
+PostgreSQL's segments are the source of truth; this index is a cache of them, read through a
+`SegmentSource` (`app.catalogues.segments.SegmentStore`). On start the manager loads its snapshot
+file and adds the segments written since (by increasing segment id, which the source makes safe
+to tail); while running it keeps tailing new segments and withdrawals. A missing, stale or
+corrupt snapshot is rebuilt from the database. Only vectors of one embedder (name and version)
+live in an index.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from typing import Any
 import faiss
 import numpy as np
 import numpy.typing as npt
-import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.embedding.base import Embedder
-from app.index import factory
+from app.index import factory, tuning
+from app.index.base import IdArray, IndexMismatch, SearchResult, SegmentBatch, SegmentSource
 from app.index.rwlock import ReadWriteLock
 from app.logging import get_logger
 
@@ -36,11 +36,7 @@ log = get_logger(__name__)
 SNAPSHOT_FORMAT = 1
 _BATCH = 20_000
 
-IdArray = npt.NDArray[np.int64]
-
-
-class IndexMismatch(ValueError):
-    """Vectors or a snapshot from another embedder, dimension or index layout."""
+__all__ = ["IndexManager", "IndexMismatch", "IndexSpec", "SearchResult", "SyncStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,28 +48,6 @@ class IndexSpec:
     dim: int
     factory: str = "Flat"
     search_params: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    """Top-k neighbours of each query vector, resolved to tracks.
-
-    similarities : np.ndarray [shape=(n, k), dtype=float32]
-    tracks : np.ndarray [shape=(n, k), dtype=int64], index into `track_ids`, -1 for no hit
-    reference_starts : np.ndarray [shape=(n, k), dtype=float32], seconds into the track
-    segments : np.ndarray [shape=(n, k), dtype=int64], segment id of each hit, -1 for no hit
-    track_ids : the uuid of each track index; the index's own list, not a copy (a search must
-        not copy every track id): read it, never mutate it. It only grows while the index
-        runs (a rebuild replaces it whole), so the numbers in `tracks` stay valid.
-    watermark : highest segment id the index had seen when it answered
-    """
-
-    similarities: npt.NDArray[np.float32]
-    tracks: IdArray
-    reference_starts: npt.NDArray[np.float32]
-    segments: IdArray
-    track_ids: list[uuid.UUID]
-    watermark: int
 
 
 @dataclass(slots=True)
@@ -109,15 +83,15 @@ class _State:
 class IndexManager:
     """Owns one FAISS index; thread-safe (searches share a lock that changes take alone)."""
 
-    def __init__(
-        self, spec: IndexSpec, *, sessions: sessionmaker[Session], snapshot_dir: Path
-    ) -> None:
+    def __init__(self, spec: IndexSpec, *, source: SegmentSource, snapshot_dir: Path) -> None:
+        if source.dim != spec.dim:
+            raise IndexMismatch(f"the segment source holds dim {source.dim}, the index {spec.dim}")
         self.spec = spec
-        self.sessions = sessions
+        self.source = source
         self.snapshot_dir = snapshot_dir
         self._lock = ReadWriteLock()
-        # 60-row query batches must take FAISS's BLAS path (see factory.prefer_blas).
-        factory.prefer_blas(spec.dim)
+        # 60-row query batches must take FAISS's BLAS path (see tuning.prefer_blas).
+        tuning.prefer_blas(spec.dim)
         self._state = self._empty(spec.factory)
         # Changes since start vs. the count the last snapshot captured: a snapshot is due when
         # they differ (a counter, not a flag, so a change during a save is never lost).
@@ -193,7 +167,7 @@ class IndexManager:
                 state.index,
                 np.ascontiguousarray(vectors, dtype=np.float32),
                 k=k,
-                threads=factory.SEARCH_THREADS_DEFAULT,
+                threads=tuning.SEARCH_THREADS_DEFAULT,
             )
             tracks, starts = _resolve(state, ids)
             return SearchResult(
@@ -211,59 +185,29 @@ class IndexManager:
         Read from the database rather than the index, so it works for every factory
         (compressed indexes cannot give back exact vectors).
         """
-        wanted = np.asarray(segment_ids, dtype=np.int64)
-        unique = np.unique(wanted)
-        with self.sessions() as session:
-            rows = session.execute(
-                sa.text("SELECT id, vector FROM segments WHERE id = ANY(:ids) ORDER BY id"),
-                {"ids": [int(i) for i in unique]},
-            ).all()
-        if len(rows) != unique.size:
-            missing = sorted(set(unique.tolist()) - {int(r.id) for r in rows})
-            raise IndexMismatch(f"segments {missing[:5]} are in the index but not the database")
-        vectors = self._vectors([r.vector for r in rows])
-        return vectors[np.searchsorted(unique, wanted)]
+        return self.source.vectors(segment_ids)
 
     # -- keeping up with the database --------------------------------------------------------
 
     def sync(self) -> SyncStats:
         """Add segments written since the watermark and drop newly withdrawn tracks."""
         stats = SyncStats()
-        with self.sessions() as session:
-            while True:
-                rows = self._segments_after(session, self._state.segment_watermark)
-                if not rows:
-                    break
-                with self._lock.writing():
-                    stats.added += self._append(self._state, rows)
-                    self._changes += 1
-            withdrawals = session.execute(
-                sa.text(
-                    "SELECT id, withdrawal_seq FROM tracks "
-                    "WHERE withdrawal_seq > :after ORDER BY withdrawal_seq"
-                ),
-                {"after": self._state.withdrawal_watermark},
-            ).all()
-            if withdrawals:
-                segment_ids = session.scalars(
-                    sa.text(
-                        "SELECT id FROM segments WHERE track_id = ANY(:tracks) "
-                        "AND embedder = :embedder AND embedder_version = :version"
-                    ),
-                    {
-                        "tracks": [w.id for w in withdrawals],
-                        "embedder": self.spec.embedder,
-                        "version": self.spec.embedder_version,
-                    },
-                ).all()
-                with self._lock.writing():
-                    if segment_ids:
-                        stats.removed = factory.remove(
-                            self._state.index, np.asarray(segment_ids, dtype=np.int64)
-                        )
-                    self._state.withdrawal_watermark = int(withdrawals[-1].withdrawal_seq)
-                    self._changes += 1
-                stats.withdrawn_tracks = len(withdrawals)
+        while True:
+            batch = self.source.segments_after(self._state.segment_watermark, limit=_BATCH)
+            if not len(batch):
+                break
+            with self._lock.writing():
+                stats.added += self._append(self._state, batch)
+                self._changes += 1
+        withdrawals = self.source.withdrawals_after(self._state.withdrawal_watermark)
+        if withdrawals:
+            segment_ids = self.source.segment_ids_of([track for track, _ in withdrawals])
+            with self._lock.writing():
+                if segment_ids.size:
+                    stats.removed = factory.remove(self._state.index, segment_ids)
+                self._state.withdrawal_watermark = withdrawals[-1][1]
+                self._changes += 1
+            stats.withdrawn_tracks = len(withdrawals)
         if stats.added or stats.withdrawn_tracks:
             log.info(
                 "index.synced",
@@ -274,53 +218,20 @@ class IndexManager:
             )
         return stats
 
-    def _segments_after(self, session: Session, after: int) -> list[Any]:
-        """The next batch of this embedder's segments with ids above `after`, in id order."""
-        return list(
-            session.execute(
-                sa.text(
-                    "SELECT s.id, s.track_id, s.start_s, s.vector, "
-                    "t.withdrawn_at IS NOT NULL AS withdrawn "
-                    "FROM segments s JOIN tracks t ON t.id = s.track_id "
-                    "WHERE s.embedder = :embedder AND s.embedder_version = :version "
-                    "AND s.id > :after ORDER BY s.id LIMIT :limit"
-                ),
-                {
-                    "embedder": self.spec.embedder,
-                    "version": self.spec.embedder_version,
-                    "after": after,
-                    "limit": _BATCH,
-                },
-            )
-        )
-
-    def _append(self, state: _State, rows: list[Any]) -> int:
-        keep = [r for r in rows if not r.withdrawn]
-        state.segment_watermark = int(rows[-1].id)
-        if not keep:
+    def _append(self, state: _State, batch: SegmentBatch) -> int:
+        state.segment_watermark = int(batch.ids[-1])
+        keep = np.flatnonzero(batch.live)
+        if keep.size == 0:
             return 0
-        ids = np.fromiter((r.id for r in keep), dtype=np.int64, count=len(keep))
-        vectors = self._vectors([r.vector for r in keep])
+        ids = batch.ids[keep]
         if factory.needs_training(state.index):
             raise IndexMismatch("index is not trained; rebuild it")
-        factory.add(state.index, vectors, ids)
-        slots = np.fromiter((state.slot(r.track_id) for r in keep), dtype=np.int64)
-        starts = np.fromiter((r.start_s for r in keep), dtype=np.float32, count=len(keep))
+        factory.add(state.index, np.ascontiguousarray(batch.vectors[keep]), ids)
+        slots = np.fromiter((state.slot(batch.track_ids[i]) for i in keep), dtype=np.int64)
         state.segment_ids = np.concatenate([state.segment_ids, ids])
         state.segment_tracks = np.concatenate([state.segment_tracks, slots])
-        state.segment_starts = np.concatenate([state.segment_starts, starts])
-        return len(keep)
-
-    def _vectors(self, blobs: list[bytes]) -> npt.NDArray[np.float32]:
-        expected = self.spec.dim * 4
-        bad = next((len(b) for b in blobs if len(b) != expected), None)
-        if bad is not None:
-            raise IndexMismatch(
-                f"a stored vector has {bad // 4} values; {self.spec.embedder} "
-                f"{self.spec.embedder_version} vectors have {self.spec.dim}"
-            )
-        joined = np.frombuffer(b"".join(blobs), dtype="<f4")
-        return np.ascontiguousarray(joined.reshape(len(blobs), self.spec.dim), dtype=np.float32)
+        state.segment_starts = np.concatenate([state.segment_starts, batch.starts[keep]])
+        return int(keep.size)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -354,16 +265,13 @@ class IndexManager:
                 state = self._empty("Flat")
             else:
                 factory.train(state.index, sample)
-        with self.sessions() as session:
-            while True:
-                rows = self._segments_after(session, state.segment_watermark)
-                if not rows:
-                    break
-                self._append(state, rows)
-            # Withdrawals up to now are reflected by skipping their segments above.
-            state.withdrawal_watermark = int(
-                session.scalar(sa.text("SELECT coalesce(max(withdrawal_seq), 0) FROM tracks")) or 0
-            )
+        while True:
+            batch = self.source.segments_after(state.segment_watermark, limit=_BATCH)
+            if not len(batch):
+                break
+            self._append(state, batch)
+        # Withdrawals up to now are reflected by skipping their segments above.
+        state.withdrawal_watermark = self.source.last_withdrawal()
         log.info(
             "index.built",
             segments=int(state.index.ntotal),
@@ -373,26 +281,11 @@ class IndexManager:
         return state
 
     def _training_sample(self, n: int) -> npt.NDArray[np.float32]:
-        """Up to `n` stored vectors, the same ones for the same table (ids chosen by hash).
-
-        The ids are picked first and the vectors read after: ordering whole rows, vectors
-        included, by hash made a rebuild of a million segments sort gigabytes. Withdrawn
-        tracks' segments may be in the sample: they describe the same kind of music, and
-        leaving out the join keeps the plan a single index scan whatever the statistics say.
-        """
-        with self.sessions() as session:
-            ids = session.scalars(
-                sa.text(
-                    "SELECT id FROM segments WHERE embedder = :embedder "
-                    "AND embedder_version = :version ORDER BY md5(id::text) LIMIT :n"
-                ),
-                {"embedder": self.spec.embedder, "version": self.spec.embedder_version, "n": n},
-            ).all()
-        if not ids:
+        """Up to `n` stored vectors, the same ones for the same table, in id order."""
+        ids = self.source.sample_ids(n)
+        if ids.size == 0:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
-        # In id order, as k-means has always seen them. Segments are never deleted (a
-        # withdrawal keeps them), so every id picked is still there.
-        return self.stored_vectors(np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids))))
+        return self.source.vectors(ids)
 
     # -- snapshots ---------------------------------------------------------------------------
 
