@@ -363,11 +363,11 @@ def test_window_and_frame_hop_are_parameters(
 @pytest.mark.parametrize(
     ("make", "sr", "match"),
     [
-        (lambda a: a, 44_100, "must be 48000 Hz.*got 44100"),
-        (lambda a: np.stack([a, a]), SR, r"mono.*shape \(2, 300000\)"),
-        (lambda a: np.stack([a, a], axis=1), SR, r"mono.*shape \(300000, 2\)"),
-        (lambda a: a.astype(np.float64), SR, "float32, got float64"),
-        (lambda a: a.astype(np.int16), SR, "float32, got int16"),
+        (lambda a: a, 44_100, "must be 48000 Hz.*sr=44100"),
+        (lambda a: np.stack([a, a]), SR, r"mono.*shape=\(2, 300000\)"),
+        (lambda a: np.stack([a, a], axis=1), SR, r"mono.*shape=\(300000, 2\)"),
+        (lambda a: a.astype(np.float64), SR, "float32, got dtype=float64"),
+        (lambda a: a.astype(np.int16), SR, "float32, got dtype=int16"),
         (lambda a: a[: int(3.5 * SR)], SR, r"3\.500 s \(168000 samples\), shorter than one 4 s"),
         (lambda a: a[: 4 * SR - 1], SR, r"191999 samples\), shorter than one 4 s window"),
         (lambda a: a[:0], SR, r"0\.000 s \(0 samples\)"),

@@ -182,7 +182,7 @@ def test_silence_gives_zero_rows_not_noise() -> None:
     [
         (lambda: np.zeros((SR * 10, 2), np.float32), r"shape=\(110250, 2\)"),
         (lambda: np.zeros(SR * 10, np.float64), "dtype=float64"),
-        (lambda: np.zeros(SR, np.float32), "1.00 s"),
+        (lambda: np.zeros(SR, np.float32), r"1\.000 s"),
         (lambda: np.full(SR * 10, np.nan, np.float32), "non-finite"),
         (lambda: [0.0] * SR * 10, "list"),
     ],

@@ -139,7 +139,7 @@ def params_for(params: AttributionParams, embedder: Embedder) -> AttributionPara
     """The attribution parameters as this embedder can use them: query-side transpositions
     need an embedder that can transpose its vectors (the spectral one); without, the query is
     searched as it is. The result is what each check records."""
-    if getattr(embedder, "transpose", None) is None and params.transpositions != (0,):
+    if not embedder.can_transpose and params.transpositions != (0,):
         return replace(params, transpositions=(0,))
     return params
 
@@ -178,7 +178,7 @@ def analyse(
         query_duration_s=duration_s,
         search=search,
         params=params,
-        transpose=getattr(embedder, "transpose", None),
+        transpose=embedder.transpose if embedder.can_transpose else None,
         reconstruct=index.stored_vectors,
     )
     return Analysis(

@@ -47,6 +47,9 @@ class Embedder(Protocol):
     sample_rate: int
     window_s: float
     hop_s: float
+    # Whether `transpose` works: the vectors of transposed audio can be computed from the
+    # vectors themselves (the spectral embedder's chroma rotate; learned embeddings do not).
+    can_transpose: bool
 
     def embed(self, audio: FloatArray, sr: int, *, hop_s: float | None = None) -> Embedding:
         """Embed mono float32 audio sampled at `sr` (must equal `sample_rate`).
@@ -55,6 +58,42 @@ class Embedder(Protocol):
         hop_s : hop between window starts; defaults to the embedder's `hop_s`
         """
         ...
+
+    def transpose(self, vectors: FloatArray, semitones: int) -> FloatArray:
+        """The vectors the same audio would give transposed by `semitones`.
+
+        vectors : np.ndarray [shape=(n, dim)] from `embed`
+        Raises EmbeddingError when `can_transpose` is False.
+        """
+        ...
+
+
+def check_audio(audio: object, sr: int, *, sample_rate: int, window_s: float = 0.0) -> FloatArray:
+    """Validate embedder input: mono float32 finite samples at `sample_rate`, at least
+    `window_s` long; returns it. Every embedder calls this first, so every one rejects bad
+    input alike, naming the bad value.
+    """
+    if not isinstance(audio, np.ndarray):
+        raise EmbeddingError(f"audio must be a numpy array, got {type(audio).__name__}")
+    if audio.ndim != 1:
+        raise EmbeddingError(
+            f"audio must be mono with shape (n_samples,), got shape={audio.shape}; "
+            "mix channels down first"
+        )
+    if audio.dtype != np.float32:
+        raise EmbeddingError(f"audio must be float32, got dtype={audio.dtype}")
+    if isinstance(sr, bool) or sr != sample_rate:
+        raise EmbeddingError(f"sample rate must be {sample_rate} Hz, got sr={sr!r}; resample first")
+    need = round(window_s * sample_rate)
+    if audio.shape[0] < need:
+        raise EmbeddingError(
+            f"audio is {audio.shape[0] / sample_rate:.3f} s ({audio.shape[0]} samples), "
+            f"shorter than one {window_s:g} s window ({need} samples)"
+        )
+    if not np.isfinite(audio).all():
+        raise EmbeddingError("audio holds non-finite samples (NaN or infinity)")
+    checked: FloatArray = audio
+    return checked
 
 
 def l2_normalise(vectors: FloatArray) -> FloatArray:

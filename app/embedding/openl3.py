@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
-from app.embedding.base import Embedding, EmbeddingError, FloatArray, l2_normalise
+from app.embedding.base import Embedding, EmbeddingError, FloatArray, check_audio, l2_normalise
 
 if TYPE_CHECKING:
     import torch  # type: ignore[import-not-found, unused-ignore]
@@ -210,6 +210,7 @@ class OpenL3Embedder:
     """
 
     name: str = "openl3"
+    can_transpose: bool = False
     dim: int = EMBEDDING_SIZE
     sample_rate: int = SAMPLE_RATE
 
@@ -260,6 +261,11 @@ class OpenL3Embedder:
         )
         self._model = _load_model(self.weights_path)
 
+    def transpose(self, vectors: FloatArray, semitones: int) -> FloatArray:
+        """Not possible: a learned embedding of transposed audio cannot be derived from the
+        vectors (the query's audio would have to be pitch-shifted and embedded again)."""
+        raise EmbeddingError("OpenL3 vectors cannot be transposed; search them as they are")
+
     @property
     def frames_per_window(self) -> int:
         """Number of 1 s frames pooled into each window."""
@@ -279,34 +285,6 @@ class OpenL3Embedder:
             raise ValueError(f"hop_s is below one sample at {SAMPLE_RATE} Hz: {hop_s!r}")
         return hop_n
 
-    @staticmethod
-    def _check_signal(audio: FloatArray, sr: int) -> None:
-        """Mono 1-D float32 finite samples at 48 kHz."""
-        audio_obj: object = audio
-        if not isinstance(audio_obj, np.ndarray):
-            raise EmbeddingError(f"audio must be a numpy array, got {type(audio_obj).__name__}")
-        if audio.ndim != 1:
-            raise EmbeddingError(
-                f"audio must be mono with shape (n_samples,), got shape {audio.shape}; "
-                "mix channels down first"
-            )
-        if audio.dtype != np.float32:
-            raise EmbeddingError(f"audio must be float32, got {audio.dtype}")
-        if isinstance(sr, bool) or sr != SAMPLE_RATE:
-            raise EmbeddingError(
-                f"sample rate must be {SAMPLE_RATE} Hz for OpenL3, got {sr!r}; resample first"
-            )
-        if not np.isfinite(audio).all():
-            raise EmbeddingError("audio contains NaN or infinite samples")
-
-    def _check_audio(self, audio: FloatArray, sr: int) -> None:
-        self._check_signal(audio, sr)
-        if audio.shape[0] < self._window_n:
-            raise EmbeddingError(
-                f"audio is {audio.shape[0] / SAMPLE_RATE:.3f} s ({audio.shape[0]} samples), "
-                f"shorter than one {self.window_s:g} s window ({self._window_n} samples)"
-            )
-
     def embed(self, audio: FloatArray, sr: int, *, hop_s: float | None = None) -> Embedding:
         """Embed mono float32 audio at 48 kHz into one vector per full window.
 
@@ -320,7 +298,7 @@ class OpenL3Embedder:
                 hop_n = self._hop_samples(hop_s)
             except ValueError as exc:
                 raise EmbeddingError(str(exc)) from None
-        self._check_audio(audio, sr)
+        check_audio(audio, sr, sample_rate=SAMPLE_RATE, window_s=self.window_s)
         n_windows = (audio.shape[0] - self._window_n) // hop_n + 1
         window_starts = np.arange(n_windows, dtype=np.int64) * hop_n
         frame_starts = (window_starts[:, None] + self._frame_offsets[None, :]).reshape(-1)
@@ -340,7 +318,7 @@ class OpenL3Embedder:
 
     def embed_frames(self, audio: FloatArray, sr: int, starts_s: Sequence[float]) -> FloatArray:
         """Raw (not normalised) OpenL3 embeddings of the 1 s frames starting at `starts_s`."""
-        self._check_signal(audio, sr)
+        check_audio(audio, sr, sample_rate=SAMPLE_RATE)
         offsets = np.round(np.asarray(starts_s, dtype=np.float64) * SAMPLE_RATE).astype(np.int64)
         if offsets.ndim != 1:
             raise EmbeddingError(f"starts_s must be a flat sequence, got shape {offsets.shape}")

@@ -39,7 +39,13 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from app.embedding.base import Embedding, EmbeddingError, FloatArray, l2_normalise
+from app.embedding.base import (
+    Embedding,
+    EmbeddingError,
+    FloatArray,
+    check_audio,
+    l2_normalise,
+)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -92,6 +98,7 @@ class SpectralEmbedder:
     """
 
     name: str = "spectral"
+    can_transpose: bool = True
 
     def __init__(self, config: SpectralConfig | None = None) -> None:
         cfg = config or SpectralConfig()
@@ -145,21 +152,7 @@ class SpectralEmbedder:
         return out
 
     def _check(self, audio: object, sr: int, hop_s: float | None) -> int:
-        if not isinstance(audio, np.ndarray):
-            raise EmbeddingError(f"expected a numpy array, got {type(audio).__name__}")
-        if audio.ndim != 1:
-            raise EmbeddingError(f"expected mono audio of shape (n,), got shape={audio.shape}")
-        if audio.dtype != np.float32:
-            raise EmbeddingError(f"expected float32 audio, got dtype={audio.dtype}")
-        if sr != self.sample_rate:
-            raise EmbeddingError(f"expected sample rate {self.sample_rate}, got sr={sr}")
-        if self._n_frames(audio.shape[0]) < self.config.window_frames:
-            raise EmbeddingError(
-                f"audio is {audio.shape[0] / sr:.2f} s long; at least {self.window_s:.2f} s "
-                "(one window) is needed"
-            )
-        if not np.all(np.isfinite(audio)):
-            raise EmbeddingError("audio holds non-finite samples")
+        check_audio(audio, sr, sample_rate=self.sample_rate, window_s=self.window_s)
         hop = self.hop_s if hop_s is None else hop_s
         if isinstance(hop, bool) or not isinstance(hop, float | int) or not math.isfinite(hop):
             raise EmbeddingError(f"hop_s must be a positive number of seconds, got {hop!r}")
