@@ -300,8 +300,9 @@ def test_transpositions_are_searched_only_with_an_embedder_that_can_transpose() 
     params = AttributionParams(transpositions=(-1, 0, 1))
     assert check_service.params_for(params, SpectralEmbedder()) == params
 
-    class Plain:  # an embedder without `transpose`, as OpenL3 is
+    class Plain:  # an embedder that cannot transpose its vectors, as OpenL3 cannot
         name, version, dim, sample_rate, window_s, hop_s = "plain", "1", 8, 8000, 1.0, 1.0
+        can_transpose = False
 
     adapted = check_service.params_for(params, Plain())  # type: ignore[arg-type]
     assert adapted.transpositions == (0,)

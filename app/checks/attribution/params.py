@@ -1,0 +1,122 @@
+"""Search, alignment and scoring constants, read from a calibration file."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from app.config import DEFAULT_CALIBRATION
+
+
+@dataclass(frozen=True)
+class AttributionParams:
+    """Search, alignment and scoring constants; `load` reads a calibration file."""
+
+    query_hop_s: float = 0.5  # hop between query windows
+    transpositions: tuple[int, ...] = (
+        -2,
+        -1,
+        0,
+        1,
+        2,
+    )  # semitone shifts the query is also searched at
+    k: int = 20  # neighbours per query window and variant
+    similarity_floor: float = 0.6
+    similarity_full: float = 0.9
+    tempo_min: float = 0.85
+    tempo_max: float = 1.15
+    tempo_step: float = 0.02  # log-spaced ratio grid step
+    offset_tolerance_s: float = 1.5
+    max_gap_s: float = 4.0
+    min_run_s: float = 2.0
+    min_run_hits: int = 3
+    max_runs_per_track: int = 4
+    full_coverage_s: float = 16.0
+    min_evidence_s: float = 4.0
+    residual_passes: int = 1  # explain-away rounds in `attribute_vectors`; 0 turns it off
+    explain_threshold: float = 0.1  # resemblance from which a match is explained away
+    abstain_threshold: float = 0.3
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.k < 1:
+            problems.append(f"k={self.k} must be >= 1")
+        if not self.transpositions or len(set(self.transpositions)) != len(self.transpositions):
+            problems.append(f"transpositions={self.transpositions} must be distinct, not empty")
+        if not -1.0 <= self.similarity_floor < self.similarity_full <= 1.0:
+            problems.append(
+                f"need -1 <= similarity_floor ({self.similarity_floor}) < similarity_full "
+                f"({self.similarity_full}) <= 1"
+            )
+        if not 0 < self.tempo_min <= 1.0 <= self.tempo_max:
+            problems.append(
+                f"need 0 < tempo_min <= 1 <= tempo_max, got {self.tempo_min}..{self.tempo_max}"
+            )
+        for name in ("query_hop_s", "tempo_step", "offset_tolerance_s", "max_gap_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                problems.append(f"{name}={value} must be positive")
+        if not 0 <= self.min_evidence_s <= self.full_coverage_s:
+            problems.append(
+                f"need 0 <= min_evidence_s ({self.min_evidence_s}) <= full_coverage_s "
+                f"({self.full_coverage_s}), full_coverage_s > 0"
+            )
+        if self.full_coverage_s <= 0:
+            problems.append(f"full_coverage_s={self.full_coverage_s} must be positive")
+        if self.min_run_s < 0:
+            problems.append(f"min_run_s={self.min_run_s} must be >= 0")
+        if self.min_run_hits < 2:
+            problems.append(f"min_run_hits={self.min_run_hits} must be >= 2")
+        if self.max_runs_per_track < 1:
+            problems.append(f"max_runs_per_track={self.max_runs_per_track} must be >= 1")
+        if self.residual_passes < 0:
+            problems.append(f"residual_passes={self.residual_passes} must be >= 0")
+        if not 0.0 <= self.explain_threshold <= 1.0:
+            problems.append(f"explain_threshold={self.explain_threshold} must be in 0..1")
+        if not 0.0 <= self.abstain_threshold <= 1.0:
+            problems.append(f"abstain_threshold={self.abstain_threshold} must be in 0..1")
+        if problems:
+            raise ValueError("invalid attribution parameters: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_CALIBRATION) -> AttributionParams:
+        """Read the ``params`` object of a calibration file; unknown names are an error."""
+        data = json.loads(path.read_text())
+        raw = data.get("params") if isinstance(data, dict) else None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object with a 'params' object")
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AttributionParams:
+        """Build from JSON values; unknown names and wrong types are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown attribution parameters: {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            default = getattr(cls, name)
+            if isinstance(default, tuple):
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value
+                ):
+                    raise ValueError(f"attribution parameter {name}={value!r} must be int list")
+                value = tuple(value)
+            elif isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"attribution parameter {name}={value!r} must be an int")
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"attribution parameter {name}={value!r} must be a number")
+            values[name] = value
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters as JSON-ready values (recorded with every check)."""
+        out = asdict(self)
+        out["transpositions"] = list(self.transpositions)
+        return out

@@ -1,0 +1,59 @@
+"""Scoring: how much of the query a track's runs cover, and how well.
+
+Scoring
+-------
+Each query window's best inlier similarity ``s`` maps to a quality
+``u = clip((s - similarity_floor) / (similarity_full - similarity_floor), 0, 1)``; query
+windows inside a run's span without an inlier count as 0. A run covers the windows of its span
+with its mean quality; where runs overlap the best counts. Each window stands for one query hop
+of time (its centre slot), so the query offers ``offered = n_windows * hop`` seconds to cover,
+its duration minus about one window. Then
+
+    resemblance = min(1, covered / clip(offered, min_evidence_s, full_coverage_s))
+
+* ``full_coverage_s`` caps what full coverage asks for: a borrowing of ``full_coverage_s`` plus
+  one window or more inside a longer piece scores like a whole-piece use; shorter borrowings
+  score in proportion to their length.
+* ``min_evidence_s`` keeps a very short query, where one chance run can cover everything, from
+  reaching full resemblance on little evidence.
+* Counting window centres rather than whole windows keeps short runs from claiming a whole
+  window length each.
+
+Tracks below ``abstain_threshold`` are dropped; the threshold is calibrated on music that is
+not in the catalogue (``python -m bench.attribution --calibrate``, written to calibration.json).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from app.checks.attribution.params import AttributionParams
+
+if TYPE_CHECKING:
+    from app.checks.attribution.align import Run
+
+F64 = npt.NDArray[np.float64]
+
+
+def quality(sim: F64, params: AttributionParams) -> F64:
+    span = params.similarity_full - params.similarity_floor
+    out: F64 = np.clip((sim - params.similarity_floor) / span, 0.0, 1.0)
+    return out
+
+
+def resemblance(
+    runs: list[Run], n_windows: int, query_hop_s: float, params: AttributionParams
+) -> float:
+    """Quality-weighted share of the query the runs cover, see the module docstring."""
+    covered = np.zeros(n_windows)
+    for run in runs:
+        span = covered[run.first : run.last + 1]
+        mean_quality = sum(run.quality.values()) / span.size
+        np.maximum(span, mean_quality, out=span)
+    seconds = float(covered.sum()) * query_hop_s
+    offered = n_windows * query_hop_s
+    denominator = min(max(offered, params.min_evidence_s), params.full_coverage_s)
+    return float(min(1.0, seconds / denominator))
