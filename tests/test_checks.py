@@ -17,7 +17,8 @@ from app.checks import service as check_service
 from app.config import Settings
 from app.db import make_sessionmaker
 from tests.audio_synth import melody_track, white_noise, write_audio
-from tests.factories import Tenants, scalar, submit_check
+from app.main import create_app
+from tests.factories import Tenants, run_jobs, scalar, submit_check, upload
 from tests.worlds import RATE, SEEDS, SR, Music, excerpt
 
 
@@ -307,3 +308,23 @@ def test_transpositions_are_searched_only_with_an_embedder_that_can_transpose() 
     adapted = check_service.params_for(params, Plain())  # type: ignore[arg-type]
     assert adapted.transpositions == (0,)
     assert adapted.k == params.k
+
+
+def test_a_track_matches_in_the_very_next_check_once_it_reads_indexed(
+    settings: Settings, engine: Engine, music: Music
+) -> None:
+    # The index's own polling is pushed out of reach: only the check can bring it up to date.
+    slow_sync = settings.model_copy(update={"index_sync_seconds": 3600.0})
+    with TestClient(create_app(slow_sync)) as client:
+        tenants = Tenants(client, engine)
+        label, company = tenants.label(), tenants.ai_company()
+        catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.3)
+        track_id = upload(client, label, catalogue["id"], music.track(13)).json()["id"]
+        run_jobs(slow_sync, engine)
+        track = client.get(f"/v1/tracks/{track_id}", headers=label.headers).json()
+        assert track["status"] == "indexed"
+
+        path = music.write("query-13-right-after", lambda: excerpt(13, 4.0, 14.0))
+        result = submit_check(client, company, path).json()
+        assert [m["track_id"] for m in result["matches"] if m["is_use"]] == [track_id]
+        assert result["index_watermark"] >= scalar(engine, "SELECT max(id) FROM segments")

@@ -62,6 +62,11 @@ class SegmentStore:
             live=np.fromiter((r.live for r in rows), dtype=bool, count=len(rows)),
         )
 
+    def last_segment_id(self) -> int:
+        with self.sessions() as session:
+            last = session.scalar(sa.select(sa.func.max(Segment.id)).where(self._ours()))
+        return int(last or 0)
+
     def withdrawals_after(self, after: int) -> list[tuple[uuid.UUID, int]]:
         stmt = (
             sa.select(Track.id, Track.withdrawal_seq)

@@ -168,6 +168,7 @@ def analyse(
     )
     duration_s = len(audio) / embedder.sample_rate
     embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
+    index.catch_up()
     search = _LicensedSearch(
         index, sessions, at=at, k=params.k, min_similarity=params.similarity_floor
     )

@@ -74,6 +74,10 @@ class SegmentSource(Protocol):
         """Up to `limit` segments with ids above `after`; empty when there are none."""
         ...
 
+    def last_segment_id(self) -> int:
+        """The highest committed segment id of this embedder (0 before the first)."""
+        ...
+
     def withdrawals_after(self, after: int) -> list[tuple[uuid.UUID, int]]:
         """(track id, withdrawal number) of tracks withdrawn after number `after`, in order."""
         ...

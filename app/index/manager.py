@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class IndexManager:
         self.source = source
         self.snapshot_dir = snapshot_dir
         self._lock = ReadWriteLock()
+        # One sync at a time: two would append the same new segments twice.
+        self._sync_lock = threading.Lock()
         # 60-row query batches must take FAISS's BLAS path (see tuning.prefer_blas).
         tuning.prefer_blas(spec.dim)
         self._state = self._empty(spec.factory)
@@ -138,11 +141,12 @@ class IndexManager:
         return stats
 
     def rebuild(self) -> None:
-        """Build a fresh index from PostgreSQL and swap it in."""
-        state = self._build()
-        with self._lock.writing():
-            self._state = state
-            self._changes += 1
+        """Build a fresh index from PostgreSQL and swap it in (searches go on meanwhile)."""
+        with self._sync_lock:  # a sync running against the old state would be lost
+            state = self._build()
+            with self._lock.writing():
+                self._state = state
+                self._changes += 1
 
     @property
     def size(self) -> int:
@@ -189,8 +193,22 @@ class IndexManager:
 
     # -- keeping up with the database --------------------------------------------------------
 
+    def catch_up(self) -> None:
+        """Take in every segment committed so far, now (read-your-writes).
+
+        A check calls this before it searches: once a track reads `indexed`, the next check
+        can match it, on any replica, without waiting for the periodic sync. Costs one
+        indexed lookup of the highest segment id when there is nothing new.
+        """
+        if self.source.last_segment_id() > self.watermark:
+            self.sync()
+
     def sync(self) -> SyncStats:
         """Add segments written since the watermark and drop newly withdrawn tracks."""
+        with self._sync_lock:
+            return self._sync()
+
+    def _sync(self) -> SyncStats:
         stats = SyncStats()
         while True:
             batch = self.source.segments_after(self._state.segment_watermark, limit=_BATCH)
