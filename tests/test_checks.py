@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from app.checks import service as check_service
 from app.config import Settings
 from app.db import make_sessionmaker
-from tests.audio_synth import melody_track, white_noise, write_audio
 from app.main import create_app
+from tests.audio_synth import melody_track, white_noise, write_audio
 from tests.factories import Tenants, run_jobs, scalar, submit_check, upload
 from tests.worlds import RATE, SEEDS, SR, Music, excerpt
 
