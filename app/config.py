@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +32,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
 
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    default_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="License threshold where a catalogue's terms omit it. Unset: the "
+        "calibrated `use_threshold` of the calibration file (false-positive rate <= 1 %).",
+    )
     platform_fee_bps: int = Field(default=0, ge=0, le=10_000)
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -76,6 +83,13 @@ class Settings(BaseSettings):
         return url
 
     @property
+    def use_threshold(self) -> float:
+        """The license threshold catalogues get when their terms omit one."""
+        if self.default_threshold is not None:
+            return self.default_threshold
+        return calibrated_use_threshold(self.calibration_file)
+
+    @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 
@@ -86,6 +100,16 @@ class Settings(BaseSettings):
     @property
     def embedded_pg_dir(self) -> Path:
         return self.data_dir / "pg"
+
+
+@lru_cache(maxsize=8)
+def calibrated_use_threshold(path: Path) -> float:
+    """`params.use_threshold` of a calibration file (read once per path)."""
+    data = json.loads(path.read_text())
+    value = data.get("params", {}).get("use_threshold") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{path}: params.use_threshold must be a number within 0..1")
+    return float(value)
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app import health
 from app.catalogues.routes import router as catalogues_router
 from app.catalogues.segments import segment_index
-from app.checks.attribution import AttributionParams
+from app.checks.attribution import Calibration
 from app.checks.flow import CheckFlow
 from app.checks.routes import router as checks_router
 from app.config import Settings, get_settings
@@ -65,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         blobs=runtime.blobs,
         embedder=runtime.embedder,
         index=index,
-        params=AttributionParams.load(settings.calibration_file),
+        calibration=Calibration.load(settings.calibration_file),
         appender=LedgerAppender(runtime.sessions),
     )
     app.state.service = service

@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
+from app.checks.attribution import DEFAULT_CALIBRATION, AttributionParams
+from app.config import Settings
+from app.main import create_app
 from tests.factories import Tenants
 
 
@@ -43,9 +47,19 @@ def test_label_registers_catalogue_with_terms(client: TestClient, tenants: Tenan
     assert read == body
 
 
-def test_threshold_defaults_to_the_service_setting(client: TestClient, tenants: Tenants) -> None:
+def test_threshold_defaults_to_the_calibrated_use_threshold(
+    client: TestClient, tenants: Tenants
+) -> None:
     catalogue = tenants.catalogue(tenants.label())
-    assert catalogue["license"]["threshold"] == client.app.state.settings.default_threshold  # type: ignore[attr-defined]
+    calibrated = AttributionParams.load(DEFAULT_CALIBRATION).use_threshold
+    assert catalogue["license"]["threshold"] == calibrated
+
+
+def test_threshold_setting_overrides_the_calibration(settings: Settings, engine: Engine) -> None:
+    with TestClient(create_app(settings.model_copy(update={"default_threshold": 0.77}))) as c:
+        tenants = Tenants(c, engine)
+        catalogue = tenants.catalogue(tenants.label())
+    assert catalogue["license"]["threshold"] == 0.77
 
 
 def test_new_terms_make_a_new_version_and_old_versions_stay(

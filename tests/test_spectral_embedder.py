@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from app.audio.decode import load
-from app.checks.attribution import AttributionParams, SearchResult, TrackMatch, attribute_vectors
+from app.checks.attribution import (
+    AttributionParams,
+    SearchResult,
+    TrackMatch,
+    TrackWindows,
+    attribute_vectors,
+)
 from app.embedding.base import Embedder, EmbeddingError
 from app.embedding.spectral import SpectralEmbedder
 from app.index import factory
@@ -85,6 +91,10 @@ class Catalogue:
             segments=ids,
         )
 
+    def windows(self, tracks: Sequence[int]) -> dict[int, TrackWindows]:
+        rows = {t: np.flatnonzero(self.track_of == t) for t in tracks}
+        return {t: TrackWindows(self.start_of[r], self.vectors[r]) for t, r in rows.items()}
+
     def match(self, query: np.ndarray) -> list[TrackMatch]:
         """What a check does: embed at the query hop, then search, align and score."""
         emb = EMBEDDER.embed(query, SR, hop_s=PARAMS.query_hop_s)
@@ -96,7 +106,7 @@ class Catalogue:
             search=self.search,
             params=PARAMS,
             transpose=EMBEDDER.transpose,
-            reconstruct=lambda ids: self.vectors[ids],
+            windows=self.windows,
         )
 
 

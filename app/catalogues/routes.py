@@ -71,7 +71,7 @@ def create_catalogue(
         name=body.name,
         description=body.description,
         terms=body.license,
-        default_threshold=settings.default_threshold,
+        default_threshold=settings.use_threshold,
     )
     return _reads(session, [catalogue], settings.currency)[0]
 
@@ -129,9 +129,7 @@ def put_license(
 ) -> LicenseTermsRead:
     # The row lock serialises concurrent changes so versions never collide.
     catalogue = catalogues.get_owned(session, catalogue_id, principal.org_id, lock=True)
-    terms = catalogues.set_terms(
-        session, catalogue, body, default_threshold=settings.default_threshold
-    )
+    terms = catalogues.set_terms(session, catalogue, body, default_threshold=settings.use_threshold)
     return terms_read(terms, settings.currency)
 
 

@@ -106,6 +106,28 @@ class SegmentStore:
         vectors = self._decode([r.vector for r in rows])
         return vectors[np.searchsorted(unique, wanted)]
 
+    def track_windows(
+        self, track_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[FloatArray, FloatArray]]:
+        if not track_ids:
+            return {}
+        stmt = (
+            sa.select(Segment.track_id, Segment.start_s, Segment.vector)
+            .where(self._ours(), Segment.track_id.in_(list(track_ids)))
+            .order_by(Segment.track_id, Segment.start_s)
+        )
+        with self.sessions() as session:
+            rows = session.execute(stmt).all()
+        out: dict[uuid.UUID, tuple[FloatArray, FloatArray]] = {}
+        first = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or rows[i].track_id != rows[first].track_id:
+                part = rows[first:i]
+                starts = np.fromiter((r.start_s for r in part), dtype=np.float32, count=len(part))
+                out[rows[first].track_id] = (starts, self._decode([r.vector for r in part]))
+                first = i
+        return out
+
     def sample_ids(self, n: int) -> IdArray:
         # Ids are picked first and the vectors read after: ordering whole rows, vectors
         # included, by hash made a rebuild of a million segments sort gigabytes. Withdrawn

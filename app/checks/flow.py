@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.blobs import BlobStore
 from app.checks import service as checks
-from app.checks.attribution import AttributionParams
+from app.checks.attribution import Calibration
 from app.config import Settings
 from app.db import utcnow
 from app.embedding import Embedder
@@ -65,7 +65,7 @@ class CheckFlow:
         blobs: BlobStore,
         embedder: Embedder,
         index: IndexManager,
-        params: AttributionParams,
+        calibration: Calibration,
         appender: LedgerAppender,
     ) -> None:
         self.settings = settings
@@ -73,7 +73,8 @@ class CheckFlow:
         self.blobs = blobs
         self.embedder = embedder
         self.index = index
-        self.params = checks.params_for(params, embedder)
+        self.params = checks.params_for(calibration.params, embedder)
+        self.calibration = calibration
         self.appender = appender
         # Checks are CPU-bound: at most this many decode and embed at once.
         self._slots = threading.BoundedSemaphore(settings.check_concurrency)
@@ -107,6 +108,7 @@ class CheckFlow:
                     metadata=request.metadata,
                     embedder=self.embedder,
                     params=self.params,
+                    calibration=self.calibration,
                     currency=settings.currency,
                     fee_bps=settings.platform_fee_bps,
                     created_at=utcnow(),

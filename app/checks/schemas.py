@@ -67,7 +67,14 @@ class MatchOut(BaseModel):
     label_id: uuid.UUID
     title: str
     artist: str
-    resemblance: float = Field(description="How strongly the piece resembles the track, 0..1.")
+    resemblance: float = Field(
+        description="How strongly the piece resembles the track, 0..1: 1 is verbatim reuse "
+        "of at least 16 s (see the README's resemblance table)."
+    )
+    expected_fpr: float | None = Field(
+        description="The false-positive rate at this resemblance: the share of pieces not "
+        "drawn from the catalogue whose best match reaches it (from the calibration)."
+    )
     share: float = Field(description="This use's part of the piece's uses (0 when not a use).")
     is_use: bool = Field(description="Resemblance reached the catalogue's threshold: paid.")
     threshold: float

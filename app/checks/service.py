@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,10 @@ from app.audio.decode import load
 from app.catalogues.licensing import Licensed, licensed_tracks
 from app.checks.attribution import (
     AttributionParams,
+    Calibration,
     Evidence,
     TrackMatch,
+    TrackWindows,
     attribute_vectors,
 )
 from app.checks.models import Check, IdempotencyKey, Use
@@ -178,9 +181,9 @@ def analyse(
         window_s=embedding.window_s,
         query_duration_s=duration_s,
         search=search,
+        windows=search.windows,
         params=params,
         transpose=embedder.transpose if embedder.can_transpose else None,
-        reconstruct=index.stored_vectors,
     )
     return Analysis(
         duration_s=duration_s,
@@ -219,6 +222,15 @@ class _LicensedSearch:
         self.watermark = -1
         self._number: dict[uuid.UUID, int] = {}
         self._looked_up: set[uuid.UUID] = set()
+
+    def windows(self, numbers: Sequence[int]) -> dict[int, TrackWindows]:
+        """The stored windows of tracks this check numbered (licensed ones only)."""
+        wanted = {self.track_ids[n]: n for n in numbers if 0 <= n < len(self.track_ids)}
+        found = self.index.source.track_windows(list(wanted))
+        return {
+            wanted[track_id]: TrackWindows(starts=starts, vectors=vectors)
+            for track_id, (starts, vectors) in found.items()
+        }
 
     def __call__(self, vectors: npt.NDArray[np.float32]) -> SearchResult:
         found = self.index.search(vectors, k=self.k)
@@ -263,6 +275,7 @@ class Submission:
     metadata: dict[str, Any]
     embedder: Embedder
     params: AttributionParams
+    calibration: Calibration
     currency: str
     fee_bps: int
     created_at: dt.datetime
@@ -347,6 +360,9 @@ def record(
                 title=lic.title,
                 artist=lic.artist,
                 resemblance=quantise(m.resemblance) / RESEMBLANCE_SCALE,
+                expected_fpr=sub.calibration.expected_fpr(
+                    quantise(m.resemblance) / RESEMBLANCE_SCALE
+                ),
                 share=round(float(share_of.get(lic.track_id, 0)), 6),
                 is_use=lic.track_id in use_ids,
                 threshold=lic.threshold,
@@ -398,7 +414,7 @@ def record(
                     "license_terms_id": lic.terms_id,
                     "terms_version": lic.terms_version,
                     "rate_per_use_micros": lic.rate_per_use_micros,
-                    "resemblance": quantise(m.resemblance) / RESEMBLANCE_SCALE,
+                    "resemblance": _resemblance(m),
                     "share": float(share_of[lic.track_id]),
                     "amount_micros": amount_of[lic.track_id],
                     "ledger_transaction_id": tx_id,
@@ -437,6 +453,11 @@ def record(
             details={"field": IDEMPOTENCY_FIELD, "reason": "completed_elsewhere"},
         )
     return result
+
+
+def _resemblance(match: TrackMatch) -> float:
+    """The resemblance as recorded: exactly the value pricing used."""
+    return quantise(match.resemblance) / RESEMBLANCE_SCALE
 
 
 def _evidence_out(evidence: Evidence) -> EvidenceOut:

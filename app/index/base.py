@@ -96,6 +96,13 @@ class SegmentSource(Protocol):
         Raises IndexMismatch when one is missing or has another dimension."""
         ...
 
+    def track_windows(
+        self, track_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[FloatArray, FloatArray]]:
+        """Each track's (window starts [m], vectors [m, dim]) in start order; tracks without
+        segments of this embedder are left out."""
+        ...
+
     def sample_ids(self, n: int) -> IdArray:
         """Up to `n` segment ids, the same ones for the same table (for training)."""
         ...

@@ -183,14 +183,6 @@ class IndexManager:
                 watermark=state.segment_watermark,
             )
 
-    def stored_vectors(self, segment_ids: IdArray) -> npt.NDArray[np.float32]:
-        """The vectors of these segments as PostgreSQL holds them: [len(segment_ids), dim].
-
-        Read from the database rather than the index, so it works for every factory
-        (compressed indexes cannot give back exact vectors).
-        """
-        return self.source.vectors(segment_ids)
-
     # -- keeping up with the database --------------------------------------------------------
 
     def catch_up(self) -> None:

@@ -12,19 +12,21 @@ Pure numpy, no HTTP or SQL. Two entry points:
 The parts, in the order a check runs them:
 
 * `params`: the constants (`AttributionParams`), read from the calibration file;
-* `search`: `attribute_vectors`, the whole check after embedding: every query variant is
-  searched in one call, aligned, and the sources found are explained away before searching
-  again;
+* `search`: `attribute_vectors`, the whole check after embedding: the index proposes
+  candidate tracks (every transposition searched in one call), each candidate is verified
+  exactly against its own stored windows, and the sources found are explained away before
+  proposing again;
 * `align`: `attribute`, top-k hits per track grouped into time-consistent runs (evidence);
 * `score`: the resemblance of a track from its runs.
 """
 
 from app.checks.attribution.align import Evidence, TrackMatch, attribute
-from app.checks.attribution.params import AttributionParams
+from app.checks.attribution.params import AttributionParams, Calibration
 from app.checks.attribution.search import (
-    Reconstruct,
     Search,
+    TrackWindows,
     Transpose,
+    Windows,
     attribute_vectors,
     residual_vectors,
 )
@@ -34,12 +36,14 @@ from app.index.base import SearchResult
 __all__ = [
     "DEFAULT_CALIBRATION",
     "AttributionParams",
+    "Calibration",
     "Evidence",
-    "Reconstruct",
     "Search",
     "SearchResult",
     "TrackMatch",
+    "TrackWindows",
     "Transpose",
+    "Windows",
     "attribute",
     "attribute_vectors",
     "residual_vectors",

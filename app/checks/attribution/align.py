@@ -151,7 +151,7 @@ def attribute(
 
     matches: list[TrackMatch] = []
     for track, runs in runs_of.items():
-        resemblance = score.resemblance(runs, n, query_hop, params)
+        resemblance = score.resemblance(runs, n, query_hop, window_s, params)
         if resemblance < params.abstain_threshold:
             continue
         best: dict[int, tuple[float, int]] = {}

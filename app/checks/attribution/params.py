@@ -17,14 +17,13 @@ class AttributionParams:
     """Search, alignment and scoring constants; `load` reads a calibration file."""
 
     query_hop_s: float = 0.5  # hop between query windows
-    transpositions: tuple[int, ...] = (
-        -2,
-        -1,
-        0,
-        1,
-        2,
-    )  # semitone shifts the query is also searched at
-    k: int = 20  # neighbours per query window and variant
+    # Semitone shifts the query is searched at: all twelve, since chroma fold octaves.
+    transpositions: tuple[int, ...] = tuple(range(-5, 7))
+    k: int = 20  # neighbours per query window and shift in the proposal search
+    propose_stride: int = 1  # the proposal search uses every n-th query window
+    propose_min_windows: int = 2  # query windows with hits that make a track a candidate
+    max_candidates: int = 16  # candidates verified per proposal
+    verify_k: int = 3  # reference windows per query window a verification keeps
     similarity_floor: float = 0.6
     similarity_full: float = 0.9
     tempo_min: float = 0.85
@@ -39,12 +38,16 @@ class AttributionParams:
     min_evidence_s: float = 4.0
     residual_passes: int = 1  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
-    abstain_threshold: float = 0.3
+    abstain_threshold: float = 0.3  # resemblance from which a match is reported
+    # The default license threshold: resemblance from which a match is a paid use, where a
+    # catalogue's terms do not say (calibrated for a false-positive rate of at most 1 %).
+    use_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        if self.k < 1:
-            problems.append(f"k={self.k} must be >= 1")
+        for name in ("k", "propose_stride", "propose_min_windows", "max_candidates", "verify_k"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if not self.transpositions or len(set(self.transpositions)) != len(self.transpositions):
             problems.append(f"transpositions={self.transpositions} must be distinct, not empty")
         if not -1.0 <= self.similarity_floor < self.similarity_full <= 1.0:
@@ -77,8 +80,9 @@ class AttributionParams:
             problems.append(f"residual_passes={self.residual_passes} must be >= 0")
         if not 0.0 <= self.explain_threshold <= 1.0:
             problems.append(f"explain_threshold={self.explain_threshold} must be in 0..1")
-        if not 0.0 <= self.abstain_threshold <= 1.0:
-            problems.append(f"abstain_threshold={self.abstain_threshold} must be in 0..1")
+        for name in ("abstain_threshold", "use_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name}={getattr(self, name)} must be in 0..1")
         if problems:
             raise ValueError("invalid attribution parameters: " + "; ".join(problems))
 
@@ -120,3 +124,50 @@ class AttributionParams:
         out = asdict(self)
         out["transpositions"] = list(self.transpositions)
         return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The parameters a check runs with, and what a resemblance means.
+
+    curve : (resemblance r, false-positive rate) pairs, r increasing: the share of checks of
+        music not in the catalogue whose best match reaches r, measured on held-out negatives
+        (``python -m bench.attribution --calibrate``). Empty when the file has none.
+    """
+
+    params: AttributionParams
+    curve: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        rs = [r for r, _ in self.curve]
+        fprs = [f for _, f in self.curve]
+        if rs != sorted(rs) or len(set(rs)) != len(rs):
+            raise ValueError("calibration curve: resemblances must increase")
+        if any(not 0.0 <= f <= 1.0 for f in fprs):
+            raise ValueError("calibration curve: false-positive rates must be within 0..1")
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_CALIBRATION) -> Calibration:
+        """Read a calibration file: ``params`` and, if present, ``curve``."""
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        raw_curve = data.get("curve", [])
+        if not isinstance(raw_curve, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)
+            for p in raw_curve
+        ):
+            raise ValueError(f"{path}: 'curve' must be a list of [resemblance, fpr] pairs")
+        return cls(
+            params=AttributionParams.load(path),
+            curve=tuple((float(r), float(f)) for r, f in raw_curve),
+        )
+
+    def expected_fpr(self, resemblance: float) -> float | None:
+        """The false-positive rate at this resemblance: the share of negatives whose best
+        match reaches it. Conservative between grid points (the rate at the grid point
+        below); None without a curve."""
+        if not self.curve:
+            return None
+        at_or_below = [f for r, f in self.curve if r <= resemblance + 1e-12]
+        return at_or_below[-1] if at_or_below else self.curve[0][1]

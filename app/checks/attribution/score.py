@@ -9,11 +9,13 @@ with its mean quality; where runs overlap the best counts. Each window stands fo
 of time (its centre slot), so the query offers ``offered = n_windows * hop`` seconds to cover,
 its duration minus about one window. Then
 
-    resemblance = min(1, covered / clip(offered, min_evidence_s, full_coverage_s))
+    full = full_coverage_s - window + hop        (what a full_coverage_s borrowing offers)
+    resemblance = min(1, covered / clip(offered, min_evidence_s, full))
 
-* ``full_coverage_s`` caps what full coverage asks for: a borrowing of ``full_coverage_s`` plus
-  one window or more inside a longer piece scores like a whole-piece use; shorter borrowings
-  score in proportion to their length.
+* ``full_coverage_s`` is the length of audio that full resemblance asks for: verbatim reuse of
+  ``full_coverage_s`` seconds or more, inside a piece of any length, scores 1 when every
+  window of it matches at full quality; shorter borrowings score in proportion to their
+  length, and a query shorter than ``full_coverage_s`` needs to be covered whole.
 * ``min_evidence_s`` keeps a very short query, where one chance run can cover everything, from
   reaching full resemblance on little evidence.
 * Counting window centres rather than whole windows keeps short runs from claiming a whole
@@ -45,7 +47,7 @@ def quality(sim: F64, params: AttributionParams) -> F64:
 
 
 def resemblance(
-    runs: list[Run], n_windows: int, query_hop_s: float, params: AttributionParams
+    runs: list[Run], n_windows: int, query_hop_s: float, window_s: float, params: AttributionParams
 ) -> float:
     """Quality-weighted share of the query the runs cover, see the module docstring."""
     covered = np.zeros(n_windows)
@@ -55,5 +57,6 @@ def resemblance(
         np.maximum(span, mean_quality, out=span)
     seconds = float(covered.sum()) * query_hop_s
     offered = n_windows * query_hop_s
-    denominator = min(max(offered, params.min_evidence_s), params.full_coverage_s)
+    full = max(params.full_coverage_s - window_s, 0.0) + query_hop_s
+    denominator = min(max(offered, params.min_evidence_s), max(full, params.min_evidence_s))
     return float(min(1.0, seconds / denominator))

@@ -1,24 +1,44 @@
-"""The whole check after embedding: search every variant, align, explain sources away.
+"""The whole check after embedding: the index proposes, exact comparison decides.
+
+Proposal and verification
+-------------------------
+Searching a million segments is approximate and crowded: in a query window's top-k, the true
+reference window of a quiet source (the second piece of a mix, a re-instrumented passage)
+competes with every other window that resembles the blend, and often loses. So the index only
+*proposes* tracks: every query window is searched as it is and at every transposition of
+``params.transpositions`` (all twelve by default: chroma fold octaves, so twelve rotations
+cover every key), in one batched call, and the tracks with hits in at least
+``propose_min_windows`` query windows are candidates, ranked by how much of the query their hits
+touch (at most ``max_candidates``).
+
+Each candidate is then *verified* exactly: its stored windows are read (a few hundred vectors),
+every query window is compared with every one of them at each transposition the candidate was
+proposed at, and the best ``verify_k`` reference windows per query window become the hits the
+alignment (`align.attribute`) groups into time-consistent runs. The similarities are exact and
+complete for the candidate, whatever else the catalogue holds, so coverage and resemblance
+depend on the query and the track alone, not on the size of the index.
 
 Explaining away
 ---------------
 In a mix of two recordings every window vector is a blend, and the quieter source's similarity
 sits near the level of unrelated music. Once a source is found (resemblance at or above
-``explain_threshold``, set below the abstain threshold), `attribute_vectors` removes, from each
-query window vector it aligns with, the component along the matched reference vector (a
-projection), renormalises and searches again with the explained tracks excluded; a track keeps
-its best score over the passes. Each pass explains away the strongest source not yet explained
+``explain_threshold``, set below the abstain threshold), the component along its aligned
+reference vector is removed from each query window it covers (a projection), the rest is
+renormalised, and the index is asked again for proposals with the explained tracks excluded; the
+new candidates and the ones already found are verified on what is left, and a track keeps its
+best score over the passes. Each pass explains away the strongest source not yet explained
 (greedy, like matching pursuit: removing a quieter source at the same time would also remove
 what the search looks for). What is left of a single-source query is noise that matches nothing
 consistently; what is left of a mix is mostly the other source. With two or more sources found,
-each is scored once more with the others explained away. The abstain threshold filters only the
-final scores, so calibrating it on a run with the threshold at zero is exact.
+each is verified once more with all the others explained away (no index search: verification
+needs only the track's own windows). The abstain threshold filters only the final scores, so
+calibrating it on a run with the threshold at zero is exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -27,31 +47,57 @@ from app.checks.attribution.align import F64, I64, FloatArray, TrackMatch, attri
 from app.checks.attribution.params import AttributionParams
 from app.index.base import SearchResult
 
-Search = Callable[[npt.NDArray[np.float32]], SearchResult]
-Reconstruct = Callable[[I64], npt.NDArray[np.float32]]
-Transpose = Callable[[npt.NDArray[np.float32], int], npt.NDArray[np.float32]]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackWindows:
+    """A catalogue track's stored windows, in start order.
+
+    starts : np.ndarray [shape=(m,)], window start times (s)
+    vectors : np.ndarray [shape=(m, d), dtype=float32], the stored (L2-normalised) vectors
+    """
+
+    starts: FloatArray
+    vectors: F32
+
+
+Search = Callable[[F32], SearchResult]
+Windows = Callable[[Sequence[int]], Mapping[int, TrackWindows]]
+Transpose = Callable[[F32, int], F32]
+
+
+@dataclass(slots=True)
+class _Verified:
+    """The exact hits of one verification, as `attribute` reads them, plus where each came
+    from: hit (i, j) is reference window `window[i, j]` of track `tracks[i, j]`."""
+
+    similarities: F64
+    tracks: I64
+    reference_starts: F64
+    variants: I64
+    window: I64
 
 
 def attribute_vectors(
     *,
-    vectors: npt.NDArray[np.float32],
+    vectors: F32,
     query_starts: FloatArray,
     window_s: float,
     query_duration_s: float,
     search: Search,
+    windows: Windows,
     params: AttributionParams,
     transpose: Transpose | None = None,
-    reconstruct: Reconstruct | None = None,
 ) -> list[TrackMatch]:
-    """Search, align and score the window vectors of one query (a check after embedding).
+    """Propose, verify, align and score the window vectors of one query.
 
     vectors : np.ndarray [shape=(n, d), dtype=float32], L2-normalised query window vectors
     query_starts : np.ndarray [shape=(n,)], their start times (s)
-    search : vectors [m, d] -> SearchResult with k = params.k columns
+    search : vectors [m, d] -> SearchResult with k = params.k columns (track numbers)
+    windows : track numbers -> their stored windows (`TrackWindows`)
     transpose : (vectors, semitones) -> the vectors of the query transposed by that much;
         needed when params.transpositions is not (0,) (SpectralEmbedder.transpose)
-    reconstruct : segment ids [m] -> stored vectors [m, d]; needed for explaining away
-        (params.residual_passes > 0), skipped without it
 
     Returns the tracks at or above ``params.abstain_threshold``, best first. Evidence
     ``variant`` is the transposition (semitones) the run was found at.
@@ -64,88 +110,202 @@ def attribute_vectors(
         raise ValueError(
             f"vectors {base.shape} and query_starts {np.shape(query_starts)} do not match"
         )
+    check = _Check(base, query_starts, window_s, query_duration_s, search, windows, params,
+                   transpose)  # fmt: skip
+    return check.run()
 
-    def search_variants(q: npt.NDArray[np.float32]) -> tuple[SearchResult, I64]:
-        # One search call for all variants: a flat index answers a batch with one matrix
-        # product, which is much cheaper than one product per variant.
-        views = [q if shift == 0 or transpose is None else transpose(q, shift) for shift in shifts]
-        batch = search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
-        return _stack({shift: _rows(batch, i, q.shape[0]) for i, shift in enumerate(shifts)})
 
-    # Score everything, explain away the matches at or above explain_threshold, abstain only
-    # at the end: the scores do not depend on the abstain threshold, so calibrating it on the
-    # final scores of a run with the threshold at zero is exact.
-    scoring = replace(params, abstain_threshold=0.0)
-    found: dict[int, tuple[TrackMatch, SearchResult, I64]] = {}
+class _Check:
+    """One query's passes; holds what the passes share (windows read, matches found)."""
 
-    def keep_best(result: SearchResult, variants: I64) -> None:
-        for m in attribute(
-            query_starts=query_starts,
-            window_s=window_s,
-            query_duration_s=query_duration_s,
-            similarities=result.similarities,
-            tracks=result.tracks,
-            reference_starts=result.reference_starts,
-            params=scoring,
-            variants=variants,
-        ):
-            if m.track not in found or m.resemblance > found[m.track][0].resemblance:
-                found[m.track] = (m, result, variants)
+    def __init__(
+        self,
+        base: F32,
+        query_starts: FloatArray,
+        window_s: float,
+        duration_s: float,
+        search: Search,
+        windows: Windows,
+        params: AttributionParams,
+        transpose: Transpose | None,
+    ) -> None:
+        self.base = base
+        self.query_starts = query_starts
+        self.window_s = window_s
+        self.duration_s = duration_s
+        self.search = search
+        self.windows = windows
+        self.params = params
+        self.transpose = transpose
+        # Scores do not depend on the abstain threshold; it filters the final list only.
+        self.scoring = replace(params, abstain_threshold=0.0)
+        self.cache: dict[int, TrackWindows] = {}
+        self.found: dict[int, tuple[TrackMatch, _Verified]] = {}
+        self.rotations: dict[int, set[int]] = {}  # track -> transpositions it was proposed at
 
-    keep_best(*search_variants(base))
-    explained: list[int] = []
-    # Stored vectors aligned with the query, per source (read once: `reconstruct` is I/O).
-    aligned: dict[int, npt.NDArray[np.float32]] = {}
-    # Sets of explained-away sources the query was searched without; every other track was
-    # scored in that search.
-    searched: set[frozenset[int]] = set()
-
-    def explain_away(tracks: frozenset[int]) -> tuple[SearchResult, I64]:
-        assert reconstruct is not None
-        for t in tracks:
-            if t not in aligned:
-                aligned[t] = _aligned_references(*found[t], base.shape, reconstruct, transpose)
-        searched.add(tracks)
-        return search_variants(residual_vectors(base, [aligned[t] for t in sorted(tracks)]))
-
-    passes = params.residual_passes if reconstruct is not None else 0
-    for _ in range(passes):
-        # Greedy, strongest first: explaining away a quieter source too would also remove
-        # what the search is looking for.
-        waiting = [
-            t
-            for t in found
-            if t not in explained and found[t][0].resemblance >= params.explain_threshold
+    def run(self) -> list[TrackMatch]:
+        params = self.params
+        self.verify(self.base, self.propose(self.base, exclude=set()))
+        explained: list[int] = []
+        for _ in range(params.residual_passes):
+            waiting = [
+                t
+                for t, (m, _) in self.found.items()
+                if t not in explained and m.resemblance >= params.explain_threshold
+            ]
+            if not waiting:
+                break
+            explained.append(max(waiting, key=lambda t: (self.found[t][0].resemblance, -t)))
+            rest = self.residual(explained)
+            proposed = self.propose(rest, exclude=set(explained))
+            # Tracks found before are scored again on what is left too: in a mix, the louder
+            # source masked their hits in the first pass.
+            again = {t for t in self.found if t not in explained} | proposed
+            self.verify(rest, again)
+        sources = [
+            t for t, (m, _) in self.found.items() if m.resemblance >= params.explain_threshold
         ]
-        if not waiting:
-            break
-        explained.append(max(waiting, key=lambda t: (found[t][0].resemblance, -t)))
-        result, variants = explain_away(frozenset(explained))
-        blocked = np.isin(result.tracks, np.array(explained, dtype=np.int64))
-        keep_best(result._replace(tracks=np.where(blocked, -1, result.tracks)), variants)
-    if explained and reconstruct is not None:
-        # Each source found so far is scored once more with the others explained away: in a
-        # mix, the louder source also masks the quieter one's partner in the first pass.
-        sources = frozenset(t for t in found if found[t][0].resemblance >= params.explain_threshold)
-        if len(sources) < 2:
-            sources = frozenset()
-        for t in sources - aligned.keys():  # as found before any is scored again
-            aligned[t] = _aligned_references(*found[t], base.shape, reconstruct, transpose)
-        for track in sorted(sources):
-            others = sources - {track}
-            if others in searched:
-                continue  # `track` was scored in that search already
-            result, variants = explain_away(others)
-            only = np.where(result.tracks == track, track, -1)
-            keep_best(result._replace(tracks=only), variants)
-    matches = [m for m, _, _ in found.values() if m.resemblance >= params.abstain_threshold]
-    matches.sort(key=lambda m: (-m.resemblance, m.track))
-    return matches
+        if explained and len(sources) >= 2:
+            # Each source once more with every other source explained away.
+            for track in sorted(sources):
+                self.verify(self.residual([t for t in sources if t != track]), {track})
+        matches = [m for m, _ in self.found.values() if m.resemblance >= params.abstain_threshold]
+        matches.sort(key=lambda m: (-m.resemblance, m.track))
+        return matches
+
+    # -- proposal --------------------------------------------------------------------------
+
+    def propose(self, q: F32, *, exclude: set[int]) -> set[int]:
+        """Candidate tracks for `q`: hits in enough query windows, the most covering first.
+
+        Records, per candidate, the transpositions its hits came at.
+        """
+        params = self.params
+        shifts = params.transpositions
+        rows = q[:: params.propose_stride]
+        views = [
+            rows if s == 0 or self.transpose is None else self.transpose(rows, s) for s in shifts
+        ]
+        found = self.search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
+        n = rows.shape[0]
+        tracks = np.asarray(found.tracks, dtype=np.int64)
+        sims = np.asarray(found.similarities, dtype=np.float64)
+        variant = np.repeat(np.asarray(shifts, dtype=np.int64), n)[:, None]
+        window = np.tile(np.arange(n), len(shifts))[:, None]
+        ok = (tracks >= 0) & np.isfinite(sims) & (sims >= params.similarity_floor)
+        if exclude:
+            ok &= ~np.isin(tracks, np.fromiter(exclude, dtype=np.int64))
+        hit_track = tracks[ok]
+        if hit_track.size == 0:
+            return set()
+        hit_window = np.broadcast_to(window, tracks.shape)[ok]
+        hit_variant = np.broadcast_to(variant, tracks.shape)[ok]
+        hit_sim = sims[ok]
+        # Per track: the query windows its hits touch, each counted once at its best hit.
+        order = np.lexsort((-hit_sim, hit_window, hit_track))
+        t, w, s = hit_track[order], hit_window[order], hit_sim[order]
+        first = np.r_[True, (t[1:] != t[:-1]) | (w[1:] != w[:-1])]
+        ids, counts = np.unique(t[first], return_counts=True)
+        mass = np.bincount(
+            np.searchsorted(ids, t[first]), weights=s[first] - params.similarity_floor + 1e-3
+        )
+        keep = counts >= params.propose_min_windows
+        ranked = sorted(zip(ids[keep].tolist(), mass[keep].tolist(), strict=True),
+                        key=lambda x: (-x[1], x[0]))  # fmt: skip
+        chosen = {track for track, _ in ranked[: params.max_candidates]}
+        for track, shift in set(zip(hit_track.tolist(), hit_variant.tolist(), strict=True)):
+            if track in chosen:
+                self.rotations.setdefault(track, set()).add(shift)
+        return chosen
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(self, q: F32, candidates: set[int]) -> None:
+        """Compare `q` exactly with each candidate's stored windows, align, keep the best
+        score of each track."""
+        if not candidates:
+            return
+        missing = [t for t in sorted(candidates) if t not in self.cache]
+        if missing:
+            self.cache.update(self.windows(missing))
+        blocks: list[_Verified] = []
+        for track in sorted(candidates):
+            stored = self.cache.get(track)
+            if stored is None or stored.vectors.shape[0] == 0:
+                continue
+            for shift in sorted(self.rotations.get(track, {0})):
+                blocks.append(self._compare(q, track, shift, stored))
+        if not blocks:
+            return
+        hits = _Verified(
+            similarities=np.concatenate([b.similarities for b in blocks], axis=1),
+            tracks=np.concatenate([b.tracks for b in blocks], axis=1),
+            reference_starts=np.concatenate([b.reference_starts for b in blocks], axis=1),
+            variants=np.concatenate([b.variants for b in blocks], axis=1),
+            window=np.concatenate([b.window for b in blocks], axis=1),
+        )
+        for match in attribute(
+            query_starts=self.query_starts,
+            window_s=self.window_s,
+            query_duration_s=self.duration_s,
+            similarities=hits.similarities,
+            tracks=hits.tracks,
+            reference_starts=hits.reference_starts,
+            params=self.scoring,
+            variants=hits.variants,
+        ):
+            if (
+                match.track not in self.found
+                or match.resemblance > self.found[match.track][0].resemblance
+            ):
+                self.found[match.track] = (match, hits)
+
+    def _compare(self, q: F32, track: int, shift: int, stored: TrackWindows) -> _Verified:
+        """The best `verify_k` windows of one track for each query window at one shift."""
+        view = q if shift == 0 or self.transpose is None else self.transpose(q, shift)
+        sims = view.astype(np.float32) @ stored.vectors.T  # [n, m]
+        k = min(self.params.verify_k, sims.shape[1])
+        if k < sims.shape[1]:
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(sims.shape[1]), (sims.shape[0], k))
+        best = np.take_along_axis(sims, top, axis=1).astype(np.float64)
+        starts = np.asarray(stored.starts, dtype=np.float64)[top]
+        return _Verified(
+            similarities=best,
+            tracks=np.full(best.shape, track, dtype=np.int64),
+            reference_starts=starts,
+            variants=np.full(best.shape, shift, dtype=np.int64),
+            window=np.asarray(top, dtype=np.int64),
+        )
+
+    # -- explaining away -------------------------------------------------------------------
+
+    def residual(self, sources: Sequence[int]) -> F32:
+        """The query with every source in `sources` explained away."""
+        return residual_vectors(self.base, [self.aligned(t) for t in sorted(sources)])
+
+    def aligned(self, track: int) -> F32:
+        """The stored vector each covered query window aligned with, in the query's key."""
+        match, hits = self.found[track]
+        out = np.zeros(self.base.shape, dtype=np.float32)
+        if not match.hits:
+            return out
+        rows = np.array([i for i, _ in match.hits], dtype=np.int64)
+        cols = np.array([j for _, j in match.hits], dtype=np.int64)
+        stored = self.cache[track].vectors[hits.window[rows, cols]]
+        shift = hits.variants[rows, cols]
+        for s in np.unique(shift):
+            pick = shift == s
+            # A hit at transposition s matched transpose(query, s): undo it on the reference.
+            vecs = stored[pick]
+            if s != 0 and self.transpose is not None:
+                vecs = self.transpose(np.ascontiguousarray(vecs), -int(s))
+            out[rows[pick]] = vecs
+        return out
 
 
-def residual_vectors(
-    vectors: npt.NDArray[np.float32], references: list[npt.NDArray[np.float32]]
-) -> npt.NDArray[np.float32]:
+def residual_vectors(vectors: F32, references: list[F32]) -> F32:
     """Remove from each row of `vectors` its components along the rows of `references`.
 
     vectors : np.ndarray [shape=(n, d)], L2-normalised
@@ -164,65 +324,5 @@ def residual_vectors(
         basis.append(u)
         out -= np.sum(out * u, axis=1, keepdims=True) * u
     norm = np.linalg.norm(out, axis=1, keepdims=True)
-    result: npt.NDArray[np.float32] = np.divide(
-        out, norm, out=np.zeros_like(out), where=norm > 1e-6
-    ).astype(np.float32)
+    result: F32 = np.divide(out, norm, out=np.zeros_like(out), where=norm > 1e-6).astype(np.float32)
     return result
-
-
-def _rows(result: SearchResult, part: int, m: int) -> SearchResult:
-    """Rows part*m .. (part+1)*m of a batched search result."""
-    rows = slice(part * m, (part + 1) * m)
-    return SearchResult(
-        similarities=result.similarities[rows],
-        tracks=result.tracks[rows],
-        reference_starts=result.reference_starts[rows],
-        segments=result.segments[rows],
-    )
-
-
-def _stack(results: Mapping[int, SearchResult]) -> tuple[SearchResult, I64]:
-    """Join per-variant results along k; returns the joined result and each column's label."""
-    labels = sorted(results)
-    parts = [results[v] for v in labels]
-    joined = SearchResult(
-        similarities=np.concatenate([np.asarray(p.similarities, np.float64) for p in parts], 1),
-        tracks=np.concatenate([np.asarray(p.tracks, np.int64) for p in parts], 1),
-        reference_starts=np.concatenate(
-            [np.asarray(p.reference_starts, np.float64) for p in parts], 1
-        ),
-        segments=np.concatenate([np.asarray(p.segments, np.int64) for p in parts], 1),
-    )
-    variants = np.concatenate(
-        [np.full(np.shape(results[v].tracks), v, dtype=np.int64) for v in labels], axis=1
-    )
-    return joined, variants
-
-
-def _aligned_references(
-    match: TrackMatch,
-    result: SearchResult,
-    variants: I64,
-    shape: tuple[int, ...],
-    reconstruct: Reconstruct,
-    transpose: Transpose | None,
-) -> npt.NDArray[np.float32]:
-    """The stored vector each covered query window aligned with, in the query's orientation."""
-    out = np.zeros(shape, dtype=np.float32)
-    if not match.hits:
-        return out
-    rows = np.array([i for i, _ in match.hits], dtype=np.int64)
-    cols = np.array([j for _, j in match.hits], dtype=np.int64)
-    segments = np.asarray(result.segments)[rows, cols].astype(np.int64)
-    ok = segments >= 0
-    rows, cols, segments = rows[ok], cols[ok], segments[ok]
-    if rows.size == 0:
-        return out
-    stored = np.asarray(reconstruct(segments), dtype=np.float32)
-    shift = variants[rows, cols]
-    for s in np.unique(shift):
-        pick = shift == s
-        # A hit found at transposition s matched transpose(query, s): undo it on the reference.
-        vecs = stored[pick] if s == 0 or transpose is None else transpose(stored[pick], -int(s))
-        out[rows[pick]] = vecs
-    return out
