@@ -5,7 +5,7 @@
         --markdown bench/results/attribution-full.md         # the full run (minutes)
     python -m bench.attribution --size full --calibrate      # recalibrate the abstain threshold
 
-The corpus (bench/corpus.py: scores rendered with FluidSynth) is built or loaded, then the real
+The corpus (bench/corpus/: scores rendered with FluidSynth) is built or loaded, then the real
 service runs as its own process on a scratch database: a label uploads the catalogue through the
 HTTP API (the bulk importer), the worker inside `serve` ingests it, the index takes it in, and an
 AI company checks every query and negative through `POST /v1/checks`, each paid use going to

@@ -1,6 +1,6 @@
 """Offline evaluation and calibration of the spectral embedder and the attribution check.
 
-No HTTP, no database: the catalogue of a corpus (see bench/corpus.py) is embedded with
+No HTTP, no database: the catalogue of a corpus (see bench/corpus/) is embedded with
 SpectralEmbedder into a flat inner-product FAISS index (app.index.factory), and every query and
 negative goes through the same path as a check: embed, then `attribute_vectors` (query-side
 transpositions, top-k search, alignment, scoring, explaining away), once each with the abstain
