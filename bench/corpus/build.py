@@ -8,21 +8,26 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from bench.corpus.execute import execute_job
 from bench.corpus.manifest import CataloguePiece, Manifest, Negative, Query, write_json
-from bench.corpus.planning import Planner, plan_negatives, plan_queries
+from bench.corpus.melody import repeat_offsets
+from bench.corpus.midi import timed_notes
+from bench.corpus.planning import Planner, plan_negatives, plan_queries, relabel_related
 from bench.corpus.render import RenderContext, Runner, fluidsynth_version, render_full_job
 from bench.corpus.scores import music21_version
 from bench.corpus.selection import Piece, Selector, piece_composer, piece_title, take_quota
 from bench.corpus.spec import (
     COLLECTIONS,
     DEFAULT_SOUNDFONT,
+    RELATED,
+    SECOND_SOUNDFONT,
     SIZES,
     CollectionSpec,
     Size,
@@ -72,12 +77,14 @@ def build_corpus(
     workers: int | None = None,
     cache_dir: Path | None = None,
     soundfont: Path | None = None,
+    second_soundfont: Path | None = None,
     progress: bool = False,
 ) -> Manifest:
     """Build (or refresh) the corpus in `out_dir` and return its manifest.
 
     Renderings are cached in `cache_dir` (default `out_dir/cache`); `workers` defaults to the
-    number of CPUs.
+    number of CPUs. Without the second soundfont the `soundfont2` set is left out (and the
+    manifest says so).
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -86,8 +93,14 @@ def build_corpus(
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
     soundfont = Path(soundfont or os.environ.get("ECHOLEDGER_SOUNDFONT") or DEFAULT_SOUNDFONT)
     check_tools(soundfont)
+    second = Path(second_soundfont or SECOND_SOUNDFONT)
+    skipped = [] if second.exists() else ["soundfont2"]
+    if skipped:
+        log.warning(
+            "%s not found (apt-get install -y timgm6mb-soundfont): no soundfont2 set", second
+        )
     workers = max(1, workers or os.cpu_count() or 1)
-    ctx = RenderContext(str(cache_dir), sample_rate, str(soundfont))
+    ctx = RenderContext(str(cache_dir), sample_rate, str(soundfont), "" if skipped else str(second))
     runner = Runner(workers, cache_dir / "music21", progress)
     try:
         selector = Selector(runner, cache_dir, seed, preset.max_piece_s)
@@ -133,14 +146,17 @@ def build_corpus(
             )
 
         planner = Planner(sample_rate)
-        jobs = plan_queries(catalogue, audio, fillers, preset, seed, planner)
-        jobs += plan_negatives(hard, "hard_negative", seed, planner)
-        jobs += plan_negatives(others, "other_negative", seed, planner)
+        jobs = plan_queries(catalogue, audio, fillers, preset, seed, planner, skip=skipped)
+        negatives = plan_negatives(hard, "hard_negative", seed, planner)
+        negatives += plan_negatives(others, "other_negative", seed, planner)
+        negatives, related = relabel_related(negatives, catalogue, planner)
+        jobs += [j for j in negatives if j.group == RELATED]
+        jobs += [j for j in negatives if j.group != RELATED]
         results = runner.map(execute_job, [(j, str(out_dir), ctx) for j in jobs], desc="queries")
     finally:
         runner.close()
 
-    queries = [r for r in results if isinstance(r, Query)]
+    queries = _with_repeats([r for r in results if isinstance(r, Query)], catalogue)
     negatives = [r for r in results if isinstance(r, Negative)]
     errors = [r for r in results if isinstance(r, str)]
     for message in errors:
@@ -149,6 +165,9 @@ def build_corpus(
         "music21_version": music21_version(),
         "fluidsynth": fluidsynth_version(),
         "soundfont": soundfont.name,
+        "second_soundfont": "" if skipped else second.name,
+        "skipped_sets": skipped,
+        "related": related,
         "preset": asdict(preset),
         "collections": dict(sorted(Counter(p.collection for p in pieces).items())),
         "rejected_candidates": dict(sorted(selector.rejected.items())),
@@ -161,6 +180,22 @@ def build_corpus(
     write_json(out_dir / "manifest.json", manifest.to_json())
     log.info("corpus built in %.1fs: %s", time.monotonic() - started, out_dir)
     return manifest
+
+
+def _with_repeats(queries: list[Query], catalogue: list[Piece]) -> list[Query]:
+    """Queries with each source span's repeats in its catalogue piece recorded."""
+    pieces = {p.id: p for p in catalogue}
+    notes: dict[str, np.ndarray] = {}
+    out = []
+    for query in queries:
+        spans = []
+        for span in query.sources:
+            if span.piece_id not in notes:
+                notes[span.piece_id] = timed_notes(pieces[span.piece_id].voicing)
+            offsets = repeat_offsets(notes[span.piece_id], span.source_start_s, span.source_end_s)
+            spans.append(replace(span, repeat_offsets_s=offsets))
+        out.append(replace(query, sources=spans))
+    return out
 
 
 def _select_catalogue(

@@ -8,7 +8,17 @@ import numpy as np
 
 from bench import _audio_transforms as au
 from bench.corpus.manifest import Manifest, Query, SourceSpan, load_manifest
-from bench.corpus.spec import EMBED_TOTAL_S, TEMPO_FACTORS, TRANSPOSITIONS
+from bench.corpus.spec import (
+    EMBED_TOTAL_S,
+    LOSSY_SETS,
+    MIX_LEVEL_DB,
+    MIX_SIZES,
+    PHONE_BAND_HZ,
+    RELATED,
+    TEMPO_FACTORS,
+    TRANSPOSITIONS,
+    VERBATIM_S,
+)
 
 
 def _segment(manifest: Manifest, span: SourceSpan, extra_s: float = 0.0) -> np.ndarray:
@@ -38,56 +48,90 @@ def _chroma_match(cq: np.ndarray, cs: np.ndarray, sr: int, factor: float, shift:
 
 def _check_query(manifest: Manifest, query: Query) -> dict[str, float]:
     """Measurements showing that a query's transformation happened as recorded."""
-    sr = manifest.sample_rate
     q, _ = au.read_mono(manifest.path(query.file))
+    name = query.transformation
+    if name == RELATED:
+        return {"shared_intervals": query.params["shared_intervals"], "ok": 1.0}
+    if name in TEMPO_FACTORS or name == "quotation":
+        return _check_tempo(manifest, query, q)
+    if name in TRANSPOSITIONS or name in ("reinstrument", "soundfont2"):
+        return _check_pitch(manifest, query, q)
+    if name in MIX_SIZES:
+        return _check_mix(manifest, query, q)
+    return _check_verbatim(manifest, query, q)
+
+
+def _check_tempo(manifest: Manifest, query: Query, q: np.ndarray) -> dict[str, float]:
+    """The query's chroma follows the source's best at the recorded tempo factor."""
+    sr = manifest.sample_rate
+    span = query.sources[0]
+    source = _segment(manifest, span, extra_s=(span.source_end_s - span.source_start_s) * 0.2)
+    factors = np.round(np.arange(0.80, 1.2001, 0.01), 2)
+    cq, cs = au.chroma(q, sr, _HOP, _NFFT), au.chroma(source, sr, _HOP, _NFFT)
+    scores = [_chroma_match(cq, cs, sr, float(f), 0) for f in factors]
+    best = float(factors[int(np.argmax(scores))])
+    ratio = (span.source_end_s - span.source_start_s) / (span.query_end_s - span.query_start_s)
+    # A quotation keeps only the melody: its chroma peaks less sharply.
+    tolerance = 0.05 if query.transformation == "quotation" else 0.015
+    return {
+        "duration_ratio": ratio,
+        "estimated_factor": best,
+        "ok": float(abs(best - span.tempo_factor) < tolerance),
+    }
+
+
+def _check_pitch(manifest: Manifest, query: Query, q: np.ndarray) -> dict[str, float]:
+    """Chroma shift equals the transposition (modulo octaves); other timbre where recorded."""
+    sr = manifest.sample_rate
+    span = query.sources[0]
+    source = _segment(manifest, span)
+    cq, cs = au.chroma(q, sr, _HOP, _NFFT), au.chroma(source, sr, _HOP, _NFFT)
+    scores = [_chroma_match(cq, cs, sr, 1.0, k) for k in range(12)]
+    shift = int(np.argmax(scores))
+    shift = shift - 12 if shift > 6 else shift
+    timbre = float(
+        np.sqrt(np.mean((au.band_profile_db(q, sr) - au.band_profile_db(source, sr)) ** 2))
+    )
+    ok = (shift - span.transpose) % 12 == 0
+    if query.transformation == "reinstrument":
+        ok = ok and all(
+            a != b
+            for a, b in zip(
+                query.params["programs"], query.params["original_programs"], strict=True
+            )
+        )
+    return {"chroma_shift": shift, "timbre_distance_db": timbre, "ok": float(ok)}
+
+
+def _check_mix(manifest: Manifest, query: Query, q: np.ndarray) -> dict[str, float]:
+    """The query is the sum of its sources at the recorded levels."""
+    sources = [_segment(manifest, s) for s in query.sources]
+    snr, coef = au.fit_snr_db(q, sources)
+    levels = [au.amp_to_db(abs(c) * au.rms(s)) for c, s in zip(coef, sources, strict=True)]
+    measured = [v - levels[0] for v in levels]
+    error = max(abs(m - r) for m, r in zip(measured, query.params["levels_db"], strict=True))
+    return {
+        "fit_snr_db": snr,
+        "level_difference_db": max(levels) - min(levels),
+        "level_error_db": error,
+        "ok": float(snr > 30 and error < 0.5 and max(levels) - min(levels) <= MIX_LEVEL_DB),
+    }
+
+
+def _check_verbatim(manifest: Manifest, query: Query, q: np.ndarray) -> dict[str, float]:
+    """Sets that keep the source's notes and timing: how much of the source the query holds."""
+    sr = manifest.sample_rate
     span = query.sources[0]
     name = query.transformation
     qs, qe = round(span.query_start_s * sr), round(span.query_end_s * sr)
-    if name in TEMPO_FACTORS:
-        source = _segment(manifest, span, extra_s=(span.source_end_s - span.source_start_s) * 0.2)
-        factors = np.round(np.arange(0.85, 1.1501, 0.01), 2)
-        cq, cs = au.chroma(q, sr, _HOP, _NFFT), au.chroma(source, sr, _HOP, _NFFT)
-        scores = [_chroma_match(cq, cs, sr, float(f), 0) for f in factors]
-        best = float(factors[int(np.argmax(scores))])
-        ratio = (span.source_end_s - span.source_start_s) / (q.size / sr)
-        return {
-            "duration_ratio": ratio,
-            "estimated_factor": best,
-            "ok": float(abs(best - span.tempo_factor) < 0.015),
-        }
     source = _segment(manifest, span)
-    if name in TRANSPOSITIONS or name == "reinstrument":
-        cq, cs = au.chroma(q, sr, _HOP, _NFFT), au.chroma(source, sr, _HOP, _NFFT)
-        scores = [_chroma_match(cq, cs, sr, 1.0, k) for k in range(12)]
-        shift = int(np.argmax(scores))
-        shift = shift - 12 if shift > 6 else shift
-        timbre = float(
-            np.sqrt(np.mean((au.band_profile_db(q, sr) - au.band_profile_db(source, sr)) ** 2))
-        )
-        ok = shift == span.transpose
-        if name == "reinstrument":
-            ok = ok and all(
-                a != b
-                for a, b in zip(
-                    query.params["programs"], query.params["original_programs"], strict=True
-                )
-            )
-        return {"chroma_shift": shift, "timbre_distance_db": timbre, "ok": float(ok)}
-    if name == "mix2":
-        second = _segment(manifest, query.sources[1])
-        snr, coef = au.fit_snr_db(q, [source, second])
-        energy = [abs(c) * au.rms(s) for c, s in zip(coef, [source, second], strict=True)]
-        share = energy[0] ** 2 / (energy[0] ** 2 + energy[1] ** 2)
-        return {
-            "fit_snr_db": snr,
-            "first_source_share": share,
-            "ok": float(snr > 30 and 0.15 < share < 0.85),
-        }
     region = q[qs:qe]
     snr, _ = au.fit_snr_db(region, [source])
     result: dict[str, float] = {"fit_snr_db": min(snr, 99.0)}
     if name == "clean":
         result["ok"] = float(snr > 60)
+    elif name == "verbatim16":
+        result["ok"] = float(snr > 60 and abs(q.size / sr - VERBATIM_S) < 1e-6)
     elif name == "gain":
         measured = au.amp_to_db(au.rms(region) / au.rms(source))
         result["gain_db_error"] = measured - query.params["gain_db"]
@@ -95,16 +139,40 @@ def _check_query(manifest: Manifest, query: Query) -> dict[str, float]:
     elif name.startswith("noise"):
         result["snr_error_db"] = snr - query.params["snr_db"]
         result["ok"] = float(abs(snr - query.params["snr_db"]) < 1.0)
-    elif name == "lossy":
+    elif name in LOSSY_SETS:
+        if name == "phone":  # the reference is the source through the same band
+            source = au.band_pass(source, sr, *PHONE_BAND_HZ)
+            result["out_of_band_share"] = _out_of_band_share(region, sr)
+            snr, _ = au.fit_snr_db(region, [source])
+            result["fit_snr_db"] = snr
         result["residual_lag"] = au.estimate_lag(source, region, 2048)
         result["kbps"] = query.params["kbps"]
-        result["ok"] = float(5 < snr < 35 and result["residual_lag"] == 0)
-    elif name == "embedded":
+        result["ok"] = float(
+            5 < snr < 35
+            and result["residual_lag"] == 0
+            and result.get("out_of_band_share", 0.0) < 0.05
+        )
+    elif name == "reverb":
+        # The dry path stays in place (fits), the tail does not: somewhere between.
+        result["ok"] = float(-3.0 < snr < 10.0 and au.estimate_lag(source, region, 2048) == 0)
+    elif name in ("embedded", "embedded-6db"):
         outside = np.concatenate([q[: qs - sr], q[qe + sr :]])
         result["duration_s"] = q.size / sr
         result["outside_energy_share"] = au.rms(outside) ** 2 / (au.rms(q) ** 2 + 1e-12)
-        result["ok"] = float(snr > 40 and abs(q.size / sr - EMBED_TOTAL_S) < 1e-3)
+        right_length = abs(q.size / sr - EMBED_TOTAL_S) < 1e-3
+        if name == "embedded":
+            result["ok"] = float(snr > 40 and right_length)
+        else:  # under the other music, about level_db below it
+            result["ok"] = float(-12.0 < snr < 0.0 and right_length)
     return result
+
+
+def _out_of_band_share(x: np.ndarray, sr: int) -> float:
+    """Share of the energy below 200 Hz or above 4 kHz."""
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1.0 / sr)
+    outside = power[(freqs < 200.0) | (freqs > 4000.0)].sum()
+    return float(outside / max(power.sum(), 1e-20))
 
 
 def check_corpus(out_dir: Path) -> dict[str, dict[str, float]]:

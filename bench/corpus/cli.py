@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--cache", type=Path, default=None, help="render cache (default OUT/cache)")
     parser.add_argument("--soundfont", type=Path, default=None)
+    parser.add_argument("--second-soundfont", type=Path, default=None,
+                        help="soundfont of the soundfont2 set (default TimGM6mb)")  # fmt: skip
     parser.add_argument("--check", action="store_true", help="verify the transformations after")
     parser.add_argument("--check-only", action="store_true", help="verify an existing corpus")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             cache_dir=args.cache,
             soundfont=args.soundfont,
+            second_soundfont=args.second_soundfont,
             progress=sys.stderr.isatty(),
         )
         report = summarize(manifest)

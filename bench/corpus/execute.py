@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench import _audio_transforms as au
 from bench.corpus.manifest import Negative, Query, SourceSpan
+from bench.corpus.melody import accompany, estimate_key, implied_chords, top_voice
+from bench.corpus.midi import timed_notes
 from bench.corpus.planning import Job, Take
-from bench.corpus.render import RenderContext, render
+from bench.corpus.render import RenderContext, render, synthesize
 from bench.corpus.selection import piece_composer, piece_title, stable_rng
 from bench.corpus.spec import (
     EMBED_RAMP_S,
     EMBED_TOTAL_S,
     FILLER_XFADE_S,
+    LOSSY_SETS,
+    MIX_SIZES,
     NEGATIVE_KINDS,
+    PHONE_BAND_HZ,
+    RELATED,
+    RENDERED_SETS,
+    TAIL_S,
     TEMPO_FACTORS,
     TRANSPOSITIONS,
 )
+
+_PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 def _read_take(take: Take, sr: int, margin: int = 0) -> np.ndarray:
@@ -101,42 +113,18 @@ def _execute(job: Job, out_dir: Path, ctx: RenderContext) -> Query | Negative:
         )
     start_s, end_s = take.start / sr, (take.start + take.length) / sr
     sources = [_span(piece.id, start_s, end_s, 0.0, take.length / sr)]
-    if job.group in TEMPO_FACTORS or job.group in TRANSPOSITIONS or job.group == "reinstrument":
-        factor = TEMPO_FACTORS.get(job.group, 1.0)
-        transpose = TRANSPOSITIONS.get(job.group, 0)
-        programs = tuple(params["programs"]) if "programs" in params else None
-        x, start, length = _render_take(take, ctx, factor, transpose, programs)
-        sources = [
-            _span(
-                piece.id,
-                start * factor / sr,
-                (start + length) * factor / sr,
-                0.0,
-                length / sr,
-                factor,
-                transpose,
-            )
-        ]
-        if factor != 1.0:
-            params["tempo_factor"] = factor
-        if transpose:
-            params["transpose"] = transpose
-    elif job.group == "mix2":
-        second = job.takes[1]
-        a = au.normalize(_read_take(take, sr))
-        b = au.normalize(_read_take(second, sr)) * au.db_to_amp(params["relative_gain_db"])
-        x = au.normalize(a + b)
-        sources.append(
-            _span(
-                second.piece.id,
-                second.start / sr,
-                (second.start + second.length) / sr,
-                0.0,
-                second.length / sr,
-            )
-        )
-    elif job.group == "embedded":
-        x, sources = _embed(job, take, ctx)
+    if job.group == RELATED:
+        x, _, _ = _render_take(take, ctx)
+        sources = list(job.spans)
+        params |= {"title": piece_title(piece), "composer": piece_composer(piece)}
+    elif job.group in RENDERED_SETS:
+        x, sources = _rendered(job, take, ctx, params)
+    elif job.group in MIX_SIZES:
+        x, sources = _mix(job, sr, params)
+    elif job.group in ("embedded", "embedded-6db"):
+        x, sources = _embed(job, take, ctx, params)
+    elif job.group == "quotation":
+        x, sources = _quote(job, take, ctx, params)
     else:
         x = _read_take(take, sr)
         if job.group == "gain":
@@ -144,7 +132,12 @@ def _execute(job: Job, out_dir: Path, ctx: RenderContext) -> Query | Negative:
             params["gain_db"] = round(params["gain_db"], 3)
         elif job.group.startswith("noise"):
             x = au.add_noise(x, params["snr_db"], params["noise"], stable_rng(*job.seed))
-    if job.group == "lossy":
+        elif job.group == "phone":
+            x = au.normalize(au.band_pass(x, sr, *PHONE_BAND_HZ))
+        elif job.group == "reverb":
+            ir = au.room_impulse_response(sr, params["rt60_s"], stable_rng(*job.seed))
+            x = au.reverberate(x, ir, params["wet"])
+    if job.group in LOSSY_SETS:
         au.write_lossy(out, x, sr, params["codec"])
         if params["codec"] == "ogg":
             _fix_ogg_serial(out)
@@ -160,8 +153,85 @@ def _execute(job: Job, out_dir: Path, ctx: RenderContext) -> Query | Negative:
     return Query(job.id, job.group, job.file, round(duration, 6), sources, params)
 
 
-def _embed(job: Job, take: Take, ctx: RenderContext) -> tuple[np.ndarray, list[SourceSpan]]:
-    """A catalogue excerpt inside 60 s of other music, with short crossfades outside the span."""
+def _rendered(
+    job: Job, take: Take, ctx: RenderContext, params: dict[str, Any]
+) -> tuple[np.ndarray, list[SourceSpan]]:
+    """A take rendered again: at another tempo or pitch, with other programs or soundfont."""
+    sr = ctx.sample_rate
+    factor = TEMPO_FACTORS.get(job.group, 1.0)
+    transpose = TRANSPOSITIONS.get(job.group, 0)
+    programs = tuple(params["programs"]) if "programs" in params else None
+    if job.group == "soundfont2":
+        ctx = replace(ctx, soundfont=ctx.second_soundfont)
+    x, start, length = _render_take(take, ctx, factor, transpose, programs)
+    span = _span(
+        take.piece.id,
+        start * factor / sr,
+        (start + length) * factor / sr,
+        0.0,
+        length / sr,
+        factor,
+        transpose,
+    )
+    if factor != 1.0:
+        params["tempo_factor"] = factor
+    if transpose:
+        params["transpose"] = transpose
+    return x, [span]
+
+
+def _mix(job: Job, sr: int, params: dict[str, Any]) -> tuple[np.ndarray, list[SourceSpan]]:
+    """Two or three excerpts of equal length summed at the planned levels."""
+    gains = [0.0, params["relative_gain_db"]] if job.group == "mix2" else params["gains_db"]
+    parts = [
+        au.normalize(_read_take(t, sr)) * au.db_to_amp(g)
+        for t, g in zip(job.takes, gains, strict=True)
+    ]
+    x = np.sum(parts, axis=0)
+    # Normalisation lowers a peaky excerpt below the target level: record the levels as mixed.
+    levels = [au.amp_to_db(au.rms(part) / au.rms(parts[0])) for part in parts]
+    params["levels_db"] = [round(v, 2) for v in levels]
+    params["level_difference_db"] = round(max(levels) - min(levels), 2)
+    spans = [
+        _span(t.piece.id, t.start / sr, (t.start + t.length) / sr, 0.0, t.length / sr)
+        for t in job.takes
+    ]
+    return au.normalize(x), spans
+
+
+def _quote(
+    job: Job, take: Take, ctx: RenderContext, params: dict[str, Any]
+) -> tuple[np.ndarray, list[SourceSpan]]:
+    """The take's melody alone, at another tempo, over a new accompaniment on new instruments."""
+    sr = ctx.sample_rate
+    factor = params["tempo_factor"]
+    start_s, end_s = take.start / sr, (take.start + take.length) / sr
+    notes = timed_notes(take.piece.voicing)
+    melody = top_voice(notes[(notes[:, 0] >= start_s) & (notes[:, 0] < end_s)])
+    melody[:, :2] = (np.minimum(melody[:, :2], end_s) - start_s) / factor
+    melody[:, 3], melody[:, 4] = 100, 0
+    length_s = (end_s - start_s) / factor
+    tonic, mode = estimate_key(melody)
+    beat_s = 60.0 / take.piece.voicing.qpm / factor
+    chords = implied_chords(melody, tonic, mode, 2 * beat_s, length_s)
+    backing = accompany(chords, 2 * beat_s, length_s, params["style"])
+    n_samples = round((length_s + TAIL_S) * sr)
+    x = synthesize(np.concatenate([melody, backing]), params["programs"], n_samples, ctx)
+    params["key"] = f"{_PITCH_NAMES[tonic]} {mode}"
+    params["melody_notes"] = int(melody.shape[0])
+    span = _span(take.piece.id, start_s, end_s, 0.0, length_s, factor)
+    return au.normalize(x), [span]
+
+
+def _embed(
+    job: Job, take: Take, ctx: RenderContext, params: dict[str, Any]
+) -> tuple[np.ndarray, list[SourceSpan]]:
+    """A catalogue excerpt inside 60 s of other music.
+
+    `embedded` replaces the other music for the excerpt's length (short crossfades outside
+    the span), at the other music's level; `embedded-6db` lays it under the other music, which
+    goes on playing, at `level_db` below it.
+    """
     sr = ctx.sample_rate
     total = round(EMBED_TOTAL_S * sr)
     parts = [_render_take(f, ctx)[0] for f in job.fillers]
@@ -169,8 +239,9 @@ def _embed(job: Job, take: Take, ctx: RenderContext) -> tuple[np.ndarray, list[S
     ramp = round(EMBED_RAMP_S * sr)
     excerpt = _read_take(take, sr, margin=ramp)
     core = excerpt[ramp : ramp + take.length]
-    excerpt = excerpt * (au.rms(bed) / max(au.rms(core), 1e-9))
-    position = round(job.params["position_s"] * sr)
+    level = au.db_to_amp(params.get("level_db", 0.0))
+    excerpt = excerpt * (level * au.rms(bed) / max(au.rms(core), 1e-9))
+    position = round(params["position_s"] * sr)
     weight = np.concatenate(
         [
             np.linspace(0.0, 1.0, ramp, endpoint=False),
@@ -180,9 +251,11 @@ def _embed(job: Job, take: Take, ctx: RenderContext) -> tuple[np.ndarray, list[S
     )
     lo = position - ramp
     mixed = bed.astype(np.float64)
-    mixed[lo : lo + weight.size] = mixed[lo : lo + weight.size] * (1 - weight) + excerpt * weight
+    region = mixed[lo : lo + weight.size]
+    under = "level_db" in params
+    mixed[lo : lo + weight.size] = (region if under else region * (1 - weight)) + excerpt * weight
     x = au.limit_peak(mixed)
-    job.params["fillers"] = [
+    params["fillers"] = [
         {
             "score_path": f.piece.info.ref.path,
             "score_number": f.piece.info.ref.number,

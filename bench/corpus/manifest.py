@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the sets after the first sixteen, related queries
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class SourceSpan:
     query_end_s: float
     tempo_factor: float = 1.0  # query tempo / source tempo
     transpose: int = 0  # semitones
+    # Shifts (source seconds) at which the same notes recur in the source: a repeat holds the
+    # same music, so evidence pointing there is as right as evidence pointing here.
+    repeat_offsets_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class RenderContext:
     cache_dir: str
     sample_rate: int
     soundfont: str
+    second_soundfont: str = ""  # for the `soundfont2` set; empty when it is not installed
 
 
 def fluidsynth_version() -> str:
@@ -37,7 +38,7 @@ def fluidsynth_version() -> str:
     return out.stdout.splitlines()[0].strip()
 
 
-def _fluidsynth(
+def synthesize(
     notes: np.ndarray, programs: Sequence[int], n_samples: int, ctx: RenderContext
 ) -> np.ndarray:
     """Render timed notes to mono float audio of exactly `n_samples` samples."""
@@ -143,7 +144,7 @@ def render(
     notes = notes[(notes[:, 2] >= 0) & (notes[:, 2] <= 127)]
     if window is None:
         n_samples = round((float(notes[:, 1].max()) + TAIL_S) * sr)
-        audio = _fluidsynth(notes, programs, n_samples, ctx)
+        audio = synthesize(notes, programs, n_samples, ctx)
     else:
         start, length = window
         end_s = (start + length) / sr
@@ -151,7 +152,7 @@ def render(
         local[:, 1] = np.minimum(local[:, 1], end_s + 0.1)
         if not np.any(local[:, 1] > start / sr):
             raise RuntimeError("no notes in window")
-        audio = _fluidsynth(local, programs, start + length, ctx)[start:]
+        audio = synthesize(local, programs, start + length, ctx)[start:]
     au.write_audio(path, au.normalize(audio), sr)
     return path
 

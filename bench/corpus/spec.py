@@ -12,6 +12,9 @@ Role = Literal["catalogue", "other"]
 EXTRACT_VERSION = 1
 RENDER_VERSION = 1
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+# A second General MIDI soundfont (Debian timgm6mb-soundfont): the `soundfont2` set re-renders
+# catalogue excerpts with it, since generated audio never shares the catalogue's exact timbre.
+SECOND_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 
 MIN_PIECE_S = 25.0  # scores shorter than this (at their chosen tempo) are skipped
 MAX_PIECE_S = 240.0  # longer scores are cut here (the small preset cuts earlier)
@@ -27,14 +30,45 @@ EMBED_RAMP_S = 0.25
 EMBED_FILLER_PARTS = 3
 FILLER_XFADE_S = 1.0
 MIN_COVERAGE = 0.9  # fraction of an excerpt in which some note sounds
+MIX_LEVEL_DB = 6.0  # the pieces of a mix lie within this many dB of each other
+VERBATIM_S = 16.0  # length of the `verbatim16` excerpts: resemblance 1.0 means this much reuse
+EMBED_BORROW_S = 15.0  # the borrowed excerpt of `embedded-6db`
+EMBED_UNDER_DB = -6.0  # its level under the other music
+PHONE_BAND_HZ = (300.0, 3400.0)
+REVERB_RT60_S = (0.9, 1.5)  # synthetic room: decay time drawn per query (about 1.2 s)
+REVERB_WET = (0.35, 0.6)  # share of the reverberant signal in the wet/dry mix
+QUOTE_S = 15.0  # source seconds of melody a quotation borrows (about eight bars)
+QUOTE_TEMPO = (0.05, 0.15)  # a quotation's tempo differs from the source's by this much
 
-TEMPO_FACTORS = {"tempo+5": 1.05, "tempo-5": 0.95, "tempo+10": 1.10, "tempo-10": 0.90}
-TRANSPOSITIONS = {"transpose+1": 1, "transpose-1": -1, "transpose+2": 2, "transpose-2": -2}
+TEMPO_FACTORS = {
+    "tempo+5": 1.05, "tempo-5": 0.95, "tempo+10": 1.10, "tempo-10": 0.90,
+    "tempo+8": 1.08, "tempo-8": 0.92,
+}  # fmt: skip
+TRANSPOSITIONS = {
+    "transpose+1": 1, "transpose-1": -1, "transpose+2": 2, "transpose-2": -2,
+    "transpose+3": 3, "transpose-3": -3, "transpose+4": 4, "transpose-4": -4,
+    "transpose+5": 5, "transpose-5": -5, "transpose+6": 6, "transpose-6": -6,
+    "transpose+12": 12, "transpose-12": -12,
+}  # fmt: skip
+# The first sixteen sets are the original ones, in their original order (their seeds depend on
+# the position); newer sets follow.
 TRANSFORMATIONS: tuple[str, ...] = (
     "clean", "gain", "noise20", "noise10", "lossy",
-    *TEMPO_FACTORS, *TRANSPOSITIONS,
+    "tempo+5", "tempo-5", "tempo+10", "tempo-10",
+    "transpose+1", "transpose-1", "transpose+2", "transpose-2",
     "reinstrument", "mix2", "embedded",
+    "noise15", "phone", "reverb", "verbatim16", "tempo+8", "tempo-8",
+    "transpose+3", "transpose-3", "transpose+4", "transpose-4",
+    "transpose+5", "transpose-5", "transpose+6", "transpose-6",
+    "transpose+12", "transpose-12",
+    "mix3", "embedded-6db", "soundfont2", "quotation",
 )  # fmt: skip
+ORIGINAL_SETS = 16
+RENDERED_SETS = {*TEMPO_FACTORS, *TRANSPOSITIONS, "reinstrument", "soundfont2"}
+LOSSY_SETS = {"lossy", "phone"}
+MIX_SIZES = {"mix2": 2, "mix3": 3}
+# Negatives found to share a melody with a catalogue piece become queries of this set.
+RELATED = "related"
 NEGATIVE_KINDS = ("hard_negative", "other_negative")
 
 # General MIDI programs (0-based) per ensemble; a palette lists programs from the top voice down.
@@ -145,11 +179,20 @@ class SizePreset:
     other_negatives: int
     fillers: int
     max_piece_s: float = MAX_PIECE_S  # catalogue pieces are cut at this length
+    newer_queries: int | None = None  # queries per set added after the first sixteen
+
+    def queries_for(self, index: int) -> int:
+        """Number of queries of the set at `index` in TRANSFORMATIONS."""
+        if index >= ORIGINAL_SETS and self.newer_queries is not None:
+            return self.newer_queries
+        return self.queries_per_transformation
 
 
 SIZES: dict[str, SizePreset] = {
     "small": SizePreset(catalogue=12, queries_per_transformation=3, hard_negatives=4,
-                        other_negatives=4, fillers=4, max_piece_s=75.0),
-    "full": SizePreset(catalogue=300, queries_per_transformation=40, hard_negatives=100,
-                       other_negatives=100, fillers=24),
+                        other_negatives=4, fillers=4, max_piece_s=75.0, newer_queries=2),
+    # 36 sets of 32 queries and 250 negatives: build and run through the service in about
+    # half an hour on two cores.
+    "full": SizePreset(catalogue=300, queries_per_transformation=32, hard_negatives=125,
+                       other_negatives=125, fillers=24),
 }  # fmt: skip
