@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
+from scipy import signal
 from scipy.fft import next_fast_len
 
 NoiseColor = Literal["white", "pink"]
@@ -99,6 +100,55 @@ def add_noise(
     """Add noise at `snr_db` relative to the signal power; rescaled as a whole if it would clip."""
     noise = colored_noise(x.size, color, rng) * rms(x) / db_to_amp(snr_db)
     return limit_peak(x + noise)
+
+
+def band_pass(x: np.ndarray, sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """Zero-phase 4th-order Butterworth band-pass (a telephone band is 300-3400 Hz).
+
+    x : np.ndarray [shape=(n,)]
+    Filtered forwards and backwards, so the result is not delayed against the input.
+    """
+    if x.ndim != 1:
+        raise ValueError(f"expected mono, got shape={x.shape}")
+    if not 0 < low_hz < high_hz < sample_rate / 2:
+        raise ValueError(f"need 0 < {low_hz} < {high_hz} < {sample_rate / 2} Hz")
+    sos = signal.butter(4, [low_hz, high_hz], btype="bandpass", fs=sample_rate, output="sos")
+    return np.asarray(signal.sosfiltfilt(sos, x.astype(np.float64)), dtype=np.float32)
+
+
+def room_impulse_response(
+    sample_rate: int, rt60_s: float, rng: np.random.Generator, *, predelay_s: float = 0.01
+) -> np.ndarray:
+    """Synthetic diffuse room: Gaussian noise decaying by 60 dB in `rt60_s`, after a pre-delay.
+
+    Returns the reverberant part only (no direct sound), unit energy, shape (n,): about
+    1.5 * rt60_s long. Low-passed a little, as walls absorb high frequencies first.
+    """
+    if not rt60_s > 0:
+        raise ValueError(f"rt60_s={rt60_s} must be positive")
+    n = round(1.5 * rt60_s * sample_rate)
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * 10.0 ** (-3.0 * t / rt60_s)  # -60 dB at t = rt60
+    sos = signal.butter(2, min(6000.0, 0.45 * sample_rate), fs=sample_rate, output="sos")
+    tail = signal.sosfilt(sos, tail)
+    ir = np.concatenate([np.zeros(round(predelay_s * sample_rate)), tail])
+    return (ir / np.sqrt(np.sum(ir**2))).astype(np.float64)
+
+
+def reverberate(x: np.ndarray, ir: np.ndarray, wet: float) -> np.ndarray:
+    """Dry signal plus its convolution with `ir`, mixed to `wet` share of the energy.
+
+    x : np.ndarray [shape=(n,)]; ir : np.ndarray [shape=(m,)], no direct sound
+    The output keeps x's length and timing (the dry path is not delayed); its RMS matches x's.
+    """
+    if not 0.0 <= wet < 1.0:
+        raise ValueError(f"wet={wet} must be in [0, 1)")
+    dry = x.astype(np.float64)
+    tail = signal.fftconvolve(dry, ir)[: dry.size]
+    tail *= rms(dry) / max(rms(tail), 1e-12)
+    mixed = np.sqrt(1.0 - wet) * dry + np.sqrt(wet) * tail
+    mixed *= rms(dry) / max(rms(mixed), 1e-12)
+    return limit_peak(mixed)
 
 
 def crossfade_concat(segments: list[np.ndarray], overlap: int) -> np.ndarray:

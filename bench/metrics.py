@@ -3,23 +3,31 @@
 Inputs are plain values so either side can build them: the true sources of a query (from the
 corpus manifest) and the ranked predictions (from `attribute` or from a check response).
 
-    outcome = score_query(query.sources, predictions, threshold=params.abstain_threshold)
-    fp = is_false_positive(negative_predictions, threshold=params.abstain_threshold)
-    rows = [summarise_queries("clean", [outcome, ...]), summarise_negatives("negatives", [fp, ...])]
+    outcome = score_query(query.sources, predictions, threshold=abstain, use_threshold=use)
+    best = best_score(negative_predictions)
+    rows = [summarise_queries("clean", [outcome, ...]),
+            summarise_negatives("negatives", [best, ...], threshold=abstain, use_threshold=use)]
     print(format_table(rows))
 
-Definitions (per query, at the abstain threshold; predictions below it are ignored):
+Two thresholds: the abstain threshold (a match below it is not reported) and the use threshold
+(a reported match at or above it is a paid use). Per query:
 
-* ``top1``: the best prediction is one of the query's sources.
+* ``top1``: the best prediction at the abstain threshold is one of the query's sources.
 * ``recall5``: share of the query's sources among the best five predictions.
 * ``all_top3``: every source is among the best three (the bar for two-piece mixes).
+* ``found``: every source is listed (at the abstain threshold).
+* ``paid``: every source's resemblance reaches the use threshold (the headline metric).
+* ``located``: paid, and every source's evidence lies within ``LOCATED_S`` of the truth.
 * ``time_error_s``: for each found source, the evidence run overlapping the source's query
   interval most is read at its midpoint; the error is the distance between the reference time
   it claims there and the true one. Median over the query's found sources.
 * ``true_share``: sum of the sources' shares, share = resemblance / sum of the resemblances
-  of all predictions at or above the threshold.
-* a negative (music not in the catalogue) is a false positive when any prediction reaches
-  the threshold.
+  of all predictions at or above the abstain threshold.
+* ``source_resemblance``: the lowest resemblance among the sources (0 for one not listed at
+  all); summarised as min / p10 / median over the queries whose every source fills at least
+  ``FULL_REUSE_S`` of the query: resemblance 1.0 means verbatim reuse of that much.
+* a negative (music not in the catalogue) is a false positive at a threshold when any
+  prediction reaches it; the rate is reported at both thresholds.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class SourceLike(Protocol):
     def query_end_s(self) -> float: ...
     @property
     def tempo_factor(self) -> float: ...
+    @property
+    def repeat_offsets_s(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +98,14 @@ class QueryOutcome:
     top1: bool
     recall5: float
     all_top3: bool
-    found: float  # share of the sources predicted at any rank
+    found: bool  # every source listed at the abstain threshold
     time_error_s: float | None  # None when no source was found
     true_share: float
     n_predictions: int
+    paid: bool = False  # every source at or above the use threshold
+    located: bool = False  # paid, with every source's evidence within LOCATED_S
+    source_resemblance: float = 0.0  # lowest resemblance among the sources
+    long: bool = False  # every source fills at least FULL_REUSE_S of the query
 
 
 @dataclass
@@ -104,10 +118,21 @@ class Row:
     recall5: float | None = None
     all_top3: float | None = None
     found: float | None = None
+    paid: float | None = None
+    located: float | None = None
     time_error_median_s: float | None = None
     time_error_p90_s: float | None = None
     true_share: float | None = None
-    fpr: float | None = None
+    n_long: int | None = None  # queries whose sources each fill FULL_REUSE_S or more
+    resemblance_min: float | None = None  # of the true sources, over the long queries
+    resemblance_p10: float | None = None
+    resemblance_median: float | None = None
+    fpr: float | None = None  # negatives: at the abstain threshold
+    fpr_use: float | None = None  # negatives: at the use threshold
+
+
+FULL_REUSE_S = 16.0  # verbatim reuse of this long scores resemblance 1.0
+LOCATED_S = 1.0  # evidence within this many seconds of the truth locates the source
 
 
 def _kept(predictions: Sequence[Prediction], threshold: float) -> list[Prediction]:
@@ -115,57 +140,82 @@ def _kept(predictions: Sequence[Prediction], threshold: float) -> list[Predictio
 
 
 def score_query(
-    sources: Sequence[SourceLike], predictions: Sequence[Prediction], *, threshold: float
+    sources: Sequence[SourceLike],
+    predictions: Sequence[Prediction],
+    *,
+    threshold: float,
+    use_threshold: float | None = None,
 ) -> QueryOutcome:
-    """Score the ranked predictions of one query against its true sources."""
+    """Score the ranked predictions of one query against its true sources.
+
+    threshold : the abstain threshold; use_threshold : from which a match is a paid use
+    (default: the abstain threshold)
+    """
+    use = threshold if use_threshold is None else use_threshold
     kept = _kept(predictions, threshold)
     truth = {s.piece_id for s in sources}
     ranked = [p.piece_id for p in kept]
     total = sum(p.resemblance for p in kept)
     by_piece = {p.piece_id: p for p in kept}
-    errors = [
-        err
+    source_errors = {
+        s.piece_id: evidence_error(s, by_piece[s.piece_id].evidence)
         for s in sources
         if s.piece_id in by_piece
-        for err in [evidence_error(s, by_piece[s.piece_id].evidence)]
-        if err is not None
-    ]
+    }
+    errors = [e for e in source_errors.values() if e is not None]
+    best = {p.piece_id: p.resemblance for p in reversed(predictions)}
+    resemblances = [best.get(piece, 0.0) for piece in truth]
+    paid = bool(truth) and all(r >= use for r in resemblances) and truth <= set(ranked)
+    located = paid and all(
+        (e := source_errors.get(piece)) is not None and e <= LOCATED_S for piece in truth
+    )
     return QueryOutcome(
         top1=bool(ranked) and ranked[0] in truth,
         recall5=len(truth & set(ranked[:5])) / len(truth) if truth else 0.0,
         all_top3=bool(truth) and truth <= set(ranked[:3]),
-        found=len(truth & set(ranked)) / len(truth) if truth else 0.0,
+        found=bool(truth) and truth <= set(ranked),
         time_error_s=_median(errors) if errors else None,
         true_share=(
             sum(p.resemblance for p in kept if p.piece_id in truth) / total if total > 0 else 0.0
         ),
         n_predictions=len(kept),
+        paid=paid,
+        located=located,
+        source_resemblance=min(resemblances, default=0.0),
+        long=bool(sources)
+        and all(s.query_end_s - s.query_start_s >= FULL_REUSE_S - 1e-6 for s in sources),
     )
-
-
-def is_false_positive(predictions: Sequence[Prediction], *, threshold: float) -> bool:
-    """A negative query is a false positive when any prediction reaches the threshold."""
-    return bool(_kept(predictions, threshold))
 
 
 def evidence_error(source: SourceLike, evidence: Sequence[Span]) -> float | None:
-    """Reference-time error (s) of the run that overlaps the source's query interval most."""
-    best: Span | None = None
-    best_overlap = 0.0
-    for e in evidence:
-        overlap = min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s)
-        if overlap > best_overlap:
-            best, best_overlap = e, overlap
-    if best is None:
+    """Reference-time error (s) of the evidence for one source, None when none overlaps it.
+
+    Among the runs covering at least half as much of the source's query interval as the
+    best-covering run, the smallest error counts (several runs may align the same query
+    passage); an error is measured to the true position or to any of its repeats
+    (`repeat_offsets_s`, when the source records them), whichever is nearest.
+    """
+    overlaps = [
+        (min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s), e)
+        for e in evidence
+    ]
+    most = max((o for o, _ in overlaps), default=0.0)
+    if most <= 0:
         return None
-    mid = 0.5 * (
-        max(best.query_start, source.query_start_s) + min(best.query_end, source.query_end_s)
-    )
-    expected = source.source_start_s + (mid - source.query_start_s) * source.tempo_factor
-    length = best.query_end - best.query_start
-    slope = (best.reference_end - best.reference_start) / length if length > 0 else 1.0
-    claimed = best.reference_start + (mid - best.query_start) * slope
-    return abs(claimed - expected)
+    shifts = [0.0, *source.repeat_offsets_s]
+    errors = []
+    for overlap, e in overlaps:
+        if overlap < 0.5 * most:
+            continue
+        mid = 0.5 * (
+            max(e.query_start, source.query_start_s) + min(e.query_end, source.query_end_s)
+        )
+        expected = source.source_start_s + (mid - source.query_start_s) * source.tempo_factor
+        length = e.query_end - e.query_start
+        slope = (e.reference_end - e.reference_start) / length if length > 0 else 1.0
+        claimed = e.reference_start + (mid - e.query_start) * slope
+        errors.append(min(abs(claimed - expected - d) for d in shifts))
+    return min(errors)
 
 
 def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
@@ -174,6 +224,7 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
     if n == 0:
         return Row(name=name, n=0)
     errors = sorted(o.time_error_s for o in outcomes if o.time_error_s is not None)
+    long = sorted(o.source_resemblance for o in outcomes if o.long)
     return Row(
         name=name,
         n=n,
@@ -181,16 +232,38 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
         recall5=sum(o.recall5 for o in outcomes) / n,
         all_top3=sum(o.all_top3 for o in outcomes) / n,
         found=sum(o.found for o in outcomes) / n,
+        paid=sum(o.paid for o in outcomes) / n,
+        located=sum(o.located for o in outcomes) / n,
         time_error_median_s=_median(errors) if errors else None,
         time_error_p90_s=quantile(errors, 0.9) if errors else None,
         true_share=sum(o.true_share for o in outcomes) / n,
+        n_long=len(long),
+        resemblance_min=long[0] if long else None,
+        resemblance_p10=quantile(long, 0.1) if long else None,
+        resemblance_median=quantile(long, 0.5) if long else None,
     )
 
 
-def summarise_negatives(name: str, false_positives: Sequence[bool]) -> Row:
-    """False-positive rate of one negative set."""
-    n = len(false_positives)
-    return Row(name=name, n=n, fpr=sum(false_positives) / n if n else None)
+def best_score(predictions: Sequence[Prediction]) -> float:
+    """Highest resemblance among the predictions (0 when there are none)."""
+    return max((p.resemblance for p in predictions), default=0.0)
+
+
+def summarise_negatives(
+    name: str, scores: Sequence[float], *, threshold: float, use_threshold: float | None = None
+) -> Row:
+    """False-positive rates of one negative set at the abstain and the use threshold.
+
+    scores : the best resemblance of each negative (`best_score`)
+    """
+    n = len(scores)
+    use = threshold if use_threshold is None else use_threshold
+    return Row(
+        name=name,
+        n=n,
+        fpr=sum(s >= threshold for s in scores) / n if n else None,
+        fpr_use=sum(s >= use for s in scores) / n if n else None,
+    )
 
 
 def calibrate_threshold(scores: Iterable[float], *, target_fpr: float) -> float:
@@ -218,29 +291,63 @@ def split_half(ids: Iterable[str], *, salt: str = "calibration") -> tuple[set[st
     return set(ordered[0::2]), set(ordered[1::2])
 
 
+CURVE_STEP = 0.01  # resolution of the reported false-positive curve
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """An abstain threshold and the false-positive rates it gives on both halves."""
+    """Both thresholds, fitted on one half of the negatives, with their rates on both halves.
 
-    threshold: float
-    target_fpr: float
+    The abstain threshold lets through at most `abstain_target_fpr` of the calibration half,
+    the use threshold at most `target_fpr`; `curve` gives, for resemblance values r on a grid,
+    the share of negatives whose best match reaches r on the calibration half (and
+    `heldout_curve` on the held-out half).
+    """
+
+    threshold: float  # the abstain threshold
+    target_fpr: float  # of the use threshold
     calibration_ids: frozenset[str]
     heldout_ids: frozenset[str]
-    calibration_fpr: float
+    calibration_fpr: float  # at the abstain threshold
     heldout_fpr: float
+    use_threshold: float = 0.0
+    abstain_target_fpr: float = 0.0
+    use_calibration_fpr: float = 0.0
+    use_heldout_fpr: float = 0.0
+    curve: tuple[tuple[float, float], ...] = ()
+    heldout_curve: tuple[tuple[float, float], ...] = ()
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "method": "abstain_threshold = lowest value at which at most target_fpr of the "
-            "calibration half of the negatives reach it (negatives split per kind by hashed "
-            "id); the false-positive rate is reported on the held-out half",
-            "threshold": math.ceil(self.threshold * 1e6) / 1e6,
+            "method": "thresholds fitted on the calibration half of the negatives (split per "
+            "kind by hashed id): abstain_threshold = lowest value reached by at most "
+            "abstain_target_fpr of them, use_threshold = lowest value reached by at most "
+            "target_fpr of them (never below the abstain threshold); rates reported on both "
+            "halves; curve = [r, share of calibration-half negatives whose best match >= r]",
+            "threshold": _round_up(self.threshold),
+            "abstain_target_fpr": self.abstain_target_fpr,
+            "use_threshold": _round_up(self.use_threshold),
             "target_fpr": self.target_fpr,
             "n_calibration": len(self.calibration_ids),
             "n_heldout": len(self.heldout_ids),
             "calibration_fpr": round(self.calibration_fpr, 4),
             "heldout_fpr": round(self.heldout_fpr, 4),
+            "use_calibration_fpr": round(self.use_calibration_fpr, 4),
+            "use_heldout_fpr": round(self.use_heldout_fpr, 4),
+            "curve": [[r, round(f, 4)] for r, f in self.curve],
+            "heldout_curve": [[r, round(f, 4)] for r, f in self.heldout_curve],
         }
+
+
+def _round_up(value: float) -> float:
+    """Up to 6 decimals, so a score the threshold was fitted to reject stays rejected."""
+    return math.ceil(value * 1e6) / 1e6
+
+
+def fpr_curve(scores: Sequence[float], grid: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    """(r, share of `scores` >= r) for each r of the grid."""
+    n = len(scores)
+    return tuple((r, sum(s >= r for s in scores) / n if n else 0.0) for r in grid)
 
 
 def calibrate(
@@ -248,60 +355,83 @@ def calibrate(
     kinds: Mapping[str, str],
     *,
     target_fpr: float,
+    abstain_fpr: float | None = None,
     min_threshold: float = 0.0,
 ) -> Calibration:
-    """Fit the abstain threshold on one half of the negatives, measure it on the other.
+    """Fit the abstain and use thresholds on one half of the negatives, measure on the other.
 
     scores : best resemblance of each negative (0 when nothing matched), by negative id
     kinds : each negative's kind (hard / other); each kind is split in half on its own
+    target_fpr : of the use threshold; abstain_fpr : of the abstain threshold (default the
+    same); both thresholds stay at or above `min_threshold`
     """
+    abstain_fpr = target_fpr if abstain_fpr is None else abstain_fpr
     fit: set[str] = set()
     held: set[str] = set()
     for kind in sorted(set(kinds.values())):
         a, b = split_half(i for i, k in kinds.items() if k == kind)
         fit |= a
         held |= b
-    threshold = max(
-        calibrate_threshold([scores[i] for i in sorted(fit)], target_fpr=target_fpr),
-        min_threshold,
-    )
+    fit_scores = [scores[i] for i in sorted(fit)]
+    threshold = max(calibrate_threshold(fit_scores, target_fpr=abstain_fpr), min_threshold)
+    use = max(calibrate_threshold(fit_scores, target_fpr=target_fpr), threshold)
 
-    def fpr(ids: set[str]) -> float:
-        return sum(scores[i] >= threshold for i in ids) / len(ids) if ids else 0.0
+    def fpr(ids: set[str], at: float) -> float:
+        return sum(scores[i] >= at for i in ids) / len(ids) if ids else 0.0
 
+    grid = [round(i * CURVE_STEP, 6) for i in range(round(1 / CURVE_STEP) + 1)]
     return Calibration(
         threshold=threshold,
         target_fpr=target_fpr,
         calibration_ids=frozenset(fit),
         heldout_ids=frozenset(held),
-        calibration_fpr=fpr(fit),
-        heldout_fpr=fpr(held),
+        calibration_fpr=fpr(fit, threshold),
+        heldout_fpr=fpr(held, threshold),
+        use_threshold=use,
+        abstain_target_fpr=abstain_fpr,
+        use_calibration_fpr=fpr(fit, use),
+        use_heldout_fpr=fpr(held, use),
+        curve=fpr_curve(fit_scores, grid),
+        heldout_curve=fpr_curve([scores[i] for i in sorted(held)], grid),
     )
+
+
+ROW_FIELDS = (
+    "top1", "recall5", "all_top3", "found", "paid", "located", "time_error_median_s",
+    "time_error_p90_s", "true_share", "n_long", "resemblance_min", "resemblance_p10",
+    "resemblance_median", "fpr", "fpr_use",
+)  # fmt: skip
 
 
 def row_json(row: Row) -> dict[str, float | int]:
     """The row's measured values, rounded, for JSON files (absent values left out)."""
     out: dict[str, float | int] = {"n": row.n}
-    for name in ("top1", "recall5", "all_top3", "found", "time_error_median_s", "true_share",
-                 "fpr"):  # fmt: skip
+    for name in ROW_FIELDS:
         value = getattr(row, name)
         if value is not None:
-            out[name] = round(float(value), 4)
+            out[name] = value if isinstance(value, int) else round(float(value), 4)
     return out
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """Fixed-width text table of the rows."""
+    """Fixed-width text table of the rows.
+
+    r-min / r-p10 / r-med: the true source's resemblance over the queries whose sources fill
+    at least FULL_REUSE_S; FPR / FPRuse: negatives at the abstain / the use threshold.
+    """
     head = (
-        f"{'set':<16}{'n':>5}{'top1':>7}{'rec@5':>7}{'both@3':>8}{'found':>7}"
-        f"{'err50':>7}{'err90':>7}{'share':>7}{'FPR':>7}"
+        f"{'set':<14}{'n':>5}{'top1':>6}{'rec5':>6}{'top3':>6}{'found':>6}{'paid':>6}"
+        f"{'loc':>6}{'err50':>6}{'err90':>6}{'share':>6}{'r-min':>6}{'r-p10':>6}{'r-med':>6}"
+        f"{'FPR':>7}{'FPRuse':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.name:<16}{r.n:>5}{_fmt(r.top1):>7}{_fmt(r.recall5):>7}{_fmt(r.all_top3):>8}"
-            f"{_fmt(r.found):>7}{_fmt(r.time_error_median_s, 1):>7}"
-            f"{_fmt(r.time_error_p90_s, 1):>7}{_fmt(r.true_share):>7}{_fmt(r.fpr, 3):>7}"
+            f"{r.name:<14}{r.n:>5}{_fmt(r.top1):>6}{_fmt(r.recall5):>6}{_fmt(r.all_top3):>6}"
+            f"{_fmt(r.found):>6}{_fmt(r.paid):>6}{_fmt(r.located):>6}"
+            f"{_fmt(r.time_error_median_s, 1):>6}{_fmt(r.time_error_p90_s, 1):>6}"
+            f"{_fmt(r.true_share):>6}{_fmt(r.resemblance_min):>6}{_fmt(r.resemblance_p10):>6}"
+            f"{_fmt(r.resemblance_median):>6}{_fmt(r.fpr, 3):>7}{_fmt(r.fpr_use, 3):>7}"
         )
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Offline evaluation and calibration of the spectral embedder and the attribution check.
 
-No HTTP, no database: the catalogue of a corpus (see bench/corpus.py) is embedded with
+No HTTP, no database: the catalogue of a corpus (see bench/corpus/) is embedded with
 SpectralEmbedder into a flat inner-product FAISS index (app.index.factory), and every query and
 negative goes through the same path as a check: embed, then `attribute_vectors` (query-side
 transpositions, top-k search, alignment, scoring, explaining away), once each with the abstain
@@ -10,10 +10,13 @@ service.
     python -m bench.tune --corpus .echoledger/corpus-small
     python -m bench.tune --corpus .echoledger/corpus-full --set k=30 --calibrate
 
-This is the fast loop for trying embedder and alignment settings. ``--calibrate`` picks the
-abstain threshold as the service's calibration does (bench.metrics.calibrate: one half of the
-negatives per kind, held-out rate on the other half) and shows every query set and the
-held-out negatives at it, but writes nothing: the threshold the service reads comes from the
+This is the fast loop for trying embedder and alignment settings; it prints the same metrics
+and bars as the service runner (found, paid at the use threshold, false-positive rates).
+``--use-threshold`` sets the paid-use threshold; ``--set use_threshold=..`` works too, as does
+any parameter a newer attribution reads. ``--calibrate`` picks both thresholds as the
+service's calibration does (bench.metrics.calibrate: one half of the negatives per kind,
+held-out rate on the other half) and shows every query set and the held-out negatives at them,
+but writes nothing: the threshold the service reads comes from the
 run through the service, ``python -m bench.attribution --size full --calibrate`` (README,
 "Attribution quality").
 
@@ -246,10 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transformations", default="",
                         help="comma-separated query sets (default: all)")  # fmt: skip
     parser.add_argument("--calibrate", action="store_true",
-                        help="fit abstain_threshold on the negatives; report only")  # fmt: skip
-    parser.add_argument("--target-fpr", type=float, default=0.01)
+                        help="fit both thresholds on the negatives; report only")  # fmt: skip
+    parser.add_argument("--target-fpr", type=float, default=attribution.FPR_BAR,
+                        help="false-positive rate the use threshold is fitted to")  # fmt: skip
+    parser.add_argument("--abstain-fpr", type=float, default=0.05,
+                        help="false-positive rate the abstain threshold is fitted to")  # fmt: skip
     parser.add_argument("--min-threshold", type=float, default=0.1,
                         help="never calibrate the abstain threshold below this")  # fmt: skip
+    parser.add_argument("--use-threshold", type=float, default=None,
+                        help="paid-use threshold (default: the params' use_threshold, else "
+                        "the abstain threshold)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--cache", type=Path, default=Path(".echoledger/cache/tune"),
                         help="embedding cache directory")  # fmt: skip
@@ -257,12 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
-    base = AttributionParams.load(args.params) if args.params else _default_params()
+    base, extra = attribution.load_params(args.params or DEFAULT_CALIBRATION)
     overrides: dict[str, Any] = {}
     for item in args.set:
         name, _, value = item.partition("=")
         overrides[name] = json.loads(value)
-    params = AttributionParams.from_dict({**base.as_dict(), **overrides})
+    known = base.as_dict().keys()
+    params = AttributionParams.from_dict(
+        {**base.as_dict(), **{k: v for k, v in overrides.items() if k in known}}
+    )
+    extra |= {k: v for k, v in overrides.items() if k not in known}
 
     manifest = load_manifest(args.corpus)
     embedder = SpectralEmbedder()
@@ -273,41 +286,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     outcome = predict_all(run, params)
     threshold = params.abstain_threshold
+    use_threshold = float(extra.get("use_threshold", threshold))
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
     if args.calibrate:
-        cal = metrics.calibrate(
-            attribution.negative_scores(manifest, outcome),
-            {n.id: n.kind for n in manifest.negatives},
+        cal = attribution.calibrate(
+            manifest,
+            outcome,
             target_fpr=args.target_fpr,
+            abstain_fpr=args.abstain_fpr,
             min_threshold=args.min_threshold,
         )
-        threshold = cal.threshold
+        threshold, use_threshold = cal.threshold, cal.use_threshold
         held_out = set(cal.heldout_ids)
-    rows = attribution.evaluate(run.manifest, outcome, threshold=threshold, held_out=held_out)
+    if args.use_threshold is not None:
+        use_threshold = args.use_threshold
+    rows = attribution.evaluate(
+        run.manifest, outcome, threshold=threshold, use_threshold=use_threshold, held_out=held_out
+    )
     print(
         f"corpus {args.corpus} (seed {manifest.seed}, {manifest.size}): "
         f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments; "
         f"embedder {embedder.name} v{embedder.version} dim {embedder.dim}; "
-        f"abstain_threshold {threshold:.4f}"
+        f"abstain_threshold {threshold:.4f}, use_threshold {use_threshold:.4f}"
     )
     print(metrics.format_table(rows))
+    print()
+    print(attribution.format_verdicts(attribution.verdicts(rows)))
     if cal is not None:
         print(
-            f"calibrated abstain_threshold {cal.threshold:.4f}: FPR {cal.calibration_fpr:.3f} on "
-            f"{len(cal.calibration_ids)} calibration negatives, {cal.heldout_fpr:.3f} on "
-            f"{len(cal.heldout_ids)} held-out negatives (nothing written)"
+            f"calibrated on {len(cal.calibration_ids)} negatives, reported on "
+            f"{len(cal.heldout_ids)} held out (nothing written): abstain_threshold "
+            f"{cal.threshold:.4f} (FPR {cal.calibration_fpr:.3f} / {cal.heldout_fpr:.3f}), "
+            f"use_threshold {cal.use_threshold:.4f} (FPR {cal.use_calibration_fpr:.3f} / "
+            f"{cal.use_heldout_fpr:.3f})"
         )
     if args.json:
         args.json.write_text(json.dumps([metrics.row_json(r) | {"name": r.name} for r in rows],
                                         indent=2) + "\n")  # fmt: skip
     return 0
-
-
-def _default_params() -> AttributionParams:
-    if DEFAULT_CALIBRATION.exists():
-        return AttributionParams.load(DEFAULT_CALIBRATION)
-    return AttributionParams()
 
 
 if __name__ == "__main__":

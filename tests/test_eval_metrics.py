@@ -18,6 +18,7 @@ class Source:
     query_start_s: float = 0.0
     query_end_s: float = 20.0
     tempo_factor: float = 1.0
+    repeat_offsets_s: tuple[float, ...] = ()
 
 
 def test_a_query_is_scored_on_rank_share_and_evidence_time() -> None:
@@ -37,8 +38,61 @@ def test_a_query_is_scored_on_rank_share_and_evidence_time() -> None:
     assert outcome.time_error_s == pytest.approx(0.5)  # median of 1.0 and 0.0
 
     higher = metrics.score_query(sources, predictions, threshold=0.2)
-    assert higher.found == 0.5
+    assert higher.found is False  # "b" is no longer listed
     assert higher.all_top3 is False
+
+
+def test_paid_needs_every_source_at_the_use_threshold() -> None:
+    sources = [Source("a"), Source("b", query_start_s=5.0, query_end_s=20.0)]
+    predictions = [
+        Prediction("a", 0.95, (Span(0.0, 20.0, 10.0, 30.0),)),
+        Prediction("b", 0.6, (Span(5.0, 20.0, 13.0, 28.0),)),  # 3 s off
+    ]
+    listed = metrics.score_query(sources, predictions, threshold=0.1, use_threshold=0.7)
+    assert listed.found is True
+    assert listed.paid is False  # "b" is listed but below the use threshold
+    assert listed.source_resemblance == 0.6
+    both = metrics.score_query(sources, predictions, threshold=0.1, use_threshold=0.5)
+    assert both.paid is True
+    assert both.located is False  # "b"'s evidence is 3 s away from the truth
+    alone = metrics.score_query(sources[:1], predictions, threshold=0.1, use_threshold=0.5)
+    assert alone.located is True
+    assert alone.long is True  # 20 s of the query
+    assert both.long is False  # "b" fills 15 s
+
+
+def test_a_set_reports_the_true_sources_resemblance_over_long_queries() -> None:
+    long_source = [Source("a")]  # 20 s
+    short_source = [Source("a", query_end_s=10.0)]
+    outcomes = [
+        metrics.score_query(long_source, [Prediction("a", r)], threshold=0.1, use_threshold=0.9)
+        for r in (0.5, 0.92, 0.95, 0.97, 1.0)
+    ] + [
+        metrics.score_query(short_source, [Prediction("a", 0.2)], threshold=0.1, use_threshold=0.9)
+    ]
+    row = metrics.summarise_queries("clean", outcomes)
+    assert row.n == 6
+    assert row.n_long == 5
+    assert row.resemblance_min == 0.5  # the short query's 0.2 is not held to the scale
+    assert row.resemblance_median == 0.95
+    assert row.paid == pytest.approx(4 / 6)
+
+
+def test_evidence_at_a_repeat_of_the_passage_counts_as_right() -> None:
+    # The passage at 10..30 s recurs at 50..70 s: evidence there points at the same music.
+    source = Source("a", repeat_offsets_s=(40.0,))
+    assert metrics.evidence_error(source, [Span(0.0, 20.0, 50.0, 70.0)]) == pytest.approx(0.0)
+    assert metrics.evidence_error(Source("a"), [Span(0.0, 20.0, 50.0, 70.0)]) == 40.0
+    # Of two runs over the same query passage, the better one counts.
+    runs = [Span(0.0, 20.0, 45.0, 65.0), Span(0.0, 20.0, 10.5, 30.5)]
+    assert metrics.evidence_error(Source("a"), runs) == pytest.approx(0.5)
+
+
+def test_negatives_are_counted_at_both_thresholds() -> None:
+    row = metrics.summarise_negatives("negatives", [0.0, 0.2, 0.4, 0.8], threshold=0.3,
+                                      use_threshold=0.5)  # fmt: skip
+    assert row.fpr == 0.5
+    assert row.fpr_use == 0.25
 
 
 def test_evidence_error_follows_the_tempo_of_the_source() -> None:
@@ -88,3 +142,27 @@ def test_calibration_fits_on_one_half_of_each_kind_and_reports_the_other() -> No
     assert cal.threshold > 0.5
     assert cal.calibration_fpr == 0.0
     assert cal.heldout_fpr == 0.0
+
+
+def test_calibration_fits_the_use_threshold_and_reports_the_curve() -> None:
+    kinds = {f"h{i}": "hard" for i in range(100)} | {f"o{i}": "other" for i in range(100)}
+    ids = sorted(kinds)
+    scores = {i: round(0.005 * n, 3) for n, i in enumerate(ids)}  # 0.0 .. 0.995
+    cal = metrics.calibrate(scores, kinds, target_fpr=0.01, abstain_fpr=0.05)
+    fit = sorted(scores[i] for i in cal.calibration_ids)
+    assert sum(s >= cal.use_threshold for s in fit) <= 1  # at most 1 % of 100
+    assert sum(s >= cal.use_threshold * 0.999 for s in fit) >= 1  # and no higher than needed
+    assert sum(s >= cal.threshold for s in fit) <= 5
+    assert cal.threshold < cal.use_threshold
+    assert cal.use_calibration_fpr <= 0.01
+    curve = dict(cal.curve)
+    assert curve[0.0] == 1.0
+    assert curve[0.5] == pytest.approx(sum(s >= 0.5 for s in fit) / len(fit))
+    assert [f for _, f in cal.curve] == sorted((f for _, f in cal.curve), reverse=True)
+    held = dict(cal.heldout_curve)
+    assert held[0.5] == pytest.approx(
+        sum(scores[i] >= 0.5 for i in cal.heldout_ids) / len(cal.heldout_ids)
+    )
+    written = cal.as_dict()
+    assert written["use_threshold"] >= cal.use_threshold
+    assert written["curve"][50] == [0.5, round(curve[0.5], 4)]
