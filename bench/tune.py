@@ -41,6 +41,7 @@ from app.checks.attribution import (
     DEFAULT_CALIBRATION,
     AttributionParams,
     SearchResult,
+    TrackWindows,
     attribute_vectors,
 )
 from app.embedding.base import Embedder, Embedding
@@ -110,6 +111,14 @@ class Catalogue:
         )
         self._memo[key] = result
         return result
+
+    def windows(self, tracks: Sequence[int]) -> dict[int, TrackWindows]:
+        """The stored windows of catalogue pieces (what a check reads to verify them)."""
+        out = {}
+        for t in tracks:
+            rows = np.flatnonzero(self.track_of == t)
+            out[t] = TrackWindows(starts=self.start_of[rows], vectors=self.vectors[rows])
+        return out
 
 
 def build_catalogue(
@@ -209,7 +218,7 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
         search=lambda v: cat.search(v, params.k),
         params=params,
         transpose=run.embedder.transpose,
-        reconstruct=lambda ids: cat.vectors[ids],
+        windows=cat.windows,
     )
     return [
         metrics.Prediction(

@@ -314,3 +314,18 @@ def test_segment_ids_become_visible_in_order(
             sa.text("SELECT count(*) FROM segments WHERE track_id = :t"), {"t": track_id}
         )
     assert count == 3
+
+
+def test_the_store_reads_more_segments_than_one_statement_can_bind(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session]
+) -> None:
+    # psycopg binds at most 65,535 parameters; an IN list of ids would need one each.
+    track_id = catalogue.add_track(70_000)
+    store = SegmentStore(sessions, embedder=SPEC.embedder, version=SPEC.embedder_version, dim=DIM)
+    ids = store.segment_ids_of([track_id])
+    assert ids.size == 70_000
+    vectors = store.vectors(ids[::-1])
+    np.testing.assert_array_equal(vectors, catalogue.vectors[track_id][::-1])
+    starts, windows = store.track_windows([track_id])[track_id]
+    np.testing.assert_array_equal(windows, catalogue.vectors[track_id])
+    assert starts[-1] == 69_999

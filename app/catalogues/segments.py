@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalogues.models import Segment, Track
@@ -18,6 +20,12 @@ from app.config import Settings
 from app.embedding import Embedder
 from app.index.base import FloatArray, IdArray, IndexMismatch, SegmentBatch
 from app.index.manager import IndexManager, spec_for
+
+
+def _array(values: list[Any], item: Any) -> sa.BindParameter[Any]:
+    """One array parameter (`= ANY(:values)`): a list of 100k ids stays one bind value, where
+    `IN (...)` would expand it into 100k parameters."""
+    return sa.bindparam("values", values, type_=postgresql.ARRAY(item))
 
 
 class SegmentStore:
@@ -85,7 +93,9 @@ class SegmentStore:
     def segment_ids_of(self, track_ids: Sequence[uuid.UUID]) -> IdArray:
         if not track_ids:
             return np.zeros(0, dtype=np.int64)
-        stmt = sa.select(Segment.id).where(self._ours(), Segment.track_id.in_(list(track_ids)))
+        stmt = sa.select(Segment.id).where(
+            self._ours(), Segment.track_id == sa.any_(_array(list(track_ids), sa.Uuid))
+        )
         with self.sessions() as session:
             ids = session.scalars(stmt).all()
         return np.fromiter(ids, dtype=np.int64, count=len(ids))
@@ -95,7 +105,7 @@ class SegmentStore:
         unique = np.unique(wanted)
         stmt = (
             sa.select(Segment.id, Segment.vector)
-            .where(Segment.id.in_([int(i) for i in unique]))
+            .where(Segment.id == sa.any_(_array([int(i) for i in unique], sa.BigInteger)))
             .order_by(Segment.id)
         )
         with self.sessions() as session:
@@ -113,7 +123,7 @@ class SegmentStore:
             return {}
         stmt = (
             sa.select(Segment.track_id, Segment.start_s, Segment.vector)
-            .where(self._ours(), Segment.track_id.in_(list(track_ids)))
+            .where(self._ours(), Segment.track_id == sa.any_(_array(list(track_ids), sa.Uuid)))
             .order_by(Segment.track_id, Segment.start_s)
         )
         with self.sessions() as session:

@@ -228,13 +228,17 @@ class _Check:
         missing = [t for t in sorted(candidates) if t not in self.cache]
         if missing:
             self.cache.update(self.windows(missing))
+        views: dict[int, F32] = {}
         blocks: list[_Verified] = []
         for track in sorted(candidates):
             stored = self.cache.get(track)
             if stored is None or stored.vectors.shape[0] == 0:
                 continue
-            for shift in sorted(self.rotations.get(track, {0})):
-                blocks.append(self._compare(q, track, shift, stored))
+            shifts = sorted(self.rotations.get(track, {0}))
+            for s in shifts:
+                if s not in views:
+                    views[s] = q if s == 0 or self.transpose is None else self.transpose(q, s)
+            blocks.extend(self._compare(track, shifts, [views[s] for s in shifts], stored))
         if not blocks:
             return
         hits = _Verified(
@@ -260,10 +264,13 @@ class _Check:
             ):
                 self.found[match.track] = (match, hits)
 
-    def _compare(self, q: F32, track: int, shift: int, stored: TrackWindows) -> _Verified:
-        """The best `verify_k` windows of one track for each query window at one shift."""
-        view = q if shift == 0 or self.transpose is None else self.transpose(q, shift)
-        sims = view.astype(np.float32) @ stored.vectors.T  # [n, m]
+    def _compare(
+        self, track: int, shifts: list[int], views: list[F32], stored: TrackWindows
+    ) -> list[_Verified]:
+        """The best `verify_k` windows of one track for each query window, per shift (one
+        matrix product for all the shifts)."""
+        n = views[0].shape[0]
+        sims = np.concatenate(views) @ stored.vectors.T  # [len(shifts) * n, m]
         k = min(self.params.verify_k, sims.shape[1])
         if k < sims.shape[1]:
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -271,13 +278,16 @@ class _Check:
             top = np.broadcast_to(np.arange(sims.shape[1]), (sims.shape[0], k))
         best = np.take_along_axis(sims, top, axis=1).astype(np.float64)
         starts = np.asarray(stored.starts, dtype=np.float64)[top]
-        return _Verified(
-            similarities=best,
-            tracks=np.full(best.shape, track, dtype=np.int64),
-            reference_starts=starts,
-            variants=np.full(best.shape, shift, dtype=np.int64),
-            window=np.asarray(top, dtype=np.int64),
-        )
+        return [
+            _Verified(
+                similarities=best[i * n : (i + 1) * n],
+                tracks=np.full((n, k), track, dtype=np.int64),
+                reference_starts=starts[i * n : (i + 1) * n],
+                variants=np.full((n, k), shift, dtype=np.int64),
+                window=np.asarray(top[i * n : (i + 1) * n], dtype=np.int64),
+            )
+            for i, shift in enumerate(shifts)
+        ]
 
     # -- explaining away -------------------------------------------------------------------
 
