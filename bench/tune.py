@@ -46,7 +46,7 @@ from app.checks.attribution import (
 )
 from app.embedding.base import Embedder, Embedding
 from app.embedding.spectral import SpectralEmbedder
-from app.index import factory
+from app.index import factory, tuning
 from bench import attribution, metrics
 from bench.corpus import Manifest, load_manifest
 
@@ -140,6 +140,7 @@ def build_catalogue(
         if verbose and (i + 1) % 50 == 0:
             print(f"  embedded {i + 1}/{len(manifest.catalogue)} pieces", file=sys.stderr)
     all_vectors = np.ascontiguousarray(np.concatenate(vectors))
+    tuning.prefer_blas(embedder.dim)  # as the service does: query batches take the BLAS path
     index = factory.create_index("Flat", embedder.dim)
     factory.add(index, all_vectors, np.arange(all_vectors.shape[0], dtype=np.int64))
     return Catalogue(

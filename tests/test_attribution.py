@@ -354,7 +354,7 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
     n = 20  # query windows at 1 s hop, so window i aligns with reference window i + offset
     loud = np.stack([cat.window(2, 5 + i) for i in range(n)])
     quiet = np.stack([cat.window(4, 12 + i) for i in range(n)])
-    mix = loud + 0.55 * quiet
+    mix = loud + 0.3 * quiet
     mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
     params = replace(
         PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.3, similarity_full=0.9,

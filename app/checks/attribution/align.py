@@ -139,19 +139,25 @@ def attribute(
     bounds = np.flatnonzero(np.diff(hits.group)) + 1
     query_hop = float(np.median(np.diff(q))) if n > 1 else window_s
 
-    runs_of: dict[int, list[Run]] = {}
+    # A use of a recording is one alignment: a track scores by its best variant (one
+    # transposition), never by runs of several variants stitched together, which is how
+    # music that merely shares a style would add up coverage.
+    best_of: dict[int, tuple[float, list[Run]]] = {}
     for g in np.split(np.arange(hits.group.size), bounds):
         key = int(hits.group[g[0]])
         if key not in viable:
             continue
         variant = int(values[key % n_var])
         runs = _find_runs(hits.take(g), q, ratios, window_s, query_duration_s, variant, params)
-        if runs:
-            runs_of.setdefault(key // n_var, []).extend(runs)
+        if not runs:
+            continue
+        track = key // n_var
+        resemblance = score.resemblance(runs, n, query_hop, window_s, params)
+        if track not in best_of or resemblance > best_of[track][0]:
+            best_of[track] = (resemblance, runs)
 
     matches: list[TrackMatch] = []
-    for track, runs in runs_of.items():
-        resemblance = score.resemblance(runs, n, query_hop, window_s, params)
+    for track, (resemblance, runs) in best_of.items():
         if resemblance < params.abstain_threshold:
             continue
         best: dict[int, tuple[float, int]] = {}

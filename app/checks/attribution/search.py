@@ -162,16 +162,48 @@ class _Check:
             # source masked their hits in the first pass.
             again = {t for t in self.found if t not in explained} | proposed
             self.verify(rest, again)
-        sources = [
-            t for t, (m, _) in self.found.items() if m.resemblance >= params.explain_threshold
-        ]
-        if explained and len(sources) >= 2:
-            # Each source once more with every other source explained away.
-            for track in sorted(sources):
-                self.verify(self.residual([t for t in sources if t != track]), {track})
+        self.score_conditionally()
         matches = [m for m, _ in self.found.values() if m.resemblance >= params.abstain_threshold]
         matches.sort(key=lambda m: (-m.resemblance, m.track))
         return matches
+
+    def score_conditionally(self) -> None:
+        """Each source's final score, given the sources stronger than it.
+
+        A track that resembles the true source (a setting of the same hymn, a passage in the
+        same style) matches the query too, and as strongly as it resembles the source; with
+        the source explained away it has nothing left to match. So sources are ranked by
+        their best score so far and each is verified again with every stronger source
+        explained away (the strongest on the query as is), and, for mixes, with every other
+        source explained away; it keeps the better of the two.
+        """
+        strong = self.params.explain_threshold
+        ranked = sorted(
+            (t for t, (m, _) in self.found.items() if m.resemblance >= strong),
+            key=lambda t: (-self.found[t][0].resemblance, t),
+        )
+        if len(ranked) < 2:
+            return
+        residuals: dict[tuple[int, ...], F32] = {}
+        final: dict[int, tuple[TrackMatch, _Verified] | None] = {}
+        for i, track in enumerate(ranked):
+            best: tuple[TrackMatch, _Verified] | None = None
+            stronger = tuple(ranked[:i])
+            others = tuple(t for t in ranked if t != track)
+            for removed in dict.fromkeys([stronger, others]):
+                if removed not in residuals:
+                    residuals[removed] = self.residual(removed) if removed else self.base
+                found = self._verify(residuals[removed], {track}).get(track)
+                if found is not None and (
+                    best is None or found[0].resemblance > best[0].resemblance
+                ):
+                    best = found
+            final[track] = best
+        for track, outcome in final.items():
+            if outcome is None:
+                del self.found[track]
+            else:
+                self.found[track] = outcome
 
     # -- proposal --------------------------------------------------------------------------
 
@@ -221,10 +253,15 @@ class _Check:
     # -- verification ----------------------------------------------------------------------
 
     def verify(self, q: F32, candidates: set[int]) -> None:
-        """Compare `q` exactly with each candidate's stored windows, align, keep the best
-        score of each track."""
+        """Verify candidates on `q`; each track keeps its best score over the passes."""
+        for track, outcome in self._verify(q, candidates).items():
+            if track not in self.found or outcome[0].resemblance > self.found[track][0].resemblance:
+                self.found[track] = outcome
+
+    def _verify(self, q: F32, candidates: set[int]) -> dict[int, tuple[TrackMatch, _Verified]]:
+        """Compare `q` exactly with each candidate's stored windows and align."""
         if not candidates:
-            return
+            return {}
         missing = [t for t in sorted(candidates) if t not in self.cache]
         if missing:
             self.cache.update(self.windows(missing))
@@ -240,7 +277,7 @@ class _Check:
                     views[s] = q if s == 0 or self.transpose is None else self.transpose(q, s)
             blocks.extend(self._compare(track, shifts, [views[s] for s in shifts], stored))
         if not blocks:
-            return
+            return {}
         hits = _Verified(
             similarities=np.concatenate([b.similarities for b in blocks], axis=1),
             tracks=np.concatenate([b.tracks for b in blocks], axis=1),
@@ -248,7 +285,7 @@ class _Check:
             variants=np.concatenate([b.variants for b in blocks], axis=1),
             window=np.concatenate([b.window for b in blocks], axis=1),
         )
-        for match in attribute(
+        matches = attribute(
             query_starts=self.query_starts,
             window_s=self.window_s,
             query_duration_s=self.duration_s,
@@ -257,12 +294,8 @@ class _Check:
             reference_starts=hits.reference_starts,
             params=self.scoring,
             variants=hits.variants,
-        ):
-            if (
-                match.track not in self.found
-                or match.resemblance > self.found[match.track][0].resemblance
-            ):
-                self.found[match.track] = (match, hits)
+        )
+        return {m.track: (m, hits) for m in matches}
 
     def _compare(
         self, track: int, shifts: list[int], views: list[F32], stored: TrackWindows
