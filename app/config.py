@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     platform_fee_bps: int = Field(default=0, ge=0, le=10_000)
+    dispute_review_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a label has to release or uphold a dispute; then it is released.",
+    )
+    period_close_days: int = Field(
+        default=5, ge=0, description="Days after a month's end at which it closes by itself."
+    )
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     min_audio_seconds: float = Field(default=2.0, gt=0)
