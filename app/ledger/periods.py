@@ -129,8 +129,13 @@ def due(now: dt.datetime, *, grace_days: int) -> dt.date:
 
 
 def close_due(session: Session, head: ChainHead, *, grace_days: int) -> list[LedgerPeriod]:
-    """Close every month that ended `grace_days` or more days ago (the schedule's work)."""
-    return close(session, head, month=due(head.now(), grace_days=grace_days), actor_id=None)
+    """Close every month that ended `grace_days` or more days ago (the schedule's work);
+    months before the ledger's first transaction are left alone."""
+    month = due(head.now(), grace_days=grace_days)
+    first = _first_month(session)
+    if first is None or month < first:
+        return []
+    return close(session, head, month=month, actor_id=None)
 
 
 def _first_month(session: Session) -> dt.date | None:
