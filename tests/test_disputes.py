@@ -388,3 +388,24 @@ def test_a_span_released_as_do_not_match_never_matches_again(
     assert again["charge_micros"] == 0
     elsewhere = submit_check(client, company, _piece(music, 11, start=17.0)).json()
     assert [m["track_id"] for m in elsewhere["matches"] if m["is_use"]] == [match["track_id"]]
+
+
+def test_an_upheld_dispute_of_a_reversed_charge_cannot_be_appealed(
+    client: TestClient, world: dict[str, Any], music: Music, tenants: Tenants
+) -> None:
+    label, company = world["label"], world["company"]
+    paid = _paid_use(client, world, music)
+    dispute = _open(client, company, paid["use"]["id"]).json()
+    url = f"/v1/disputes/{dispute['id']}"
+    client.post(f"{url}/uphold", json={"reason": "ours"}, headers=label.headers)
+    reversal = client.post(
+        f"/v1/checks/{paid['check']['id']}/reversal",
+        json={"reason": "test submission"},
+        headers=tenants.operator().headers,
+    )
+    assert reversal.status_code == 201
+    appeal = client.post(f"{url}/appeal", json={"reason": "listen again"}, headers=company.headers)
+    assert appeal.status_code == 409
+    assert "reversed" in appeal.json()["error"]["message"]
+    assert _balance(client, label) == (0, 0)
+    assert _balance(client, company) == (0, 0)

@@ -228,6 +228,18 @@ def appeal(
             details={"status": dispute.status},
         )
     _expect(dispute, DisputeStatus.UPHELD)
+    use = session.get(Use, dispute.use_id)
+    assert use is not None  # a foreign key
+    assert use.ledger_transaction_id is not None  # it was charged, or it was not disputed
+    reversal = ledger.reversal_of(session, [use.ledger_transaction_id]).get(
+        use.ledger_transaction_id
+    )
+    if reversal is not None:
+        raise Conflict(
+            f"the use's charge was reversed by transaction {reversal}; its money already went "
+            "back, there is nothing to appeal",
+            details={"reversal_transaction_id": reversal},
+        )
     upheld = ledger.get_transaction(session, dispute.last_transaction_id)
     assert upheld is not None
     label_account = ledger.find_account(session, dispute.label_id, dispute.currency)
