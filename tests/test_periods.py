@@ -276,6 +276,8 @@ def test_a_dispute_from_open_to_appeal_in_the_statements_it_produces(
     ).json()
     rows = _summary(february)
     assert royalties["total_micros"] == rows["closing_balance"][0] - rows["opening_balance"][0]
+    assert royalties["uses"] == 1  # counted by kind: the hold and the uphold are not uses
+    assert [r["reversals"] for r in royalties["rows"]] == [1]
 
     # January is as it was when it closed.
     assert _statement(client, label, "2030-01") == january
