@@ -328,6 +328,9 @@ def test_statements_and_invoices_come_as_csv_and_printable_pages(
     response = client.get("/v1/statements/2030-01", params={"format": "csv"}, headers=label.headers)
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert (rows[0]["section"], rows[0]["line"], rows[0]["currency"]) == (
+        "document", "2030-01", "USD",
+    )  # fmt: skip
     summary = {r["line"]: int(r["available_micros"]) for r in rows if r["section"] == "summary"}
     assert summary == {line: a for line, (a, _) in _summary(as_json).items()}
     [track] = [r for r in rows if r["section"] == "track"]

@@ -452,11 +452,32 @@ def _catalogue_rows(
 # CSV --------------------------------------------------------------------------------------
 
 CSV_COLUMNS = [
-    "section", "line", "available_micros", "on_hold_micros", "track_id", "isrc", "title",
-    "ai_company_id", "ai_company", "catalogue_id", "catalogue", "label_id", "label", "uses",
-    "earned_micros", "amount_micros", "transaction_id", "kind", "adjusts_period",
-    "original_transaction_id", "dispute_id", "status", "reason", "at",
-]  # fmt: skip
+    "section",
+    "line",
+    "currency",
+    "available_micros",
+    "on_hold_micros",
+    "track_id",
+    "isrc",
+    "title",
+    "ai_company_id",
+    "ai_company",
+    "catalogue_id",
+    "catalogue",
+    "label_id",
+    "label",
+    "uses",
+    "earned_micros",
+    "amount_micros",
+    "transaction_id",
+    "kind",
+    "adjusts_period",
+    "original_transaction_id",
+    "dispute_id",
+    "status",
+    "reason",
+    "at",
+]
 
 
 def statement_csv(doc: Statement) -> Iterator[str]:
@@ -496,8 +517,14 @@ def _common_rows(
 def _csv(head: dict[str, Any], rows: list[dict[str, Any]]) -> Iterator[str]:
     """A header row naming the document, then one row per line."""
     titled = [
-        {"section": "document", "line": head["month"], "reason": head["currency"],
-         "label": head.get("label"), "ai_company": head.get("ai_company"),
-         "label_id": head.get("label_id"), "ai_company_id": head.get("ai_company_id")}
-    ]  # fmt: skip
+        {
+            "section": "document",
+            "line": head["month"],
+            "currency": head["currency"],
+            "label": head.get("label"),
+            "label_id": head.get("label_id"),
+            "ai_company": head.get("ai_company"),
+            "ai_company_id": head.get("ai_company_id"),
+        }
+    ]
     return csv_lines(CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS] for r in titled + rows))
