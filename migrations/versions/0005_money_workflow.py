@@ -24,7 +24,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # The latest closed month is the "closed through" mark: nothing dated on or before its end is
-# written. One index lookup per row (the primary key's maximum).
+# written. Checked once per INSERT statement over all its rows (a batch of appends is one
+# statement per table), not once per row.
 CLOSED_PERIOD_FUNCTION = """
 CREATE FUNCTION ledger_refuse_closed_period() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -33,12 +34,13 @@ DECLARE
 BEGIN
     SELECT max(month) INTO through FROM ledger_periods;
     IF through IS NULL THEN
-        RETURN NEW;
+        RETURN NULL;
     END IF;
     IF TG_TABLE_NAME = 'ledger_transactions' THEN
-        dated := NEW.created_at;
+        SELECT min(created_at) INTO dated FROM new_rows;
     ELSE
-        SELECT created_at INTO dated FROM ledger_transactions WHERE id = NEW.transaction_id;
+        SELECT min(t.created_at) INTO dated
+            FROM new_rows p JOIN ledger_transactions t ON t.id = p.transaction_id;
     END IF;
     IF dated < (through + interval '1 month') AT TIME ZONE 'UTC' THEN
         RAISE EXCEPTION 'the ledger is closed through %: nothing dated % can be written',
@@ -46,7 +48,7 @@ BEGIN
             USING ERRCODE = 'integrity_constraint_violation',
                   HINT = 'append a correction in the open period';
     END IF;
-    RETURN NEW;
+    RETURN NULL;
 END $$;
 """
 APPEND_ONLY_TABLES = ("ledger_periods", "dispute_events")
@@ -313,8 +315,9 @@ def upgrade() -> None:
     op.execute(CLOSED_PERIOD_FUNCTION)
     for table in ("ledger_transactions", "ledger_postings"):
         op.execute(
-            f"CREATE TRIGGER {table}_open_period BEFORE INSERT ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_closed_period()"
+            f"CREATE TRIGGER {table}_open_period AFTER INSERT ON {table} "
+            "REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_closed_period()"
         )
     for table in APPEND_ONLY_TABLES:
         op.execute(
