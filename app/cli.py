@@ -1,4 +1,5 @@
-"""The `echoledger` command: serve, worker, migrate, create-org, import, reembed, rebuild-index."""
+"""The `echoledger` command: serve, worker, migrate, create-org, import, reembed, rebuild-index,
+close-period."""
 
 from __future__ import annotations
 
@@ -163,6 +164,32 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_close_period(args: argparse.Namespace) -> int:
+    from app.errors import Conflict
+    from app.ledger import periods
+    from app.ledger.appender import run_alone
+
+    try:
+        month = periods.parse_month(args.month)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with _database() as (_, sessions):
+        try:
+            closed, through = run_alone(
+                sessions,
+                lambda session, head: periods.close_and_report(
+                    session, head, month=month, actor_id=None
+                ),
+            )
+        except Conflict as exc:
+            print(exc.message, file=sys.stderr)
+            return 1
+    names = ", ".join(periods.month_name(p.month) for p in closed) or "nothing (already closed)"
+    print(f"closed {names}; the ledger is closed through {periods.month_name(through)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoledger",
@@ -217,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the FAISS index snapshot from PostgreSQL (running servers load it on start)",
     )
     rebuild.set_defaults(func=cmd_rebuild_index)
+
+    close = commands.add_parser(
+        "close-period",
+        help="close a month that has ended (and any earlier one still open): nothing dated in "
+        "it is written again",
+    )
+    close.add_argument("month", help="YYYY-MM (UTC)")
+    close.set_defaults(func=cmd_close_period)
 
     create_org = commands.add_parser(
         "create-org", help="create an organisation and print its first API key"

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         "calibrated `use_threshold` of the calibration file (false-positive rate <= 1 %).",
     )
     platform_fee_bps: int = Field(default=0, ge=0, le=10_000)
+    dispute_review_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a label has to release or uphold a dispute; then it is released.",
+    )
+    period_close_days: int = Field(
+        default=5, ge=0, description="Days after a month's end at which it closes by itself."
+    )
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     min_audio_seconds: float = Field(default=2.0, gt=0)

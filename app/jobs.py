@@ -22,6 +22,7 @@ from procrastinate.manager import JobManager
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.blobs import BlobStore
+from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import libpq_conninfo
 from app.embedding.base import Embedder
@@ -52,6 +53,7 @@ class WorkerRuntime:
     sessions: sessionmaker[Session]
     embedder: Embedder
     blobs: BlobStore
+    clock: Clock = system_clock
 
 
 @dataclass(frozen=True, slots=True)

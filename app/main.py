@@ -15,8 +15,11 @@ from app.catalogues.segments import segment_index
 from app.checks.attribution import Calibration
 from app.checks.flow import CheckFlow
 from app.checks.routes import router as checks_router
+from app.clock import Clock, system_clock
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url
+from app.disputes.flow import DisputeFlow
+from app.disputes.routes import router as disputes_router
 from app.errors import install_error_handlers
 from app.index.manager import keep_in_sync
 from app.ledger.appender import LedgerAppender
@@ -37,6 +40,9 @@ Echoledger licenses music catalogues as training data for generative models.
 * **AI companies** submit generated pieces; each check reports which catalogue tracks the piece
   resembles, where, and how strongly, and records a micropayment per use.
 * **Auditors** read the full usage history and verify the ledger's hash chain.
+* AI companies **dispute** uses; the money is held until the label (or, on appeal, an
+  operator) decides. Months **close**; labels get **statements** and AI companies
+  **invoices** for closed months.
 
 Authenticate with `Authorization: Bearer <API key>`. Every error has the body
 `{"error": {"code", "message", "details", "request_id"}}`. Money is in integer micro-units
@@ -47,9 +53,10 @@ Authenticate with `Authorization: Bearer <API key>`. Every error has the body
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    clock: Clock = app.state.clock
     url = resolve_database_url(settings)
     engine = create_db_engine(url)
-    runtime = build_runtime(settings, engine)
+    runtime = build_runtime(settings, engine, clock=clock)
     index = segment_index(settings, runtime.embedder, runtime.sessions)
     await asyncio.to_thread(index.start)
     service = ServiceState(
@@ -59,6 +66,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder=runtime.embedder,
         index=index,
     )
+    # One appender for every flow that moves money: one group commit, one chain lock holder.
+    appender = LedgerAppender(runtime.sessions, clock=clock)
     check_flow = CheckFlow(
         settings=settings,
         sessions=runtime.sessions,
@@ -66,10 +75,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedder=runtime.embedder,
         index=index,
         calibration=Calibration.load(settings.calibration_file),
-        appender=LedgerAppender(runtime.sessions),
+        appender=appender,
+        clock=clock,
     )
     app.state.service = service
+    app.state.ledger_appender = appender
     app.state.check_flow = check_flow
+    app.state.dispute_flow = DisputeFlow(
+        settings=settings, sessions=runtime.sessions, appender=appender
+    )
     log.info("service.started", database=engine.url.render_as_string(hide_password=True))
     syncing = asyncio.create_task(
         keep_in_sync(
@@ -89,13 +103,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         syncing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await syncing
-        await asyncio.to_thread(check_flow.close)
+        await asyncio.to_thread(appender.close)
         await asyncio.to_thread(index.save_snapshot)
         engine.dispose()
         log.info("service.stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock = system_clock) -> FastAPI:
+    """The application. `clock` dates everything that moves money (tests move it forward)."""
     settings = settings or get_settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     app = FastAPI(
@@ -105,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock
     install_error_handlers(app)
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
@@ -114,5 +130,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalogues_router)
     app.include_router(checks_router)
     app.include_router(ledger_router)
+    app.include_router(disputes_router)
     app.include_router(reports_router)
     return app

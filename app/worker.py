@@ -1,4 +1,5 @@
-"""Running ingestion workers: standalone (`echoledger worker`), inside `serve`, or in tests."""
+"""Running workers (ingestion, schedules): standalone (`echoledger worker`), inside `serve`, or
+in tests."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ from sqlalchemy.engine import Engine
 from app import jobs
 from app.blobs import BlobStore
 from app.catalogues import tasks as catalogue_tasks
+from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import create_db_engine, make_sessionmaker, resolve_database_url
+from app.disputes import tasks as dispute_tasks
 from app.embedding import get_embedder
+from app.ledger import tasks as ledger_tasks
 from app.logging import get_logger
 
 log = get_logger(__name__)
 
 
 # Every task a worker runs: maintenance, then each domain's.
-TASKS: tuple[jobs.TaskSpec, ...] = (*jobs.MAINTENANCE_TASKS, *catalogue_tasks.TASKS)
+TASKS: tuple[jobs.TaskSpec, ...] = (
+    *jobs.MAINTENANCE_TASKS,
+    *catalogue_tasks.TASKS,
+    *ledger_tasks.TASKS,
+    *dispute_tasks.TASKS,
+)
 
 
 def build_job_app(
@@ -31,12 +40,15 @@ def build_job_app(
     return jobs.build_app(settings, database_url, tasks=TASKS, pool_size=pool_size)
 
 
-def build_runtime(settings: Settings, engine: Engine) -> jobs.WorkerRuntime:
+def build_runtime(
+    settings: Settings, engine: Engine, *, clock: Clock = system_clock
+) -> jobs.WorkerRuntime:
     return jobs.WorkerRuntime(
         settings=settings,
         sessions=make_sessionmaker(engine),
         embedder=get_embedder(settings.embedder),
         blobs=BlobStore(settings.blob_dir),
+        clock=clock,
     )
 
 

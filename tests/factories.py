@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.engine import Engine
 
+from app import jobs
+from app.clock import Clock
 from app.config import Settings
 from app.db import make_sessionmaker, transaction
 from app.orgs import service as orgs
@@ -80,10 +84,32 @@ class Tenants:
         return body
 
 
-def run_jobs(settings: Settings, engine: Engine) -> None:
+class ManualClock:
+    """A clock the test moves forward (services read it wherever they date money)."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, **delta: float) -> dt.datetime:
+        with self._lock:
+            self._now += dt.timedelta(**delta)
+            return self._now
+
+    def set(self, when: dt.datetime) -> None:
+        with self._lock:
+            assert when >= self._now, "time only moves forward"
+            self._now = when
+
+
+def run_jobs(settings: Settings, engine: Engine, *, clock: Clock | None = None) -> None:
     """Run a real procrastinate worker until the queues are empty."""
     assert settings.database_url is not None
-    runtime = build_runtime(settings, engine)
+    runtime = build_runtime(settings, engine, **({"clock": clock} if clock else {}))
     job_app = build_job_app(settings, settings.database_url, pool_size=2)
 
     async def drain() -> None:
@@ -91,6 +117,29 @@ def run_jobs(settings: Settings, engine: Engine) -> None:
             await work(job_app, runtime, wait=False)
 
     asyncio.run(drain())
+
+
+def run_scheduled(
+    settings: Settings, engine: Engine, task_name: str, *, clock: Clock | None = None
+) -> None:
+    """Run a periodic task now, as its schedule would: a job in its queue, run by a real
+    worker (the schedule itself runs on wall-clock minutes, which a test does not wait for)."""
+    with transaction(make_sessionmaker(engine)) as session:
+        jobs.defer(
+            session,
+            task_name=task_name,
+            queue=jobs.MAINTENANCE_QUEUE,
+            jobs=[(None, {"timestamp": 0})],
+        )
+    run_jobs(settings, engine, clock=clock)
+
+
+def uses_of(client: TestClient, tenant: Tenant, check_id: str) -> list[dict[str, Any]]:
+    """The uses a check recorded, as `tenant` sees them."""
+    response = client.get("/v1/uses", params={"check_id": check_id}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
 def audio_file(

@@ -115,6 +115,54 @@ MATRIX = [
     # Auditors and operators must name the label (422 without label_id).
     Row("GET", "/v1/royalties", _all(200, ai_company=403, operator=422, auditor=422)),
     Row("GET", "/v1/uses", _all(200)),
+    Row("GET", "/v1/periods", _all(200)),
+    # The world closed {month}; closing it again closes nothing and answers 200.
+    Row("POST", "/v1/periods/{month}/close", _all(403, operator=200)),
+    # Documents of closed months; auditors and operators must name the organisation (422).
+    Row(
+        "GET",
+        "/v1/statements/{month}",
+        _all(200, ai_company=403, operator=422, auditor=422),
+    ),
+    Row(
+        "GET",
+        "/v1/invoices/{month}",
+        _all(403, ai_company=200, operator=422, auditor=422),
+    ),
+    # The use does not exist: the AI company that may dispute gets 404.
+    Row(
+        "POST",
+        "/v1/disputes",
+        _all(403, ai_company=404),
+        body={"use_id": str(uuid.uuid4()), "reason": "other", "comment": "not ours"},
+    ),
+    Row("GET", "/v1/disputes", _all(200)),
+    # Disputes are checked with real ones in tests/test_disputes.py; here, an unknown id.
+    Row("GET", "/v1/disputes/{dispute_id}", _all(404)),
+    Row(
+        "POST",
+        "/v1/disputes/{dispute_id}/release",
+        _all(403, label=404, other_label=404),
+        body={"reason": "fine by us"},
+    ),
+    Row(
+        "POST",
+        "/v1/disputes/{dispute_id}/uphold",
+        _all(403, label=404, other_label=404),
+        body={"reason": "it is ours"},
+    ),
+    Row(
+        "POST",
+        "/v1/disputes/{dispute_id}/appeal",
+        _all(403, ai_company=404),
+        body={"reason": "look again"},
+    ),
+    Row(
+        "POST",
+        "/v1/disputes/{dispute_id}/appeal/decision",
+        _all(403, operator=404),
+        body={"outcome": "release", "reason": "appeal granted"},
+    ),
 ]
 
 
@@ -145,7 +193,11 @@ def world(client: TestClient, tenants: Tenants, tmp_path: Path) -> dict[str, Any
         "version": 1,
         "foreign_key_id": stranger_key["id"],
         "track_id": track.json()["id"],
+        "month": "2000-01",
+        "dispute_id": str(uuid.uuid4()),
     }
+    closed = client.post("/v1/periods/2000-01/close", headers=callers["operator"].headers)
+    assert closed.status_code == 200, closed.text
     sample = audio_file(tmp_path, seed=2, seconds=2.5).read_bytes()
     check = submit_check(client, callers["ai_company"], audio_file(tmp_path, seed=3, seconds=3))
     params["check_id"] = check.json()["id"]

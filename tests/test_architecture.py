@@ -18,6 +18,7 @@ APP = Path(__file__).resolve().parent.parent / "app"
 FOUNDATION = {
     "audio",
     "blobs",
+    "clock",
     "config",
     "db",
     "embedding",
@@ -32,7 +33,7 @@ FOUNDATION = {
     "state",
 }
 # Domains, lowest first: each may use the ones before it, never one after it.
-DOMAINS = ["orgs", "catalogues", "ledger", "checks", "reports"]
+DOMAINS = ["orgs", "catalogues", "ledger", "checks", "disputes", "reports"]
 # Wires everything together.
 COMPOSITION = {"main", "worker", "cli", "models"}
 

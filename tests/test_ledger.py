@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -288,3 +289,58 @@ def test_transactions_are_listed_with_postings_for_auditors(
     ).json()
     assert [t["id"] for t in rest["items"]] == [ids[0]]
     assert client.get("/v1/ledger/transactions", headers=tenants.label().headers).status_code == 403
+
+
+def test_fields_added_later_enter_the_hash_only_when_set() -> None:
+    """Transactions written before actors and answers existed keep their hash."""
+    import datetime as dt
+
+    from app.ledger.chain import TransactionBody, canonical
+
+    account = uuid.UUID(int=1)
+    body = TransactionBody(
+        id=7,
+        kind="charge",
+        created_at=dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+        currency="USD",
+        postings=(PostingBody(account, -5), PostingBody(account, 5)),
+    )
+    assert canonical(body) == (
+        b'{"check_id":null,"created_at":"2026-01-02T03:04:05.000006Z","currency":"USD",'
+        b'"id":7,"kind":"charge","postings":[["00000000-0000-0000-0000-000000000001",-5,null],'
+        b'["00000000-0000-0000-0000-000000000001",5,null]],"reason":null,"reverses_id":null}'
+    )
+    later = dataclasses.replace(
+        body, actor_id=account, answers_id=3, adjusts_period=dt.date(2025, 12, 1)
+    )
+    assert b'"actor_id":"00000000-0000-0000-0000-000000000001"' in canonical(later)
+    assert b'"adjusts_period":"2025-12"' in canonical(later)
+    assert b'"answers_id":3' in canonical(later)
+
+
+def test_verify_notices_a_rewritten_actor(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    engine: Engine,
+) -> None:
+    actor = tenants.operator().id
+
+    def charge(session: Session, head: ChainHead) -> int:
+        postings = [PostingBody(accounts[0], -9), PostingBody(accounts[1], 9)]
+        return ledger.append(
+            session, head, kind=TransactionKind.CHARGE, currency="USD", postings=postings,
+            actor_id=actor,
+        ).id  # fmt: skip
+
+    tx_id = appender.run(charge)
+    auditor = tenants.auditor()
+    assert client.get("/v1/ledger/verify", headers=auditor.headers).json()["ok"] is True
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(
+            sa.text("UPDATE ledger_transactions SET actor_id = NULL WHERE id = :t"), {"t": tx_id}
+        )
+    report = client.get("/v1/ledger/verify", headers=auditor.headers).json()
+    assert report["first_broken_transaction_id"] == tx_id

@@ -1,16 +1,22 @@
-"""Which tracks may match at a given time, and the license terms they are priced with."""
+"""Which tracks may match at a given time, the license terms they are priced with, and the
+spans of them their labels excluded from matching."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.catalogues.models import Catalogue, Track
+from app.catalogues.models import Catalogue, Track, TrackExclusion
 from app.catalogues.service import current_terms
+
+Span = tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,8 @@ class Licensed:
     terms_version: int
     rate_per_use_micros: int
     threshold: float
+    # (start_s, end_s) spans of the track that must not match (see TrackExclusion).
+    excluded: tuple[Span, ...] = ()
 
 
 def licensed_tracks(
@@ -40,6 +48,7 @@ def licensed_tracks(
         .where(Track.id.in_(track_ids), Track.withdrawn_at.is_(None))
     ).all()
     terms_of = current_terms(session, list({track.catalogue_id for track, _ in rows}))
+    excluded = exclusions_of(session, [track.id for track, _ in rows])
     licensed: dict[uuid.UUID, Licensed] = {}
     for track, label_id in rows:
         terms = terms_of.get(track.catalogue_id)
@@ -55,5 +64,43 @@ def licensed_tracks(
             terms_version=terms.version,
             rate_per_use_micros=terms.rate_per_use_micros,
             threshold=terms.threshold,
+            excluded=tuple(excluded.get(track.id, ())),
         )
     return licensed
+
+
+def exclusions_of(session: Session, track_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Span]]:
+    """The excluded spans of each track (tracks without any are left out)."""
+    found: dict[uuid.UUID, list[Span]] = {}
+    if not track_ids:
+        return found
+    rows = session.execute(
+        sa.select(TrackExclusion.track_id, TrackExclusion.start_s, TrackExclusion.end_s)
+        .where(TrackExclusion.track_id.in_(track_ids))
+        .order_by(TrackExclusion.start_s)
+    )
+    for track_id, start, end in rows:
+        found.setdefault(track_id, []).append((start, end))
+    return found
+
+
+def excluded_hits(
+    tracks: npt.NDArray[np.int64],
+    reference_middles: npt.NDArray[np.floating],
+    spans: Mapping[int, Sequence[Span]],
+) -> npt.NDArray[np.bool_]:
+    """Which search hits fall on an excluded span of their track.
+
+    tracks : np.ndarray [shape=(m, k)], the track number of each hit
+    reference_middles : np.ndarray [shape=(m, k)], the middle of each hit's reference window (s)
+    spans : track number -> its excluded (start_s, end_s) spans, bounds included
+    Returns a boolean array [shape=(m, k)].
+    """
+    if tracks.shape != reference_middles.shape:
+        raise ValueError(f"tracks {tracks.shape} and middles {reference_middles.shape} differ")
+    hit = np.zeros(tracks.shape, dtype=bool)
+    for track, track_spans in spans.items():
+        on_track = tracks == track
+        for start, end in track_spans:
+            hit |= on_track & (reference_middles >= start) & (reference_middles <= end)
+    return hit

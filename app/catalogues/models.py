@@ -131,3 +131,24 @@ class Segment(Base):
     duration_s: Mapped[float] = mapped_column(sa.Double)
     # float32 little-endian, `dim` values; bytes keep 1M vectors compact and fast to stream.
     vector: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class TrackExclusion(Base):
+    """A span of a track that must never match again: its label said so (for example when
+    releasing a dispute over a passage the track shares with music it does not own).
+
+    A stored segment is excluded when the middle of its window falls inside the span.
+    """
+
+    __tablename__ = "track_exclusions"
+    __table_args__ = (sa.CheckConstraint("start_s >= 0 AND end_s > start_s", name="span_ordered"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"), index=True)
+    start_s: Mapped[float] = mapped_column(sa.Double)
+    end_s: Mapped[float] = mapped_column(sa.Double)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    created_by: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organisations.id"))
+    # The dispute whose release asked for it, if any.
+    dispute_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("disputes.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,8 @@
-"""Tracks: registration of uploaded audio, listing, withdrawal."""
+"""Tracks: registration of uploaded audio, listing, withdrawal, spans excluded from matching."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,10 +14,17 @@ from sqlalchemy.orm import Session
 from app.audio.decode import SUPPORTED_FORMATS, AudioInfo
 from app.blobs import StagedFile
 from app.catalogues.jobs import INGEST_TRACK, REEMBED_TRACK, defer_track_jobs
-from app.catalogues.models import Catalogue, Segment, Track, TrackStatus, withdrawal_seq
+from app.catalogues.models import (
+    Catalogue,
+    Segment,
+    Track,
+    TrackExclusion,
+    TrackStatus,
+    withdrawal_seq,
+)
 from app.catalogues.schemas import TrackUpload
 from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, Unprocessable
 from app.orgs.auth import Principal
 
 # Appends to the segment table and withdrawals are serialised under this advisory lock, so
@@ -171,3 +179,38 @@ def enqueue_reembedding(
     track_ids = list(session.scalars(stmt))
     defer_track_jobs(session, REEMBED_TRACK, track_ids)
     return len(track_ids)
+
+
+def exclude_spans(
+    session: Session,
+    track: Track,
+    spans: Sequence[tuple[float, float]],
+    *,
+    created_by: uuid.UUID,
+    reason: str,
+    dispute_id: uuid.UUID | None = None,
+    at: dt.datetime | None = None,
+) -> list[TrackExclusion]:
+    """Mark spans of `track` (seconds) as never to match again; checks from now on drop the
+    search hits that fall on them. Raises Unprocessable for a span outside the track."""
+    for n, (start, end) in enumerate(spans):
+        if not 0 <= start < end <= track.duration_s + 1e-6:
+            raise Unprocessable(
+                f"span {start}..{end} s is not inside the track (0..{track.duration_s:.2f} s)",
+                details=[{"field": f"body.do_not_match.{n}", "message": "outside the track"}],
+            )
+    rows = [
+        TrackExclusion(
+            track_id=track.id,
+            start_s=start,
+            end_s=end,
+            reason=reason,
+            created_by=created_by,
+            dispute_id=dispute_id,
+            created_at=at or utcnow(),
+        )
+        for start, end in spans
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows

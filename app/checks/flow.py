@@ -1,8 +1,9 @@
 """The check workflow: claim the key, analyse, price and record, answer.
 
-`CheckFlow` is built once per process (by the app's lifespan) and owns what a check needs
+`CheckFlow` is built once per process (by the app's lifespan) and holds what a check needs
 beyond one request: the embedder, the index, the attribution parameters, the ledger appender
-and a bound on checks that decode and embed at once. The route parses the request and hands it
+(shared with the other flows that move money; the lifespan closes it) and a bound on checks
+that decode and embed at once. The route parses the request and hands it
 here; every step lives in `app.checks.service`.
 
 1. The upload is staged (hashed while it streams to disk) and the Idempotency-Key is claimed in
@@ -26,8 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.blobs import BlobStore
 from app.checks import service as checks
 from app.checks.attribution import Calibration
+from app.clock import Clock, system_clock
 from app.config import Settings
-from app.db import utcnow
 from app.embedding import Embedder
 from app.index.manager import IndexManager
 from app.ledger import service as ledger
@@ -67,6 +68,7 @@ class CheckFlow:
         index: IndexManager,
         calibration: Calibration,
         appender: LedgerAppender,
+        clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -76,6 +78,7 @@ class CheckFlow:
         self.params = checks.params_for(calibration.params, embedder)
         self.calibration = calibration
         self.appender = appender
+        self.clock = clock
         # Checks are CPU-bound: at most this many decode and embed at once.
         self._slots = threading.BoundedSemaphore(settings.check_concurrency)
 
@@ -111,7 +114,7 @@ class CheckFlow:
                     calibration=self.calibration,
                     currency=settings.currency,
                     fee_bps=settings.platform_fee_bps,
-                    created_at=utcnow(),
+                    created_at=self.clock(),
                 )
                 with self._slots:
                     analysis = checks.analyse(
@@ -139,19 +142,17 @@ class CheckFlow:
         return CheckAnswer(result, replayed=False)
 
     def reverse(
-        self, check_id: uuid.UUID, *, reason: str
+        self, check_id: uuid.UUID, *, reason: str, actor_id: uuid.UUID
     ) -> tuple[LedgerTransaction, list[LedgerPosting]]:
         """Cancel a check's charge; returns the reversal and its postings."""
 
         def work(
             session: Session, head: ChainHead
         ) -> tuple[LedgerTransaction, list[LedgerPosting]]:
-            reversal = checks.reverse(session, head, check_id=check_id, reason=reason)
+            reversal = checks.reverse(
+                session, head, check_id=check_id, reason=reason, actor_id=actor_id
+            )
             head.flush()
             return reversal, ledger.postings_of(session, [reversal.id])[reversal.id]
 
         return self.appender.run(work)
-
-    def close(self) -> None:
-        """Finish the ledger appends under way."""
-        self.appender.close()

@@ -149,9 +149,12 @@ def _summary_fields(check: Check) -> dict[str, Any]:
     summary="Reverse a check's charge with an opposite transaction (operator)",
 )
 def reverse_check(
-    check_id: uuid.UUID, body: ReversalIn, flow: CheckFlowDep, _: OperatorDep
+    check_id: uuid.UUID, body: ReversalIn, flow: CheckFlowDep, operator: OperatorDep
 ) -> TransactionRead:
     """The ledger is append-only: a correction is a new transaction that cancels the charge
-    exactly, with the reason recorded. Royalties and balances net it out."""
-    reversal, postings = flow.reverse(check_id, reason=body.reason)
+    exactly, with the reason and the operator recorded. Royalties and balances net it out. A
+    use whose dispute was released is left out (its money already went back); while a
+    dispute holds part of the charge, 409. Reversing a charge of a closed month is an
+    adjustment line of the open month (`adjusts_period`)."""
+    reversal, postings = flow.reverse(check_id, reason=body.reason, actor_id=operator.org_id)
     return transaction_with(reversal, postings)

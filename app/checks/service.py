@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audio.decode import load
-from app.catalogues.licensing import Licensed, licensed_tracks
+from app.catalogues.licensing import Licensed, excluded_hits, licensed_tracks
 from app.checks.attribution import (
     AttributionParams,
     Calibration,
@@ -173,7 +173,12 @@ def analyse(
     embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
     index.catch_up()
     search = _LicensedSearch(
-        index, sessions, at=at, k=params.k, min_similarity=params.similarity_floor
+        index,
+        sessions,
+        at=at,
+        k=params.k,
+        min_similarity=params.similarity_floor,
+        window_s=embedding.window_s,
     )
     matches = attribute_vectors(
         vectors=embedding.vectors,
@@ -195,7 +200,7 @@ def analyse(
 class _LicensedSearch:
     """Index search for one check: hits on tracks that are not licensed at `at` (withdrawn,
     catalogue suspended or expired, terms not in force) are dropped, even before the index
-    has caught up with the change.
+    has caught up with the change; so are hits on spans their labels excluded.
 
     Tracks are numbered per check (`track_ids`), so an index rebuild between two searches of
     the same check cannot mix up track numbers. Hits below `min_similarity` are dropped before
@@ -211,8 +216,10 @@ class _LicensedSearch:
         at: dt.datetime,
         k: int,
         min_similarity: float,
+        window_s: float,
     ) -> None:
         self.index = index
+        self.window_s = window_s
         self.sessions = sessions
         self.at = at
         self.k = k
@@ -224,13 +231,18 @@ class _LicensedSearch:
         self._looked_up: set[uuid.UUID] = set()
 
     def windows(self, numbers: Sequence[int]) -> dict[int, TrackWindows]:
-        """The stored windows of tracks this check numbered (licensed ones only)."""
+        """The stored windows of tracks this check numbered (licensed ones only), without the
+        windows on spans their labels excluded."""
         wanted = {self.track_ids[n]: n for n in numbers if 0 <= n < len(self.track_ids)}
-        found = self.index.source.track_windows(list(wanted))
-        return {
-            wanted[track_id]: TrackWindows(starts=starts, vectors=vectors)
-            for track_id, (starts, vectors) in found.items()
-        }
+        out: dict[int, TrackWindows] = {}
+        for track_id, (starts, vectors) in self.index.source.track_windows(list(wanted)).items():
+            spans = self.licensed[track_id].excluded
+            if spans:
+                middles = np.asarray(starts, dtype=np.float64)[None, :] + self.window_s / 2
+                keep = ~excluded_hits(np.zeros(middles.shape, np.int64), middles, {0: spans})[0]
+                starts, vectors = starts[keep], vectors[keep]
+            out[wanted[track_id]] = TrackWindows(starts=starts, vectors=vectors)
+        return out
 
     def __call__(self, vectors: npt.NDArray[np.float32]) -> SearchResult:
         found = self.index.search(vectors, k=self.k)
@@ -243,6 +255,14 @@ class _LicensedSearch:
             with self.sessions() as session:
                 self.licensed.update(licensed_tracks(session, new, at=self.at))
             self._looked_up.update(new)
+        spans = {
+            int(s): self.licensed[found.track_ids[s]].excluded
+            for s in slots
+            if found.track_ids[s] in self.licensed and self.licensed[found.track_ids[s]].excluded
+        }
+        if spans:
+            middles = found.reference_starts + self.window_s / 2
+            close &= ~excluded_hits(found.tracks, middles, spans)
         # Index slot -> this check's track number; the extra last entry stands for "no hit".
         numbers = np.full(len(found.track_ids) + 1, -1, dtype=np.int64)
         for s in slots:
@@ -437,6 +457,7 @@ def record(
             currency=sub.currency,
             check_id=sub.check_id,
             tx_id=tx_id,
+            actor_id=sub.ai_company_id,
         )
     bound = session.execute(
         sa.update(IdempotencyKey)
@@ -473,17 +494,22 @@ def _evidence_out(evidence: Evidence) -> EvidenceOut:
 
 
 def reverse(
-    session: Session, head: ChainHead, *, check_id: uuid.UUID, reason: str
+    session: Session,
+    head: ChainHead,
+    *,
+    check_id: uuid.UUID,
+    reason: str,
+    actor_id: uuid.UUID | None = None,
 ) -> LedgerTransaction:
-    """Cancel a check's charge with the exact opposite transaction (the ledger is never
-    edited). Runs inside the ledger appender."""
+    """Cancel a check's charge with the opposite transaction (the ledger is never edited).
+    Runs inside the ledger appender."""
     head.flush()  # this batch's own appends are read too
     charge = ledger.charge_of(session, check_id)
     if charge is None:
         if session.get(Check, check_id) is None:
             raise NotFound("check", check_id)
         raise Conflict("this check charged nothing; there is nothing to reverse")
-    return movements.reverse(session, head, original=charge, reason=reason)
+    return movements.reverse(session, head, original=charge, reason=reason, actor_id=actor_id)
 
 
 @dataclass(frozen=True, slots=True)

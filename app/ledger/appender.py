@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.clock import Clock, system_clock
 from app.ledger.service import ChainHead
 from app.logging import get_logger
 
@@ -42,11 +43,21 @@ class _Item:
 
 
 class LedgerAppender:
-    """Runs `work(session, head)` callables in batched, chain-locked transactions."""
+    """Runs `work(session, head)` callables in batched, chain-locked transactions.
 
-    def __init__(self, sessions: sessionmaker[Session], *, max_batch: int = 128) -> None:
+    One per process, shared by every flow that moves money; `clock` dates what they append.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_batch: int = 128,
+        clock: Clock = system_clock,
+    ) -> None:
         self.sessions = sessions
         self.max_batch = max_batch
+        self.clock = clock
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ledger-appender", daemon=True)
@@ -132,7 +143,7 @@ class LedgerAppender:
         outcomes: list[tuple[_Item, Any, BaseException | None]] = []
         with self.sessions() as session:
             try:
-                head = ChainHead(session)
+                head = ChainHead(session, clock=self.clock)
                 for item in batch:
                     if not isolate:
                         try:
@@ -163,6 +174,20 @@ class LedgerAppender:
                 log.exception("ledger.batch_failed", size=len(batch), isolated=isolate)
                 raise
         return outcomes
+
+
+def run_alone(sessions: sessionmaker[Session], work: Work[T], *, clock: Clock = system_clock) -> T:
+    """Run one piece of ledger work in a chain-locked transaction of its own and commit it.
+
+    For processes without an appender (a worker's scheduled job, a command): they append
+    rarely, so group commit would buy nothing.
+    """
+    with sessions() as session:
+        head = ChainHead(session, clock=clock)
+        result = work(session, head)
+        head.flush()
+        session.commit()
+    return result
 
 
 class _PieceFailed(Exception):

@@ -4,6 +4,10 @@
 
 The first transaction links to GENESIS. Any change to a stored transaction or posting changes
 its recomputed hash and breaks the link to every later transaction.
+
+The fields added after the first transactions were written (who acted, what a transaction
+answers, the dispute, the closed month it adjusts) enter the canonical form only when set, so
+every transaction written before them keeps its hash and still verifies.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ class TransactionBody:
     check_id: uuid.UUID | None = None
     reverses_id: int | None = None
     reason: str | None = None
+    actor_id: uuid.UUID | None = None
+    answers_id: int | None = None
+    dispute_id: uuid.UUID | None = None
+    adjusts_period: dt.date | None = None
 
 
 def canonical(body: TransactionBody) -> bytes:
     """Deterministic JSON: sorted keys, no spaces, UTC microsecond timestamps."""
     created = body.created_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    document = {
+    document: dict[str, object] = {
         "id": body.id,
         "kind": body.kind,
         "created_at": created,
@@ -52,6 +60,15 @@ def canonical(body: TransactionBody) -> bytes:
             for p in body.postings
         ],
     }
+    # Later fields: present only when set (see the module docstring).
+    if body.actor_id is not None:
+        document["actor_id"] = str(body.actor_id)
+    if body.answers_id is not None:
+        document["answers_id"] = body.answers_id
+    if body.dispute_id is not None:
+        document["dispute_id"] = str(body.dispute_id)
+    if body.adjusts_period is not None:
+        document["adjusts_period"] = body.adjusts_period.strftime("%Y-%m")
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -1,4 +1,4 @@
-"""HTTP endpoints for balances, the ledger's transactions and its verification."""
+"""HTTP endpoints for balances, the ledger's transactions, its periods and its verification."""
 
 from __future__ import annotations
 
@@ -7,18 +7,45 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from app.db import SessionDep
-from app.errors import error_responses
+from app.errors import Unprocessable, error_responses
+from app.ledger import periods
 from app.ledger import service as ledger
-from app.ledger.models import LedgerTransaction, TransactionKind
-from app.ledger.schemas import AccountRead, TransactionRead, VerificationRead, transaction_with
-from app.orgs.auth import PrincipalDep, ReaderDep
+from app.ledger.appender import LedgerAppender
+from app.ledger.models import LedgerPeriod, LedgerTransaction, TransactionKind
+from app.ledger.schemas import (
+    AccountRead,
+    PeriodClose,
+    PeriodRead,
+    TransactionRead,
+    VerificationRead,
+    transaction_with,
+)
+from app.orgs.auth import OperatorDep, PrincipalDep, ReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
+
+
+def get_appender(request: Request) -> LedgerAppender:
+    """The process's one ledger appender (built and closed by the lifespan)."""
+    appender: LedgerAppender = request.app.state.ledger_appender
+    return appender
+
+
+AppenderDep = Annotated[LedgerAppender, Depends(get_appender)]
+MonthPath = Annotated[str, Path(description="YYYY-MM (UTC)", examples=["2026-11"])]
+
+
+def month_param(text: str, field: str = "path.month") -> dt.date:
+    """A YYYY-MM request parameter as a month, or a 422 naming the field."""
+    try:
+        return periods.parse_month(text)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), details=[{"field": field, "message": str(exc)}]) from None
 
 
 @router.get("/accounts/me", response_model=AccountRead, summary="The caller's balance")
@@ -42,11 +69,18 @@ def list_transactions(
     created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
     kind: TransactionKind | None = None,
     check_id: uuid.UUID | None = None,
+    dispute_id: uuid.UUID | None = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[TransactionRead]:
     stmt = ledger.transactions_query(
-        ledger.TransactionFilter(start=created_from, end=created_to, kind=kind, check_id=check_id)
+        ledger.TransactionFilter(
+            start=created_from,
+            end=created_to,
+            kind=kind,
+            check_id=check_id,
+            dispute_id=dispute_id,
+        )
     )
     rows, next_cursor = paginate(
         session, stmt, order_by=[LedgerTransaction.id], cursor=cursor, limit=limit
@@ -64,3 +98,43 @@ def verify_ledger(session: SessionDep, _: ReaderDep) -> VerificationRead:
     """Recomputes every transaction's hash from its stored content and its predecessor's hash.
     A transaction or posting changed after it was written breaks the chain at that point."""
     return VerificationRead(**dataclasses.asdict(ledger.verify(session)))
+
+
+def _period_read(period: LedgerPeriod) -> PeriodRead:
+    return PeriodRead(
+        month=periods.month_name(period.month),
+        closed_at=period.closed_at,
+        closed_by=period.closed_by,
+    )
+
+
+@router.get(
+    "/periods",
+    response_model=list[PeriodRead],
+    summary="Closed months, latest first (every organisation)",
+)
+def list_periods(session: SessionDep, _: PrincipalDep) -> list[PeriodRead]:
+    """A closed month is never written again: statements and invoices are issued for it, and
+    corrections about it are adjustment lines of the open month."""
+    return [_period_read(p) for p in periods.listed(session)]
+
+
+@router.post(
+    "/periods/{month}/close",
+    response_model=PeriodClose,
+    status_code=status.HTTP_200_OK,
+    responses=error_responses(409, 422),
+    summary="Close a month that has ended, and any earlier month still open (operator)",
+)
+def close_period(month: MonthPath, appender: AppenderDep, operator: OperatorDep) -> PeriodClose:
+    """Idempotent: closing a month already closed closes nothing. A month that has not ended
+    is 409. Months also close by themselves `ECHOLEDGER_PERIOD_CLOSE_DAYS` after they end."""
+    wanted = month_param(month)
+    closed, through = appender.run(
+        lambda session, head: periods.close_and_report(
+            session, head, month=wanted, actor_id=operator.org_id
+        )
+    )
+    return PeriodClose(
+        closed=[_period_read(p) for p in closed], closed_through=periods.month_name(through)
+    )

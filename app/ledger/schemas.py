@@ -1,4 +1,4 @@
-"""Response shapes for accounts, ledger transactions and chain verification."""
+"""Response shapes for accounts, ledger transactions, periods and chain verification."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ class TransactionRead(BaseModel):
     check_id: uuid.UUID | None
     reverses_id: int | None
     reason: str | None
+    actor_id: uuid.UUID | None = Field(
+        description="The organisation that caused it; null for the service's own schedule."
+    )
+    answers_id: int | None = Field(
+        description="The transaction it follows: a hold's charge, a release's or uphold's hold."
+    )
+    dispute_id: uuid.UUID | None
+    adjusts_period: str | None = Field(
+        description="YYYY-MM: the closed month of the original it corrects (an adjustment line)."
+    )
     prev_hash: str
     hash: str
     postings: list[PostingRead]
@@ -40,6 +50,12 @@ def transaction_with(
         check_id=transaction.check_id,
         reverses_id=transaction.reverses_id,
         reason=transaction.reason,
+        actor_id=transaction.actor_id,
+        answers_id=transaction.answers_id,
+        dispute_id=transaction.dispute_id,
+        adjusts_period=(
+            transaction.adjusts_period.strftime("%Y-%m") if transaction.adjusts_period else None
+        ),
         prev_hash=transaction.prev_hash,
         hash=transaction.hash,
         postings=[
@@ -59,6 +75,9 @@ class AccountRead(BaseModel):
     credits_micros: int
     debits_micros: int
     transactions: int
+    held_micros: int = Field(
+        description="A label's money set aside for open disputes (not in balance_micros)."
+    )
 
 
 class VerificationRead(BaseModel):
@@ -67,3 +86,16 @@ class VerificationRead(BaseModel):
     last_hash: str = Field(description="Hash of the last transaction that verified.")
     first_broken_transaction_id: int | None
     problem: str | None
+
+
+class PeriodRead(BaseModel):
+    month: str = Field(description="YYYY-MM (UTC).")
+    closed_at: dt.datetime
+    closed_by: uuid.UUID | None = Field(description="Null: closed by the schedule.")
+
+
+class PeriodClose(BaseModel):
+    """The months a close request closed: the one asked for and any earlier still open."""
+
+    closed: list[PeriodRead]
+    closed_through: str

@@ -12,10 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.clock import Clock, system_clock
 from app.ledger import chain
 from app.ledger.chain import PostingBody, TransactionBody
 from app.ledger.models import (
+    RESOLUTIONS,
     AccountKind,
     LedgerAccount,
     LedgerPosting,
@@ -32,12 +33,17 @@ class LedgerError(ValueError):
     """A transaction that cannot be recorded (unbalanced, empty, wrong sign)."""
 
 
-def find_account(session: Session, org_id: uuid.UUID | None, currency: str) -> uuid.UUID | None:
-    """The organisation's account in `currency`, if it has one; org_id None is the platform's."""
+def find_account(
+    session: Session, org_id: uuid.UUID | None, currency: str, *, held: bool = False
+) -> uuid.UUID | None:
+    """The organisation's account in `currency`, if it has one; org_id None is the platform's.
+    With `held`, its held account instead (org_id None: the platform's escrow)."""
+    kind = LedgerAccount.kind
     return session.scalar(
         sa.select(LedgerAccount.id).where(
             LedgerAccount.currency == currency,
             LedgerAccount.org_id.is_(None) if org_id is None else LedgerAccount.org_id == org_id,
+            kind == AccountKind.HELD.value if held else kind != AccountKind.HELD.value,
         )
     )
 
@@ -45,8 +51,10 @@ def find_account(session: Session, org_id: uuid.UUID | None, currency: str) -> u
 def account_id(
     session: Session, *, org_id: uuid.UUID | None, kind: AccountKind, currency: str
 ) -> uuid.UUID:
-    """The organisation's account (created on first use); org_id None is the platform's."""
-    found = find_account(session, org_id, currency)
+    """The organisation's account of this kind (created on first use); org_id None is the
+    platform's (kind PLATFORM) or its escrow (kind HELD)."""
+    held = kind is AccountKind.HELD
+    found = find_account(session, org_id, currency, held=held)
     if found is not None:
         return found
     session.execute(
@@ -54,7 +62,7 @@ def account_id(
         .values(id=uuid.uuid4(), org_id=org_id, kind=kind.value, currency=currency)
         .on_conflict_do_nothing()
     )
-    created = find_account(session, org_id, currency)
+    created = find_account(session, org_id, currency, held=held)
     assert created is not None
     return created
 
@@ -66,14 +74,18 @@ class ChainHead:
     the time spent holding the lock does not grow with round trips per transaction. Flush
     before reading the ledger and before committing (the appender does both). `mark` and
     `reset` undo appends made inside a savepoint that rolled back.
+
+    `now()` dates what is appended; whatever else the work under the lock records about the
+    same moment (a dispute's step, a period's closing) reads the same clock.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, clock: Clock = system_clock) -> None:
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(CHAIN_LOCK)))
         last = session.scalar(
             sa.select(LedgerTransaction.hash).order_by(LedgerTransaction.id.desc()).limit(1)
         )
         self.hash = last or chain.GENESIS
+        self.now = clock
         self._session = session
         self._ids: list[int] = []
         self._transactions: list[TransactionBody] = []
@@ -127,6 +139,10 @@ class ChainHead:
                 "created_ats": [b.created_at for b in bodies],
                 "prev_hashes": [prev for prev, _ in links],
                 "hashes": [digest for _, digest in links],
+                "actor_ids": [b.actor_id for b in bodies],
+                "answers_ids": [b.answers_id for b in bodies],
+                "dispute_ids": [b.dispute_id for b in bodies],
+                "adjusts_periods": [b.adjusts_period for b in bodies],
             },
         )
         postings = [(b.id, p) for b in bodies for p in b.postings]
@@ -145,12 +161,14 @@ class ChainHead:
 _INSERT_TRANSACTIONS = sa.text(
     """
     INSERT INTO ledger_transactions
-        (id, kind, check_id, reverses_id, reason, currency, created_at, prev_hash, hash)
+        (id, kind, check_id, reverses_id, reason, currency, created_at, prev_hash, hash,
+         actor_id, answers_id, dispute_id, adjusts_period)
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:kinds AS varchar[]), CAST(:check_ids AS uuid[]),
         CAST(:reverses_ids AS bigint[]), CAST(:reasons AS text[]), CAST(:currencies AS varchar[]),
         CAST(:created_ats AS timestamptz[]), CAST(:prev_hashes AS varchar[]),
-        CAST(:hashes AS varchar[])
+        CAST(:hashes AS varchar[]), CAST(:actor_ids AS uuid[]), CAST(:answers_ids AS bigint[]),
+        CAST(:dispute_ids AS uuid[]), CAST(:adjusts_periods AS date[])
     )
     """
 )
@@ -178,8 +196,13 @@ def append(
     reverses_id: int | None = None,
     reason: str | None = None,
     tx_id: int | None = None,
+    actor_id: uuid.UUID | None = None,
+    answers_id: int | None = None,
+    dispute_id: uuid.UUID | None = None,
+    adjusts_period: dt.date | None = None,
 ) -> LedgerTransaction:
-    """Record one balanced transaction at the end of the chain (written at `head.flush()`).
+    """Record one balanced transaction at the end of the chain (written at `head.flush()`),
+    dated `head.now()`. Only the verbs in `app.ledger.movements` call this.
 
     tx_id : an id taken earlier from `head.next_id()` (so rows written before the
         transaction can refer to it); by default a new one
@@ -193,12 +216,16 @@ def append(
     body = TransactionBody(
         id=head.next_id() if tx_id is None else tx_id,
         kind=kind.value,
-        created_at=utcnow(),
+        created_at=head.now(),
         currency=currency,
         postings=tuple(postings),
         check_id=check_id,
         reverses_id=reverses_id,
         reason=reason,
+        actor_id=actor_id,
+        answers_id=answers_id,
+        dispute_id=dispute_id,
+        adjusts_period=adjusts_period,
     )
     prev_hash = head.hash
     digest = head.push(body)
@@ -212,6 +239,10 @@ def append(
         created_at=body.created_at,
         prev_hash=prev_hash,
         hash=digest,
+        actor_id=actor_id,
+        answers_id=answers_id,
+        dispute_id=dispute_id,
+        adjusts_period=adjusts_period,
     )
 
 
@@ -259,6 +290,7 @@ class TransactionFilter:
     end: dt.datetime | None = None
     kind: TransactionKind | None = None
     check_id: uuid.UUID | None = None
+    dispute_id: uuid.UUID | None = None
 
 
 def transactions_query(f: TransactionFilter) -> sa.Select[LedgerTransaction]:
@@ -272,6 +304,8 @@ def transactions_query(f: TransactionFilter) -> sa.Select[LedgerTransaction]:
         stmt = stmt.where(LedgerTransaction.kind == f.kind.value)
     if f.check_id is not None:
         stmt = stmt.where(LedgerTransaction.check_id == f.check_id)
+    if f.dispute_id is not None:
+        stmt = stmt.where(LedgerTransaction.dispute_id == f.dispute_id)
     return stmt
 
 
@@ -283,13 +317,17 @@ class Balance:
     credits_micros: int
     debits_micros: int
     transactions: int
+    held_micros: int = 0
 
 
 def balance(session: Session, *, org_id: uuid.UUID, currency: str) -> Balance:
-    """Sum of the postings on an organisation's account (zero before its first posting)."""
+    """Sum of the postings on an organisation's account (zero before its first posting), and
+    what sits in its held account pending decisions."""
     account = find_account(session, org_id, currency)
+    held_account = find_account(session, org_id, currency, held=True)
+    held = account_sum(session, held_account) if held_account is not None else 0
     if account is None:
-        return Balance(None, currency, 0, 0, 0, 0)
+        return Balance(None, currency, 0, 0, 0, 0, held)
     amount = LedgerPosting.amount_micros
     row = session.execute(
         sa.select(
@@ -299,7 +337,72 @@ def balance(session: Session, *, org_id: uuid.UUID, currency: str) -> Balance:
             sa.func.count(sa.distinct(LedgerPosting.transaction_id)),
         ).where(LedgerPosting.account_id == account)
     ).one()
-    return Balance(account, currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+    return Balance(account, currency, int(row[0]), int(row[1]), int(row[2]), int(row[3]), held)
+
+
+def account_sum(session: Session, account: uuid.UUID, *, before: dt.datetime | None = None) -> int:
+    """Sum of an account's postings, of transactions dated before `before` if given."""
+    stmt = sa.select(sa.func.coalesce(sa.func.sum(LedgerPosting.amount_micros), 0)).where(
+        LedgerPosting.account_id == account
+    )
+    if before is not None:
+        stmt = stmt.join(
+            LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id
+        ).where(LedgerTransaction.created_at < before)
+    return int(session.scalar(stmt) or 0)
+
+
+def get_transaction(session: Session, transaction_id: int) -> LedgerTransaction | None:
+    return session.get(LedgerTransaction, transaction_id)
+
+
+def resolution_of(session: Session, pending_id: int) -> int | None:
+    """The release or uphold that posted a pending hold, if one did."""
+    return session.scalar(
+        sa.select(LedgerTransaction.id).where(
+            LedgerTransaction.answers_id == pending_id,
+            LedgerTransaction.kind.in_([k.value for k in RESOLUTIONS]),
+        )
+    )
+
+
+def root_of(session: Session, transaction: LedgerTransaction) -> LedgerTransaction:
+    """The transaction a chain of answers starts from (a hold answers a charge, a release
+    the hold, an appeal's hold the uphold...): the first one that answers nothing."""
+    while transaction.answers_id is not None:
+        parent = session.get(LedgerTransaction, transaction.answers_id)
+        assert parent is not None  # a foreign key
+        transaction = parent
+    return transaction
+
+
+def family_of(session: Session, root_id: int) -> list[int]:
+    """`root_id` and every transaction that answers it, directly or through others."""
+    ids, frontier = [root_id], [root_id]
+    while frontier:
+        frontier = list(
+            session.scalars(
+                sa.select(LedgerTransaction.id)
+                .where(LedgerTransaction.answers_id.in_(frontier))
+                .order_by(LedgerTransaction.id)
+            )
+        )
+        ids += frontier
+    return ids
+
+
+def held_accounts(session: Session, account_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these accounts are held accounts."""
+    ids = list(set(account_ids))
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            sa.select(LedgerAccount.id).where(
+                LedgerAccount.id.in_(ids), LedgerAccount.kind == AccountKind.HELD.value
+            )
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +434,10 @@ def verify(session: Session, *, batch: int = 2000) -> Verification:
             check_id=transaction.check_id,
             reverses_id=transaction.reverses_id,
             reason=transaction.reason,
+            actor_id=transaction.actor_id,
+            answers_id=transaction.answers_id,
+            dispute_id=transaction.dispute_id,
+            adjusts_period=transaction.adjusts_period,
         )
         if chain.link(previous, body) != transaction.hash:
             return Verification(

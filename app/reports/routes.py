@@ -1,4 +1,4 @@
-"""HTTP endpoints for royalty reports and the usage history (JSON or CSV)."""
+"""HTTP endpoints for royalty reports, the usage history, statements and invoices."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.db import SessionDep
 from app.errors import Unprocessable, error_responses
+from app.ledger.routes import MonthPath, month_param
 from app.orgs.auth import READ_ALL, Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.reports import render, statements
 from app.reports import service as reports
-from app.reports.schemas import GroupBy, RoyaltyReport, RoyaltyRowRead, UseRead
+from app.reports.schemas import GroupBy, Invoice, RoyaltyReport, RoyaltyRowRead, Statement, UseRead
 from app.state import SessionsDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
@@ -39,12 +41,49 @@ class Format(enum.StrEnum):
     CSV = "csv"
 
 
+class DocumentFormat(enum.StrEnum):
+    JSON = "json"
+    CSV = "csv"
+    HTML = "html"  # printable
+
+
+InvoiceReaderDep = Annotated[
+    Principal, Depends(require(OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR))
+]
+CurrencyQuery = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Z]{3}$", description="Default: the deployment's settlement currency."),
+]
+DOCUMENT_RESPONSES = error_responses(404, 409, 422) | {
+    200: {"content": {"text/csv": {}, "text/html": {}}}
+}
+
+
 def _csv(lines: Iterator[str], filename: str) -> StreamingResponse:
     return StreamingResponse(
         lines,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def _own_or_named(
+    principal: Principal, named: uuid.UUID | None, kind: OrgKind, field: str
+) -> uuid.UUID:
+    """The caller's own organisation, or (auditors, operators) the one named by `field`."""
+    if principal.kind == kind:
+        if named not in (None, principal.org_id):
+            raise Unprocessable(
+                f"you read your own documents; omit {field}",
+                details=[{"field": f"query.{field}", "message": "not your organisation"}],
+            )
+        return principal.org_id
+    if named is None:
+        raise Unprocessable(
+            f"{field} is required for auditors and operators",
+            details=[{"field": f"query.{field}", "message": "required"}],
+        )
+    return named
 
 
 @router.get(
@@ -152,3 +191,67 @@ def list_uses(
         session, reports.uses_query(wanted), order_by=reports.USE_ORDER, cursor=cursor, limit=limit
     )
     return Page(items=reports.use_reads(session, rows), next_cursor=next_cursor)
+
+
+@router.get(
+    "/statements/{month}",
+    response_model=Statement,
+    responses=DOCUMENT_RESPONSES,
+    summary="A label's statement for a closed month (label: its own; auditors: any label)",
+)
+def read_statement(
+    month: MonthPath,
+    session: SessionDep,
+    principal: RoyaltyReaderDep,
+    settings: SettingsDep,
+    label_id: uuid.UUID | None = None,
+    currency: CurrencyQuery = None,
+    format: DocumentFormat = DocumentFormat.JSON,
+) -> Statement | StreamingResponse | HTMLResponse:
+    """Opening balance, earned, held, released, upheld, reversed, adjustments, fees and the
+    closing balance, for the label's balance and for the money on hold for its disputes; lines
+    per track and AI company; the adjustments (corrections of closed months, each naming the
+    original charge) and the disputes as they stood at the month's end. `format=html` is a
+    printable page. 409 while the month is open."""
+    doc = statements.statement(
+        session,
+        label_id=_own_or_named(principal, label_id, OrgKind.LABEL, "label_id"),
+        month=month_param(month),
+        currency=currency or settings.currency,
+    )
+    if format is DocumentFormat.CSV:
+        return _csv(statements.statement_csv(doc), f"statement-{doc.month}-{doc.label_id}.csv")
+    if format is DocumentFormat.HTML:
+        return HTMLResponse(render.statement_html(doc))
+    return doc
+
+
+@router.get(
+    "/invoices/{month}",
+    response_model=Invoice,
+    responses=DOCUMENT_RESPONSES,
+    summary="An AI company's invoice for a closed month (its own; auditors: any company)",
+)
+def read_invoice(
+    month: MonthPath,
+    session: SessionDep,
+    principal: InvoiceReaderDep,
+    settings: SettingsDep,
+    ai_company_id: uuid.UUID | None = None,
+    currency: CurrencyQuery = None,
+    format: DocumentFormat = DocumentFormat.JSON,
+) -> Invoice | StreamingResponse | HTMLResponse:
+    """Uses and amounts per catalogue, the platform fee, refunds (released disputes,
+    reversals), adjustments, and the disputes open or resolved as they stood at the month's
+    end. `format=html` is a printable page. 409 while the month is open."""
+    doc = statements.invoice(
+        session,
+        ai_company_id=_own_or_named(principal, ai_company_id, OrgKind.AI_COMPANY, "ai_company_id"),
+        month=month_param(month),
+        currency=currency or settings.currency,
+    )
+    if format is DocumentFormat.CSV:
+        return _csv(statements.invoice_csv(doc), f"invoice-{doc.month}-{doc.ai_company_id}.csv")
+    if format is DocumentFormat.HTML:
+        return HTMLResponse(render.invoice_html(doc))
+    return doc

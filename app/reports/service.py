@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from app.catalogues.models import Track
 from app.checks.models import Use
 from app.ledger import service as ledger
-from app.ledger.models import LedgerPosting, LedgerTransaction
+from app.ledger.models import LedgerPosting, LedgerTransaction, TransactionKind
 from app.orgs.models import Organisation
 from app.pagination import MAX_LIMIT, paginate
 from app.reports.schemas import USE_CSV_COLUMNS, GroupBy, UseRead
@@ -41,7 +41,8 @@ def royalties(
     end: dt.datetime | None,
     group_by: GroupBy,
 ) -> list[RoyaltyRow]:
-    """The label's ledger credits in [start, end), grouped; amounts net of reversals.
+    """The label's ledger credits in [start, end), grouped; amounts net of reversals and of
+    money held for disputes (and of what was paid out of holds).
 
     Built from the postings on the label's account, so the rows sum exactly to the account's
     movement over the period.
@@ -67,8 +68,13 @@ def royalties(
         sa.select(
             key.label("group"),
             (sa.null() if name is None else name).label("name"),
-            sa.func.count().filter(amount > 0).label("uses"),
-            sa.func.count().filter(amount < 0).label("reversals"),
+            # By kind, not sign: a dispute's hold is negative and its uphold positive.
+            sa.func.count()
+            .filter(LedgerTransaction.kind == TransactionKind.CHARGE.value)
+            .label("uses"),
+            sa.func.count()
+            .filter(LedgerTransaction.kind == TransactionKind.REVERSAL.value)
+            .label("reversals"),
             sa.func.sum(amount).label("amount"),
         )
         .select_from(LedgerPosting)
