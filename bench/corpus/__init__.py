@@ -12,9 +12,15 @@ so a rebuild with the same seed only re-assembles the query files.
 The package follows the build: `spec` (collections, palettes, sizes, query sets), `manifest`
 (the JSON record), `scores` (music21 discovery and note extraction), `midi` (timing and the
 MIDI writer), `render` (FluidSynth and the worker pool), `selection` (which scores are used),
-`planning` (what each query is made of), `execute` (the transformations applied), `build`
-(the orchestration), `check` (the self-check) and `cli`. music21 is imported only when a
-corpus is built.
+`melody` (top voices, shared tunes, repeats, accompaniments for quotations), `planning` (what
+each query is made of), `execute` (the transformations applied), `build` (the orchestration),
+`check` (the self-check) and `cli`. music21 is imported only when a corpus is built.
+
+Query sets (`spec.TRANSFORMATIONS`): verbatim edits (clean, verbatim16, gain, noise20/15/10,
+lossy, phone, reverb), tempo (+/-5, 8, 10 %), transpositions (+/-1..6 semitones, octaves),
+reinstrument and soundfont2 (same notes, other timbre), mixes (mix2, mix3), embedded and
+embedded-6db (an excerpt inside 60 s of other music), quotation (a melody in a new
+arrangement) and related (negatives found to carry a catalogue tune).
 """
 
 from bench.corpus.build import build_corpus, check_tools, summarize

@@ -20,11 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 
 ONSET_TOLERANCE_S = 0.02  # notes starting this close together sound as one chord
-GRAM = 6  # pitch intervals per n-gram of the shared-melody index
-MIN_SHARED = 10  # intervals a shared run needs at least ...
-MIN_SHARED_SHARE = 0.5  # ... and this share of the negative excerpt's intervals
+GRAM = 5  # pitch intervals per n-gram of the shared-melody index
+SHORT_NOTE = 0.6  # notes shorter than this share of the median are ornaments
+# Whole melodies are compared: stepwise lines share runs of ten-odd intervals by chance, a
+# tune sung to other words or harmonised again shares most of its length.
+MIN_SHARED = 16  # intervals a shared run needs at least ...
+MIN_SHARED_SHARE = 0.5  # ... and this share of the shorter of the two melodies
 MAX_DIAGONAL_DRIFT = 2  # notes inserted or dropped (ornaments) along one shared run
-MAX_RHYTHM_SPREAD = 0.35  # spread (log2) of query/source duration ratios inside a run
+MAX_GAP = 2 * GRAM  # n-gram positions between two hits of one run (a variant note or two)
+RHYTHM_TOLERANCE = 0.25  # log2 deviation of a note's duration ratio from the run's ...
+MIN_RHYTHM_AGREEMENT = 0.75  # ... within which this share of the run's notes must lie
 
 # Krumhansl-Kessler key profiles, tonic first.
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -60,6 +65,21 @@ def top_voice(notes: np.ndarray) -> np.ndarray:
     return melody
 
 
+def skeleton(melody: np.ndarray) -> np.ndarray:
+    """The melody without its short notes (passing tones, ornaments), repeats merged.
+
+    Two harmonisations of one tune differ mostly there: a note shorter than
+    `SHORT_NOTE` of the median note is dropped, and the note before it lasts until the next.
+    """
+    if melody.shape[0] < 3:
+        return merged(melody)
+    length = melody[:, 1] - melody[:, 0]
+    kept = melody[length >= SHORT_NOTE * float(np.median(length))].copy()
+    if kept.shape[0] > 1:
+        kept[:-1, 1] = kept[1:, 0]
+    return merged(kept)
+
+
 def merged(melody: np.ndarray) -> np.ndarray:
     """Repeated pitches merged into one note (an ornament or a tie written another way)."""
     if melody.shape[0] == 0:
@@ -78,7 +98,7 @@ class SharedMelody:
 
     piece: int  # index of the catalogue piece given to `SharedMelodyIndex`
     intervals: int  # pitch intervals in the shared run
-    share: float  # of the query's intervals
+    share: float  # of the shorter melody's intervals
     query_start_s: float
     query_end_s: float
     source_start_s: float
@@ -95,7 +115,7 @@ class SharedMelodyIndex:
     """Interval n-grams of catalogue melodies, to find the catalogue tunes a query carries."""
 
     def __init__(self, melodies: Sequence[np.ndarray]) -> None:
-        self.melodies = [merged(m) for m in melodies]
+        self.melodies = [skeleton(m) for m in melodies]
         self._grams: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
         for piece, melody in enumerate(self.melodies):
             steps = np.diff(melody[:, 2]).astype(int)
@@ -103,8 +123,11 @@ class SharedMelodyIndex:
                 self._grams[tuple(steps[pos : pos + GRAM])].append((piece, pos))
 
     def find(self, melody: np.ndarray) -> SharedMelody | None:
-        """The longest catalogue run this melody shares, if long enough to be the same tune."""
-        query = merged(melody)
+        """The longest catalogue run this melody shares, if long enough to be the same tune.
+
+        melody : np.ndarray [shape=(n, 5)], a whole melody (`top_voice` of a piece)
+        """
+        query = skeleton(melody)
         steps = np.diff(query[:, 2]).astype(int)
         if steps.size < MIN_SHARED:
             return None
@@ -127,9 +150,10 @@ class SharedMelodyIndex:
     ) -> SharedMelody | None:
         """Check a run's length and rhythm; its time spans in query and source."""
         covered = len({q + k for q, _ in run for k in range(GRAM)})
-        if covered < MIN_SHARED or covered < MIN_SHARED_SHARE * n_steps:
-            return None
         source = self.melodies[piece]
+        shorter = min(n_steps, source.shape[0] - 1)
+        if covered < MIN_SHARED or covered < MIN_SHARED_SHARE * shorter:
+            return None
         q_idx = np.array(sorted({q + k for q, _ in run for k in range(GRAM + 1)}))
         s_of = dict(itertools.chain.from_iterable(
             ((q + k, s + k) for k in range(GRAM + 1)) for q, s in run
@@ -141,12 +165,13 @@ class SharedMelodyIndex:
         if ok.sum() < MIN_SHARED // 2:
             return None
         ratios = np.log2(s_gap[ok] / q_gap[ok])
-        if float(np.median(np.abs(ratios - np.median(ratios)))) > MAX_RHYTHM_SPREAD:
+        agreement = np.mean(np.abs(ratios - np.median(ratios)) <= RHYTHM_TOLERANCE)
+        if agreement < MIN_RHYTHM_AGREEMENT:
             return None
         return SharedMelody(
             piece=piece,
             intervals=covered,
-            share=covered / n_steps,
+            share=covered / shorter,
             query_start_s=float(q_on[0]),
             query_end_s=float(query[q_idx[-1], 1]),
             source_start_s=float(s_on[0]),
@@ -164,7 +189,7 @@ def _longest_run(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         for q, s in pairs[start + 1 :]:
             last_q, last_s = chain[-1]
             drift = abs((s - q) - (last_s - last_q))
-            if 0 < q - last_q <= GRAM and s > last_s and drift <= MAX_DIAGONAL_DRIFT:
+            if 0 < q - last_q <= MAX_GAP and s > last_s and drift <= MAX_DIAGONAL_DRIFT:
                 chain.append((q, s))
         if len(chain) > len(best):
             best = chain

@@ -27,6 +27,7 @@ from bench.corpus.spec import (
     MIX_SIZES,
     PALETTES,
     PHONE_BAND_HZ,
+    QUOTE_MIN_NOTES,
     QUOTE_S,
     QUOTE_TEMPO,
     RELATED,
@@ -103,6 +104,32 @@ class Planner:
                 break
         return Take(piece, round(best[1] * self.sr), round(length_s * self.sr), audio)
 
+    def melodic_window(
+        self, rng: np.random.Generator, piece: Piece, length_s: float, audio: str | None
+    ) -> Take:
+        """A window whose top voice has at least `QUOTE_MIN_NOTES` notes, if one is found.
+
+        A quotation borrows a melody: a stretch of long held notes (slow polyphony) is none.
+        """
+        notes = timed_notes(piece.voicing)
+        best: tuple[int, Take] | None = None
+        for _ in range(8):
+            take = self.window(rng, piece, length_s, 0.0, audio)
+            start_s = take.start / self.sr
+            count = _melody_notes(notes, start_s, start_s + take.length / self.sr)
+            if best is None or count > best[0]:
+                best = (count, take)
+            if count >= QUOTE_MIN_NOTES:
+                break
+        assert best is not None
+        return best[1]
+
+
+def _melody_notes(notes: np.ndarray, start_s: float, end_s: float) -> int:
+    """Notes of the top voice starting inside a window."""
+    inside = notes[(notes[:, 0] >= start_s) & (notes[:, 0] < end_s)]
+    return int(top_voice(inside).shape[0]) if inside.size else 0
+
 
 def plan_queries(
     catalogue: list[Piece],
@@ -178,7 +205,7 @@ def _plan_one(
         )
         fill = [planner.window(rng, fillers[k], seg + 0.01) for k in chosen]
     elif name == "quotation":
-        takes = [planner.window(rng, picks[0], QUOTE_S, 0.0, audio[picks[0].id])]
+        takes = [planner.melodic_window(rng, picks[0], QUOTE_S, audio[picks[0].id])]
         sign = 1.0 if rng.random() < 0.5 else -1.0
         params["tempo_factor"] = round(1.0 + sign * float(rng.uniform(*QUOTE_TEMPO)), 4)
         params.update(_arrangement(rng, picks[0]))
@@ -216,6 +243,8 @@ def _plan_one(
             params["soundfont"] = SECOND_SOUNDFONT.name
     return Job(job_id, name, f"queries/{name}/{job_id}.{ext}", takes, params, fill)
 
+
+MIN_RELATED_S = 5.0  # of a shared melody inside a negative's excerpt to make it related
 
 # Melody and accompaniment programs of quotations (General MIDI, 0-based).
 _QUOTE_MELODY = (73, 71, 68, 65, 40, 56, 11, 22, 0, 24)
@@ -280,30 +309,31 @@ def relabel_related(
     """Turn negatives that carry a catalogue piece's melody into `related` queries.
 
     The same hymn tune in another harmonisation, or a tune filed twice, is a use of the
-    catalogue piece, not a false positive. Returns the jobs (related ones relabelled, with
-    their source span) and a record of each match for the manifest.
+    catalogue piece, not a false positive. Whole melodies are compared; a negative becomes
+    related when its excerpt holds at least `MIN_RELATED_S` of the shared run. Returns the
+    jobs (related ones relabelled, with their source span) and a record of each match.
     """
     index = SharedMelodyIndex([top_voice(timed_notes(p.voicing)) for p in catalogue])
     found: list[dict[str, Any]] = []
     out: list[Job] = []
     for job in negatives:
         take = job.takes[0]
+        shared = index.find(top_voice(timed_notes(take.piece.voicing)))
         start_s, end_s = take.start / planner.sr, (take.start + take.length) / planner.sr
-        notes = timed_notes(take.piece.voicing)
-        inside = notes[(notes[:, 0] >= start_s) & (notes[:, 0] < end_s)].copy()
-        inside[:, :2] = np.minimum(inside[:, :2], end_s) - start_s
-        shared = index.find(top_voice(inside)) if inside.size else None
-        if shared is None:
+        q0 = max(start_s, shared.query_start_s) if shared else 0.0
+        q1 = min(end_s, shared.query_end_s) if shared else 0.0
+        if shared is None or q1 - q0 < MIN_RELATED_S:
             out.append(job)
             continue
         source = catalogue[shared.piece]
+        factor = shared.tempo_factor
         span = SourceSpan(
             source.id,
-            round(shared.source_start_s, 6),
-            round(shared.source_end_s, 6),
-            round(shared.query_start_s, 6),
-            round(shared.query_end_s, 6),
-            round(shared.tempo_factor, 4),
+            round(shared.source_start_s + (q0 - shared.query_start_s) * factor, 6),
+            round(shared.source_start_s + (q1 - shared.query_start_s) * factor, 6),
+            round(q0 - start_s, 6),
+            round(q1 - start_s, 6),
+            round(factor, 4),
             shared.transpose,
         )
         record = {

@@ -39,6 +39,7 @@ REVERB_RT60_S = (0.9, 1.5)  # synthetic room: decay time drawn per query (about 
 REVERB_WET = (0.35, 0.6)  # share of the reverberant signal in the wet/dry mix
 QUOTE_S = 15.0  # source seconds of melody a quotation borrows (about eight bars)
 QUOTE_TEMPO = (0.05, 0.15)  # a quotation's tempo differs from the source's by this much
+QUOTE_MIN_NOTES = 12  # melody notes a quotation's window should hold
 
 TEMPO_FACTORS = {
     "tempo+5": 1.05, "tempo-5": 0.95, "tempo+10": 1.10, "tempo-10": 0.90,
