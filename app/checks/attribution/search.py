@@ -173,14 +173,14 @@ class _Check:
         A track that resembles the true source (a setting of the same hymn, a passage in the
         same style) matches the query too, and as strongly as it resembles the source; with
         the source explained away it has nothing left to match. So sources are ranked by
-        their best score so far and each is verified again with every stronger source
+        `strength` and each is verified again with every stronger source
         explained away (the strongest on the query as is), and, for mixes, with every other
         source explained away; it keeps the better of the two.
         """
         strong = self.params.explain_threshold
         ranked = sorted(
             (t for t, (m, _) in self.found.items() if m.resemblance >= strong),
-            key=lambda t: (-self.found[t][0].resemblance, t),
+            key=lambda t: (-self.strength(t), t),
         )
         if len(ranked) < 2:
             return
@@ -204,6 +204,17 @@ class _Check:
                 del self.found[track]
             else:
                 self.found[track] = outcome
+
+    def strength(self, track: int) -> float:
+        """How much of the query a found track explains, and how closely: the summed
+        similarity of its aligned windows above the floor. Resemblance saturates (a verbatim
+        source and a close setting of the same tune can both score 1); this does not."""
+        match, hits = self.found[track]
+        if not match.hits:
+            return 0.0
+        rows = np.array([i for i, _ in match.hits], dtype=np.int64)
+        cols = np.array([j for _, j in match.hits], dtype=np.int64)
+        return float(np.sum(hits.similarities[rows, cols] - self.params.similarity_floor))
 
     # -- proposal --------------------------------------------------------------------------
 
