@@ -30,6 +30,7 @@ FOUNDATION = {
     "migrate",
     "pagination",
     "state",
+    "validation",
 }
 # Domains, lowest first: each may use the ones before it, never one after it.
 DOMAINS = ["orgs", "catalogues", "ledger", "checks", "reports"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import uuid
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from app.ledger.schemas import AccountRead, TransactionRead, VerificationRead, t
 from app.orgs.auth import PrincipalDep, ReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import SettingsDep
+from app.validation import Instant, ordered_period
 
 router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
 
@@ -38,13 +38,14 @@ def my_account(session: SessionDep, principal: PrincipalDep, settings: SettingsD
 def list_transactions(
     session: SessionDep,
     _: ReaderDep,
-    created_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    created_from: Annotated[Instant | None, Query(alias="from")] = None,
+    created_to: Annotated[Instant | None, Query(alias="to")] = None,
     kind: TransactionKind | None = None,
     check_id: uuid.UUID | None = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[TransactionRead]:
+    ordered_period(created_from, created_to)
     stmt = ledger.transactions_query(
         ledger.TransactionFilter(start=created_from, end=created_to, kind=kind, check_id=check_id)
     )

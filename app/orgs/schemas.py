@@ -8,13 +8,14 @@ import uuid
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.orgs.models import OrgKind
+from app.validation import SingleLine
 
 
 class OrgCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: OrgKind
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
 
 
 class OrgRead(BaseModel):
@@ -29,7 +30,7 @@ class OrgRead(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="default", min_length=1, max_length=100)
+    name: SingleLine = Field(default="default", min_length=1, max_length=100)
 
 
 class KeyRead(BaseModel):

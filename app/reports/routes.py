@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import enum
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.reports import service as reports
 from app.reports.schemas import GroupBy, RoyaltyReport, RoyaltyRowRead, UseRead
 from app.state import SessionsDep, SettingsDep
+from app.validation import Instant, ordered_period
 
 router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
 
@@ -30,8 +30,8 @@ UseReaderDep = Annotated[
     Principal,
     Depends(require(OrgKind.LABEL, OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR)),
 ]
-FromQuery = Annotated[dt.datetime | None, Query(alias="from", description="Inclusive.")]
-ToQuery = Annotated[dt.datetime | None, Query(alias="to", description="Exclusive.")]
+FromQuery = Annotated[Instant | None, Query(alias="from", description="Inclusive.")]
+ToQuery = Annotated[Instant | None, Query(alias="to", description="Exclusive.")]
 
 
 class Format(enum.StrEnum):
@@ -65,6 +65,7 @@ def royalties(
 ) -> RoyaltyReport | StreamingResponse:
     """Totals are computed from the ledger postings on the label's account, net of
     reversals, so they reconcile exactly with `/v1/accounts/me`."""
+    ordered_period(start, end)
     if principal.kind == OrgKind.LABEL:
         if label_id not in (None, principal.org_id):
             raise Unprocessable(
@@ -134,6 +135,7 @@ def list_uses(
     """AI companies see their own uses, labels the uses of their tracks, auditors and
     operators all. Each row links the check, track, terms version, share, amount and the
     ledger transaction that paid it."""
+    ordered_period(start, end)
     wanted = _scope(
         principal,
         reports.UseFilter(
