@@ -4,10 +4,11 @@ from app.catalogues.models import Catalogue, LicenseTerms, Segment, Track
 from app.checks.models import Check, IdempotencyKey, Use
 from app.db import Base
 from app.ledger.models import LedgerAccount, LedgerPosting, LedgerTransaction
-from app.orgs.models import ApiKey, Organisation
+from app.orgs.models import ApiKey, AuditEvent, Organisation
 
 __all__ = [
     "ApiKey",
+    "AuditEvent",
     "Base",
     "Catalogue",
     "Check",

@@ -53,6 +53,28 @@ MATRIX = [
         _all(403, operator=201),
         body={"name": "spare"},
     ),
+    Row(
+        "POST",
+        "/v1/orgs/{stranger_id}/keys/{foreign_key_id}/revocation",
+        _all(403, operator=200),
+        body={"reason": "leaked"},
+    ),
+    Row(
+        "POST", "/v1/orgs/{stranger_id}/suspension", _all(403, operator=200), body={"reason": "why"}
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{stranger_id}/reinstatement",
+        _all(403, operator=200),
+        body={"reason": "why"},
+    ),
+    Row(
+        "PUT",
+        "/v1/orgs/{stranger_id}/credit-limit",
+        _all(403, operator=200),
+        body={"credit_limit_micros": 5, "reason": "why"},
+    ),
+    Row("GET", "/v1/orgs/{label_id}/audit", _all(404, operator=200, auditor=200, label=200)),
     Row("GET", "/v1/keys", _all(200)),
     Row("POST", "/v1/keys", _all(201), body={"name": "rotation"}),
     # Another tenant's key: every caller gets 404, whatever its role.
@@ -144,6 +166,7 @@ def world(client: TestClient, tenants: Tenants, tmp_path: Path) -> dict[str, Any
         "catalogue_id": catalogue["id"],
         "version": 1,
         "foreign_key_id": stranger_key["id"],
+        "stranger_id": stranger.id,
         "track_id": track.json()["id"],
     }
     sample = audio_file(tmp_path, seed=2, seconds=2.5).read_bytes()

@@ -16,6 +16,13 @@ from app.errors import Forbidden, NotFound, Unauthorized
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
 
+
+class Suspended(Forbidden):
+    """The key is valid but its organisation is suspended."""
+
+    code = "organisation_suspended"
+
+
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer el_...`")
 
 
@@ -26,6 +33,10 @@ class Principal:
     org_id: uuid.UUID
     kind: OrgKind
     key_id: uuid.UUID
+
+    @property
+    def actor(self) -> orgs.Actor:
+        return orgs.Actor(self.org_id, self.key_id, is_operator=self.kind == OrgKind.OPERATOR)
 
     def owns_or_reads_all(self, owner_id: uuid.UUID, kind: str, ident: object) -> None:
         """Raise NotFound unless this principal owns the object or may read every tenant's."""
@@ -48,6 +59,13 @@ def get_principal(
         raise Unauthorized("unknown or revoked API key")
     org, key = found
     structlog.contextvars.bind_contextvars(org_id=str(org.id), org_kind=org.kind)
+    if org.suspended_at is not None:
+        raise Suspended(
+            f"organisation {org.id} was suspended by an operator on "
+            f"{org.suspended_at:%Y-%m-%d %H:%M} UTC: {org.suspension_reason}; "
+            "its keys are refused until an operator reinstates it",
+            details={"org_id": str(org.id), "suspended_at": org.suspended_at.isoformat()},
+        )
     return Principal(org_id=org.id, kind=OrgKind(org.kind), key_id=key.id)
 
 
