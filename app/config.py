@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     platform_fee_bps: int = Field(default=0, ge=0, le=10_000)
+    max_charge_per_check_micros: int = Field(
+        default=10_000_000, gt=0, description="A check that would charge more is refused (402)."
+    )
+    default_credit_limit_micros: int = Field(
+        default=10_000_000_000,
+        ge=0,
+        description="Most an AI company may owe unless an operator set its own limit.",
+    )
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     min_audio_seconds: float = Field(default=2.0, gt=0)

@@ -77,6 +77,13 @@ class Unprocessable(AppError):
     code = "unprocessable"
 
 
+class PaymentRequired(AppError):
+    """Going ahead would exceed a spending limit; nothing was done."""
+
+    status_code = 402
+    code = "spending_limit"
+
+
 class ServiceUnavailable(AppError):
     """A dependency (database, index) is not ready."""
 
@@ -102,6 +109,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad request",
         401: "Missing, unknown or revoked API key",
+        402: "A spending limit would be exceeded; nothing was charged",
         403: "The caller's role may not do this",
         404: "Not found (or owned by another tenant)",
         409: "Conflict with the current state",

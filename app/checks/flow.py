@@ -9,7 +9,8 @@ here; every step lives in `app.checks.service`.
    a short transaction of its own, so a concurrent retry sees it in flight; a key already
    completed replays the stored answer.
 2. The piece is decoded, embedded, searched and aligned outside any transaction.
-3. The ledger accounts the uses will post to are looked up (created on first use).
+3. Spending limits are checked (a per-check cap, the company's credit limit), and the ledger
+   accounts the uses will post to are looked up (created on first use).
 4. The check, its uses, the charge and the key's binding are written in one transaction by the
    ledger appender. Any failure before that gives the key back, so the client can retry.
 """
@@ -121,6 +122,13 @@ class CheckFlow:
                         sessions=self.sessions,
                         at=submission.created_at,
                     )
+                checks.enforce_spending_limits(
+                    self.sessions,
+                    submission,
+                    analysis,
+                    max_per_check=settings.max_charge_per_check_micros,
+                    default_credit_limit=settings.default_credit_limit_micros,
+                )
                 accounts = checks.resolve_accounts(self.sessions, submission, analysis)
                 result = self.appender.run(
                     lambda session, head: checks.record(

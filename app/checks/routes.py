@@ -61,7 +61,7 @@ def _check_key(key: str | None) -> str:
     "/checks",
     status_code=status.HTTP_201_CREATED,
     response_model=CheckResult,
-    responses=error_responses(409, 413, 422)
+    responses=error_responses(402, 409, 413, 422)
     | {201: {"description": "The check (also when replayed: see `Idempotent-Replayed`)"}},
     summary="Check a generated piece against the licensed catalogues and pay for its uses",
 )
