@@ -1,4 +1,4 @@
-"""Spending limits: a per-check charge cap and per-company credit limits; refusals charge nothing."""
+"""Spending limits: a per-check cap and per-company credit limits; refusals charge nothing."""
 
 from __future__ import annotations
 
