@@ -173,9 +173,12 @@ def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
     stuck_now = client.get(f"/v1/tracks/{stuck['id']}", headers=label.headers).json()
     assert stuck_now["status"] == "failed"
     assert "did not complete" in stuck_now["error"]
-    for other in (fresh, young, withdrawn):
+    for other in (fresh, young):
         now = client.get(f"/v1/tracks/{other['id']}", headers=label.headers).json()
         assert now["status"] == "pending", now
+    # The withdrawal itself failed the withdrawn track, with its own reason.
+    gone = client.get(f"/v1/tracks/{withdrawn['id']}", headers=label.headers).json()
+    assert "withdrawn before ingestion finished" in gone["error"]
 
 
 @pytest.mark.slow
