@@ -43,6 +43,26 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    request_body_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="A request body still arriving after this is cut (408)."
+    )
+    rate_limit_checks_per_minute: float = Field(
+        default=600.0, gt=0, description="Checks one API key may submit per minute (429 above)."
+    )
+    rate_limit_uploads_per_minute: float = Field(
+        default=300.0, gt=0, description="Track uploads one API key may make per minute."
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=10.0, gt=0, description="A key may spend this many seconds' worth at once."
+    )
+    max_concurrent_uploads_per_key: int = Field(
+        default=8, ge=1, description="Checks (and, apart, track uploads) one key runs at once."
+    )
+    auth_max_failures: int = Field(
+        default=20, ge=1, description="Bad API keys from one address before it is locked out."
+    )
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_lockout_seconds: float = Field(default=300.0, gt=0)
     min_audio_seconds: float = Field(default=2.0, gt=0)
     max_audio_seconds: float = Field(default=20 * 60.0, gt=0)
     max_check_seconds: float = Field(default=10 * 60.0, gt=0)

@@ -26,10 +26,13 @@ class AppError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = dict(headers or {})
 
 
 class Unauthorized(AppError):
@@ -63,11 +66,32 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class RequestTimeout(AppError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(AppError):
     """The upload exceeds the configured size limit."""
 
     status_code = 413
     code = "payload_too_large"
+
+
+def payload_too_large(max_bytes: int) -> PayloadTooLarge:
+    """The one 413 every size check raises, wherever the excess is noticed."""
+    return PayloadTooLarge(
+        f"the upload exceeds the limit of {max_bytes} bytes", details={"max_bytes": max_bytes}
+    )
+
+
+class TooManyRequests(AppError):
+    """A rate limit was hit; `Retry-After` says when to try again."""
+
+    status_code = 429
+    code = "rate_limited"
 
 
 class Unprocessable(AppError):
@@ -113,8 +137,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's role may not do this",
         404: "Not found (or owned by another tenant)",
         409: "Conflict with the current state",
+        408: "The request body did not arrive in time",
         413: "Upload too large",
         422: "Validation failed; `details` names the fields",
+        429: "Rate limited; `Retry-After` says when to try again",
         503: "Not ready",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
@@ -140,8 +166,19 @@ def _render(
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return _render(request, exc.status_code, exc.code, exc.message, exc.details, headers)
+    return _render(request, exc.status_code, exc.code, exc.message, exc.details, headers_of(exc))
+
+
+def headers_of(exc: AppError) -> dict[str, str]:
+    """The headers an error response carries."""
+    extra = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    return extra | exc.headers
+
+
+def error_body(exc: AppError, request_id: str | None) -> bytes:
+    """The JSON body of an error response (for code that answers outside the handlers)."""
+    body = ErrorBody(code=exc.code, message=exc.message, details=exc.details, request_id=request_id)
+    return ErrorResponse(error=body).model_dump_json().encode()
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -18,6 +18,7 @@ APP = Path(__file__).resolve().parent.parent / "app"
 FOUNDATION = {
     "audio",
     "blobs",
+    "boot",
     "config",
     "db",
     "embedding",
@@ -25,6 +26,7 @@ FOUNDATION = {
     "health",
     "index",
     "jobs",
+    "limits",
     "logging",
     "middleware",
     "migrate",

@@ -68,6 +68,7 @@ class CheckFlow:
         index: IndexManager,
         params: AttributionParams,
         appender: LedgerAppender,
+        boot_id: int | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -76,6 +77,7 @@ class CheckFlow:
         self.index = index
         self.params = checks.params_for(params, embedder)
         self.appender = appender
+        self.boot_id = boot_id  # claims record it, so a restart can free them (app.boot)
         # Checks are CPU-bound: at most this many decode and embed at once.
         self._slots = threading.BoundedSemaphore(settings.check_concurrency)
 
@@ -94,6 +96,7 @@ class CheckFlow:
                     metadata=request.metadata,
                 ),
                 lock_seconds=settings.idempotency_lock_seconds,
+                boot_id=self.boot_id,
             )
             if replay is not None:
                 return CheckAnswer(replay, replayed=True)

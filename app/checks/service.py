@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import boot
 from app.audio.decode import load
 from app.catalogues.licensing import Licensed, licensed_tracks
 from app.checks.attribution import (
@@ -78,17 +79,21 @@ def claim_key(
     key: str,
     request_hash: str,
     lock_seconds: float,
+    boot_id: int | None = None,
 ) -> dict[str, Any] | None:
     """Take the key for this request; or return the stored result of the request that did.
 
     Raises Unprocessable when the key was used for a different request, and Conflict while
-    another request holding the key is still running (a claim older than `lock_seconds` is
-    presumed dead and taken over).
+    another request holding the key is still running. A claim is taken over when the process
+    that made it is gone (its boot lock is free, see `app.boot`) or, for a claim without a
+    boot, once it is older than `lock_seconds`.
     """
     with transaction(sessions) as session:
         claimed = session.execute(
             insert(IdempotencyKey)
-            .values(ai_company_id=ai_company_id, key=key, request_hash=request_hash)
+            .values(
+                ai_company_id=ai_company_id, key=key, request_hash=request_hash, boot_id=boot_id
+            )
             .on_conflict_do_nothing()
             .returning(IdempotencyKey.key)
         ).first()
@@ -109,13 +114,33 @@ def claim_key(
             check = session.get(Check, held.check_id)
             assert check is not None
             return check.result
-        if held.claimed_at > utcnow() - dt.timedelta(seconds=lock_seconds):
+        if _claim_alive(session, held, lock_seconds):
             raise Conflict(
                 "a check with this Idempotency-Key is still being processed; retry shortly",
                 details={"field": IDEMPOTENCY_FIELD, "reason": "in_flight"},
             )
         held.claimed_at = utcnow()
+        held.boot_id = boot_id
         return None
+
+
+def _claim_alive(session: Session, held: IdempotencyKey, lock_seconds: float) -> bool:
+    if held.boot_id is not None:
+        return bool(session.scalar(sa.select(boot.live(sa.literal(held.boot_id)))))
+    return held.claimed_at > utcnow() - dt.timedelta(seconds=lock_seconds)
+
+
+def release_orphaned_claims(sessions: sessionmaker[Session]) -> int:
+    """Free every unfinished claim whose process is gone (run at start); returns how many."""
+    with transaction(sessions) as session:
+        freed = session.execute(
+            sa.delete(IdempotencyKey).where(
+                IdempotencyKey.check_id.is_(None),
+                IdempotencyKey.boot_id.is_not(None),
+                ~boot.live(IdempotencyKey.boot_id),
+            )
+        )
+    return int(freed.rowcount)  # type: ignore[attr-defined]
 
 
 def release_key(sessions: sessionmaker[Session], *, ai_company_id: uuid.UUID, key: str) -> None:
