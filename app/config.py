@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Checks decoding and embedding at once (CPU-bound; about one per core).",
     )
+    ledger_signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key that signs ledger checkpoints (created if absent). "
+        "Unset: ledger-signing.key in the data directory.",
+    )
     calibration_file: Path = Field(
         default=DEFAULT_CALIBRATION,
         description="Alignment constants and the abstain threshold (see `echoledger calibrate`).",
@@ -110,6 +115,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.ledger_signing_key_file or self.data_dir / "ledger-signing.key"
 
     @property
     def embedded_pg_dir(self) -> Path:

@@ -35,6 +35,7 @@ from app.middleware import BodySizeLimitMiddleware, Gate, GateMiddleware, Reques
 from app.orgs.auth import Principal, authenticate_request
 from app.orgs.routes import router as orgs_router
 from app.reports.routes import router as reports_router
+from app.signing import Signer
 from app.state import ServiceState
 from app.worker import build_runtime, in_process_worker
 
@@ -71,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         blobs=runtime.blobs,
         embedder=runtime.embedder,
         index=index,
+        signer=await asyncio.to_thread(Signer.from_file, settings.signing_key_path),
     )
     check_flow = CheckFlow(
         settings=settings,

@@ -134,6 +134,21 @@ MATRIX = [
     Row("GET", "/v1/accounts/me", _all(200)),
     Row("GET", "/v1/ledger/transactions", _all(403, operator=200, auditor=200)),
     Row("GET", "/v1/ledger/verify", _all(403, operator=200, auditor=200)),
+    Row("GET", "/v1/ledger/checkpoint", _all(403, operator=200, auditor=200)),
+    # A checkpoint this service never signed: readers get 422, the others 403.
+    Row(
+        "POST",
+        "/v1/ledger/verify",
+        _all(403, operator=422, auditor=422),
+        body={
+            "transactions": 0,
+            "head_id": None,
+            "head_hash": "0" * 64,
+            "created_at": "2026-01-01T00:00:00Z",
+            "key_id": "0" * 16,
+            "signature": "AAAA",
+        },
+    ),
     # Auditors and operators must name the label (422 without label_id).
     Row("GET", "/v1/royalties", _all(200, ai_company=403, operator=422, auditor=422)),
     Row("GET", "/v1/uses", _all(200)),

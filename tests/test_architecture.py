@@ -31,6 +31,7 @@ FOUNDATION = {
     "middleware",
     "migrate",
     "pagination",
+    "signing",
     "state",
     "validation",
 }

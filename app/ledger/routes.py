@@ -9,13 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.db import SessionDep
-from app.errors import error_responses
+from app.errors import Unprocessable, error_responses
 from app.ledger import service as ledger
 from app.ledger.models import LedgerTransaction, TransactionKind
-from app.ledger.schemas import AccountRead, TransactionRead, VerificationRead, transaction_with
+from app.ledger.schemas import (
+    AccountRead,
+    CheckpointIn,
+    CheckpointRead,
+    TransactionRead,
+    VerificationRead,
+    transaction_with,
+)
 from app.orgs.auth import PrincipalDep, ReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
-from app.state import SettingsDep
+from app.signing import ALGORITHM
+from app.state import SettingsDep, SignerDep
 from app.validation import Instant, ordered_period
 
 router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
@@ -65,3 +73,45 @@ def verify_ledger(session: SessionDep, _: ReaderDep) -> VerificationRead:
     """Recomputes every transaction's hash from its stored content and its predecessor's hash.
     A transaction or posting changed after it was written breaks the chain at that point."""
     return VerificationRead(**dataclasses.asdict(ledger.verify(session)))
+
+
+@router.get(
+    "/ledger/checkpoint",
+    response_model=CheckpointRead,
+    summary="The chain's head, signed, for an auditor to keep outside the database "
+    "(auditor, operator)",
+)
+def ledger_checkpoint(session: SessionDep, _: ReaderDep, signer: SignerDep) -> CheckpointRead:
+    """Verification walks the chain, which cannot tell that its newest transactions were
+    removed (by someone able to bypass the database's guards): what remains still links up.
+    A checkpoint kept elsewhere can: POST it to `/v1/ledger/verify`."""
+    head = ledger.checkpoint(session)
+    return CheckpointRead(
+        transactions=head.transactions,
+        head_id=head.head_id,
+        head_hash=head.head_hash,
+        created_at=head.created_at,
+        key_id=signer.key_id,
+        signature=signer.sign(head.message(signer.key_id)),
+        algorithm=ALGORITHM,
+        public_key=signer.public_key,
+    )
+
+
+@router.post(
+    "/ledger/verify",
+    response_model=VerificationRead,
+    responses=error_responses(422),
+    summary="Verify the chain and that it still reaches a kept checkpoint (auditor, operator)",
+)
+def verify_ledger_from(
+    body: CheckpointIn, session: SessionDep, _: ReaderDep, signer: SignerDep
+) -> VerificationRead:
+    """422 when the checkpoint's signature does not verify with this service's key."""
+    kept = ledger.Checkpoint(body.transactions, body.head_id, body.head_hash, body.created_at)
+    if body.key_id != signer.key_id or not signer.verify(kept.message(body.key_id), body.signature):
+        raise Unprocessable(
+            "the checkpoint's signature does not verify with this service's signing key",
+            details=[{"field": "body.signature", "message": "does not verify"}],
+        )
+    return VerificationRead(**dataclasses.asdict(ledger.verify_from(session, kept)))
