@@ -24,6 +24,7 @@ from app.checks.routes import router as checks_router
 from app.checks.service import release_orphaned_claims
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url, transaction
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.index.manager import keep_in_sync
 from app.jobs import WorkerRuntime
@@ -189,7 +190,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets below
+        redoc_url=None,
     )
+    install_docs(app, title="Echoledger")
     app.state.settings = settings
     app.state.failed_auth = FailedAuth(
         max_failures=settings.auth_max_failures,

@@ -65,7 +65,7 @@ class Signer:
         # link() fails if another process created the key meanwhile: theirs is kept.
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
-            log.warning("signing.key_created", path=str(path))
+            log.info("signing.key_created", path=str(path))
         temporary.unlink()
 
     def sign(self, message: bytes) -> str:

@@ -21,6 +21,7 @@ FOUNDATION = {
     "boot",
     "config",
     "db",
+    "docs",
     "embedding",
     "errors",
     "health",
