@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import get_logger
@@ -128,6 +129,11 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# Statuses any API route may answer: no or bad key, wrong role, a body too slow, rate limits
+# and lockouts, the database unavailable.
+EVERY_ROUTE = (401, 403, 408, 429, 503)
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting the error shape for the given statuses."""
     descriptions = {
@@ -141,7 +147,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Upload too large",
         422: "Validation failed; `details` names the fields",
         429: "Rate limited; `Retry-After` says when to try again",
-        503: "Not ready",
+        503: "Not ready, or the database is unavailable; retry after `Retry-After`",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
 
@@ -202,6 +208,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _render(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
+# How long a client should wait after the database went away (it restarts in seconds).
+DATABASE_RETRY_AFTER = "5"
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached (restarting, failing over): 503, try again shortly."""
+    log.warning("request.database_unavailable", error_type=type(exc).__name__)
+    return _render(
+        request,
+        503,
+        "unavailable",
+        "the database is unavailable; retry shortly (an Idempotency-Key makes a retry safe)",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request.unhandled_error", error_type=type(exc).__name__)
     return _render(request, 500, "internal_error", "internal error; quote the request id")
@@ -211,4 +233,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Connection-level failures only: a bad statement (ProgrammingError, DataError) is a bug.
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import Scope
@@ -25,7 +26,7 @@ from app.checks.service import release_orphaned_claims
 from app.config import Settings, get_settings
 from app.db import create_db_engine, resolve_database_url, transaction
 from app.docs import install_docs
-from app.errors import install_error_handlers
+from app.errors import DATABASE_RETRY_AFTER, ServiceUnavailable, install_error_handlers
 from app.index.manager import keep_in_sync
 from app.jobs import WorkerRuntime
 from app.ledger.appender import LedgerAppender
@@ -169,8 +170,15 @@ def _authenticate_first(app: FastAPI) -> Callable[[Scope], Principal]:
     """Authentication for the gate middleware, on a short transaction of its own."""
 
     def authenticate(scope: Scope) -> Principal:
-        with transaction(app.state.service.sessions) as session:
-            return authenticate_request(session, Request(scope))
+        try:
+            with transaction(app.state.service.sessions) as session:
+                return authenticate_request(session, Request(scope))
+        except (OperationalError, InterfaceError):
+            # Outside the exception handlers here: answer as they would.
+            raise ServiceUnavailable(
+                "the database is unavailable; retry shortly",
+                headers={"Retry-After": DATABASE_RETRY_AFTER},
+            ) from None
 
     return authenticate
 

@@ -102,3 +102,15 @@ def test_boot_liveness_follows_the_lock(engine: Engine) -> None:
         assert conn.scalar(sa.select(live(sa.literal(process.id)))) is True
         process.release()
         assert conn.scalar(sa.select(live(sa.literal(process.id)))) is False
+
+
+def test_a_claim_this_process_failed_to_give_back_is_taken_over(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    """When the database drops mid-check, the attempt cannot release its claim; the retry,
+    once the database is back, must not wait out the lock time."""
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    own_boot = client.app.state.check_flow.boot_id  # type: ignore[attr-defined]
+    _claim(engine, world["company"], path, "left-behind", own_boot)
+    retried = submit_check(client, world["company"], path, key="left-behind")
+    assert retried.status_code == 201, retried.text

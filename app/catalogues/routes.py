@@ -20,13 +20,13 @@ from app.catalogues.schemas import (
     TrackUpload,
 )
 from app.db import SessionDep
-from app.errors import error_responses
+from app.errors import EVERY_ROUTE, error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import BlobsDep, SettingsDep
 from app.validation import INT32_MAX, SingleLine
 
-router = APIRouter(prefix="/v1", tags=["catalogues"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["catalogues"], responses=error_responses(*EVERY_ROUTE))
 
 
 def terms_read(terms: LicenseTerms, currency: str) -> LicenseTermsRead:

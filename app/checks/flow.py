@@ -17,6 +17,7 @@ here; every step lives in `app.checks.service`.
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from dataclasses import dataclass
@@ -80,9 +81,26 @@ class CheckFlow:
         self.boot_id = boot_id  # claims record it, so a restart can free them (app.boot)
         # Checks are CPU-bound: at most this many decode and embed at once.
         self._slots = threading.BoundedSemaphore(settings.check_concurrency)
+        # Keys this process is working on, so it can tell its own live claims from those it
+        # failed to give back (the database was down when the attempt failed).
+        self._running: collections.Counter[tuple[uuid.UUID, str]] = collections.Counter()
+        self._running_lock = threading.Lock()
 
     def run(self, request: CheckRequest) -> CheckAnswer:
         """Check a piece and pay for its uses, exactly once per Idempotency-Key."""
+        mine = (request.ai_company_id, request.idempotency_key)
+        with self._running_lock:
+            running_here = self._running[mine] > 0
+            self._running[mine] += 1
+        try:
+            return self._run(request, running_here=running_here)
+        finally:
+            with self._running_lock:
+                self._running[mine] -= 1
+                if self._running[mine] <= 0:
+                    del self._running[mine]
+
+    def _run(self, request: CheckRequest, *, running_here: bool) -> CheckAnswer:
         settings = self.settings
         with self.blobs.stage(request.audio, max_bytes=settings.max_upload_bytes) as staged:
             replay = checks.claim_key(
@@ -97,6 +115,7 @@ class CheckFlow:
                 ),
                 lock_seconds=settings.idempotency_lock_seconds,
                 boot_id=self.boot_id,
+                running_here=running_here,
             )
             if replay is not None:
                 return CheckAnswer(replay, replayed=True)

@@ -13,14 +13,14 @@ from app.checks.flow import CheckFlow, CheckRequest
 from app.checks.models import Check
 from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
 from app.db import SessionDep
-from app.errors import NotFound, Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, NotFound, Unprocessable, error_responses
 from app.ledger.schemas import TransactionRead, transaction_with
 from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.validation import Instant, SingleLine, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(*EVERY_ROUTE))
 
 IDEMPOTENCY_DOC = (
     "Required. A unique key per logical request (a UUID is a good choice). Retrying with the "

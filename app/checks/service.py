@@ -80,13 +80,16 @@ def claim_key(
     request_hash: str,
     lock_seconds: float,
     boot_id: int | None = None,
+    running_here: bool = False,
 ) -> dict[str, Any] | None:
     """Take the key for this request; or return the stored result of the request that did.
 
     Raises Unprocessable when the key was used for a different request, and Conflict while
     another request holding the key is still running. A claim is taken over when the process
     that made it is gone (its boot lock is free, see `app.boot`) or, for a claim without a
-    boot, once it is older than `lock_seconds`.
+    boot, once it is older than `lock_seconds`. A claim this very process holds but is not
+    running (`running_here` False: an attempt whose release failed while the database was
+    down) is taken over too.
     """
     with transaction(sessions) as session:
         claimed = session.execute(
@@ -114,7 +117,8 @@ def claim_key(
             check = session.get(Check, held.check_id)
             assert check is not None
             return check.result
-        if _claim_alive(session, held, lock_seconds):
+        leftover = boot_id is not None and held.boot_id == boot_id and not running_here
+        if not leftover and _claim_alive(session, held, lock_seconds):
             raise Conflict(
                 "a check with this Idempotency-Key is still being processed; retry shortly",
                 details={"field": IDEMPOTENCY_FIELD, "reason": "in_flight"},

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.db import SessionDep
-from app.errors import Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.ledger import service as ledger
 from app.ledger.models import LedgerTransaction, TransactionKind
 from app.ledger.schemas import (
@@ -26,7 +26,7 @@ from app.signing import ALGORITHM
 from app.state import SettingsDep, SignerDep
 from app.validation import Instant, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(*EVERY_ROUTE))
 
 
 @router.get("/accounts/me", response_model=AccountRead, summary="The caller's balance")

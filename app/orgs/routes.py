@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from app.db import SessionDep
-from app.errors import error_responses
+from app.errors import EVERY_ROUTE, error_responses
 from app.orgs import service as orgs
 from app.orgs.auth import OperatorDep, PrincipalDep, ReaderDep
 from app.orgs.models import AuditEvent, Organisation, OrgKind
@@ -24,7 +24,7 @@ from app.orgs.schemas import (
 )
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 
-router = APIRouter(prefix="/v1", tags=["organisations"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["organisations"], responses=error_responses(*EVERY_ROUTE))
 
 
 def _issued(issued: orgs.IssuedKey) -> KeyIssued:

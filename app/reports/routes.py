@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from app.db import SessionDep
-from app.errors import Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.orgs.auth import READ_ALL, Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
@@ -21,7 +21,7 @@ from app.reports.schemas import GroupBy, RoyaltyReport, RoyaltyRowRead, UseRead
 from app.state import SessionsDep, SettingsDep
 from app.validation import Instant, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(*EVERY_ROUTE))
 
 RoyaltyReaderDep = Annotated[
     Principal, Depends(require(OrgKind.LABEL, OrgKind.AUDITOR, OrgKind.OPERATOR))
