@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.engine import Engine
@@ -315,3 +318,86 @@ def test_malformed_json_is_422(client: TestClient, people: dict[str, Tenant]) ->
             headers=people["operator"].headers | {"Content-Type": "application/json"},
         )
         _refused(response)
+
+
+# --- hostile audio, through both endpoints ---------------------------------------------------
+
+
+def _wav_claiming(path: Path, seconds_claimed: float) -> Path:
+    """A 3 s WAV whose header claims `seconds_claimed` of audio."""
+    data = bytearray(audio_file(path.parent, seed=4, seconds=3.0, sr=8000, name=path.name)
+                     .read_bytes())  # fmt: skip
+    claimed = int(seconds_claimed * 8000 * 2)
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = struct.pack("<I", min(claimed, 2**32 - 1))
+    data[4:8] = struct.pack("<I", min(claimed + at, 2**32 - 1))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _flac_claiming(path: Path, seconds_claimed: float) -> Path:
+    """A 3 s FLAC whose STREAMINFO claims `seconds_claimed` of audio."""
+    source = audio_file(path.parent, seed=5, seconds=3.0, sr=8000, fmt="FLAC", name=path.name)
+    data = bytearray(source.read_bytes())
+    # STREAMINFO: 8 bytes after "fLaC" and the block header, 64 bits hold rate (20), channels
+    # (3), bits per sample (5) and the total sample count (36).
+    packed = int.from_bytes(data[18:26], "big")
+    total = int(seconds_claimed * 8000) & (2**36 - 1)
+    data[18:26] = ((packed & ~(2**36 - 1)) | total).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _constant_flac(path: Path, seconds: float) -> Path:
+    """A decompression bomb in time: hours of a constant in a few hundred kB of FLAC."""
+    block = np.full(60 * 8000, 0.25, dtype=np.float32)
+    with sf.SoundFile(str(path), "w", samplerate=8000, channels=1, format="FLAC") as f:
+        for _ in range(int(seconds // 60)):
+            f.write(block)
+    return path
+
+
+def _truncated(path: Path, fmt: str) -> Path:
+    whole = audio_file(path.parent, seed=6, seconds=12.0, fmt=fmt, name=f"whole.{fmt.lower()}")
+    path.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 3])
+    return path
+
+
+HOSTILE_AUDIO = {
+    "empty": lambda d: _bytes(d / "empty.wav", b""),
+    "random bytes": lambda d: _bytes(d / "noise.mp3", bytes(range(256)) * 200),
+    "riff header only": lambda d: _bytes(d / "riff.wav", b"RIFF\xff\xff\xff\xffWAVEfmt "),
+    "wav claiming ten hours": lambda d: _wav_claiming(d / "hours.wav", 36_000),
+    "flac claiming ten hours": lambda d: _flac_claiming(d / "hours.flac", 36_000),
+    "two hours of flac in kilobytes": lambda d: _constant_flac(d / "bomb.flac", 7200),
+    "wav cut short": lambda d: _truncated(d / "cut.wav", "WAV"),
+    "id3 tag and nothing": lambda d: _bytes(d / "tag.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00"),
+}
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make", list(HOSTILE_AUDIO.values()), ids=list(HOSTILE_AUDIO))
+def test_hostile_audio_is_a_4xx_on_upload_and_check_and_leaves_nothing(
+    client: TestClient,
+    people: dict[str, Tenant],
+    tenants: Tenants,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    make: Any,
+) -> None:
+    path = make(tmp_path)
+    catalogue = tenants.catalogue(people["label"])
+    uploaded = upload(client, people["label"], catalogue["id"], path)
+    error = _refused(uploaded, uploaded.status_code)
+    assert uploaded.status_code in (413, 422), error
+    checked = submit_check(client, people["company"], path)
+    error = _refused(checked, checked.status_code)
+    assert checked.status_code in (413, 422), error
+    for table in ("tracks", "checks", "idempotency_keys", "ledger_transactions"):
+        assert scalar(engine, f"SELECT count(*) FROM {table}") == 0, table
+    assert not [p for p in settings.blob_dir.rglob("*") if p.is_file()]
