@@ -3,7 +3,8 @@
 Swagger UI and ReDoc come from the npm packages `swagger-ui-dist` 5.35.0 and `redoc` 2.5.4,
 copied with their licences into `app/static/` (see the README there), so the docs load no
 script from a CDN. Each page carries a Content-Security-Policy that allows scripts from this
-origin and, by its hash, the one inline script Swagger UI needs to start.
+origin and, by its hash, the one inline script Swagger UI needs to start. (ReDoc's footer asks
+for its logo from a CDN; the policy blocks that, which only hides the logo.)
 """
 
 from __future__ import annotations
