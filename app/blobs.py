@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app.errors import PayloadTooLarge
+from app.errors import payload_too_large
 
 _CHUNK = 1024 * 1024
 
@@ -53,12 +54,28 @@ class BlobStore:
                 while chunk := source.read(_CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                        raise payload_too_large(max_bytes)
                     digest.update(chunk)
                     out.write(chunk)
             yield StagedFile(path=path, sha256=digest.hexdigest(), size=size)
         finally:
             path.unlink(missing_ok=True)
+
+    def sweep_staging(self, *, older_than: float) -> int:
+        """Remove staging files untouched for `older_than` seconds (left by a process that
+        died mid-upload; live uploads are younger); returns how many."""
+        if not self.staging.is_dir():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for path in self.staging.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # another process swept it first
+        return removed
 
     def commit(self, staged: StagedFile) -> Path:
         """Move a staged file into the store (atomic; a no-op if the blob already exists)."""

@@ -48,8 +48,36 @@ class Settings(BaseSettings):
     period_close_days: int = Field(
         default=5, ge=0, description="Days after a month's end at which it closes by itself."
     )
+    max_charge_per_check_micros: int = Field(
+        default=10_000_000, gt=0, description="A check that would charge more is refused (402)."
+    )
+    default_credit_limit_micros: int = Field(
+        default=10_000_000_000,
+        ge=0,
+        description="Most an AI company may owe unless an operator set its own limit.",
+    )
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    request_body_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="A request body still arriving after this is cut (408)."
+    )
+    rate_limit_checks_per_minute: float = Field(
+        default=600.0, gt=0, description="Checks one API key may submit per minute (429 above)."
+    )
+    rate_limit_uploads_per_minute: float = Field(
+        default=300.0, gt=0, description="Track uploads one API key may make per minute."
+    )
+    rate_limit_burst_seconds: float = Field(
+        default=10.0, gt=0, description="A key may spend this many seconds' worth at once."
+    )
+    max_concurrent_uploads_per_key: int = Field(
+        default=8, ge=1, description="Checks (and, apart, track uploads) one key runs at once."
+    )
+    auth_max_failures: int = Field(
+        default=20, ge=1, description="Bad API keys from one address before it is locked out."
+    )
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_lockout_seconds: float = Field(default=300.0, gt=0)
     min_audio_seconds: float = Field(default=2.0, gt=0)
     max_audio_seconds: float = Field(default=20 * 60.0, gt=0)
     max_check_seconds: float = Field(default=10 * 60.0, gt=0)
@@ -73,6 +101,11 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 2,
         ge=1,
         description="Checks decoding and embedding at once (CPU-bound; about one per core).",
+    )
+    ledger_signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 key that signs ledger checkpoints (created if absent). "
+        "Unset: ledger-signing.key in the data directory.",
     )
     calibration_file: Path = Field(
         default=DEFAULT_CALIBRATION,
@@ -104,6 +137,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.ledger_signing_key_file or self.data_dir / "ledger-signing.key"
 
     @property
     def embedded_pg_dir(self) -> Path:

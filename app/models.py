@@ -5,10 +5,11 @@ from app.checks.models import Check, IdempotencyKey, Use
 from app.db import Base
 from app.disputes.models import Dispute, DisputeEvent
 from app.ledger.models import LedgerAccount, LedgerPeriod, LedgerPosting, LedgerTransaction
-from app.orgs.models import ApiKey, Organisation
+from app.orgs.models import ApiKey, AuditEvent, Organisation
 
 __all__ = [
     "ApiKey",
+    "AuditEvent",
     "Base",
     "Catalogue",
     "Check",

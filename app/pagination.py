@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.errors import Unprocessable
+from app.validation import INT64_MAX, in_range, single_line
 
 T = TypeVar("T")
 Row = TypeVar("Row")
@@ -24,7 +25,8 @@ MAX_LIMIT = 500
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 CursorQuery = Annotated[
-    str | None, Query(description="`next_cursor` of the previous page; omit for the first.")
+    str | None,
+    Query(max_length=1024, description="`next_cursor` of the previous page; omit for the first."),
 ]
 
 
@@ -47,20 +49,33 @@ def _decode(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) -> list[
         if not isinstance(raw, list) or len(raw) != len(columns):
             raise ValueError("wrong arity")
         return [_parse(value, column) for value, column in zip(raw, columns, strict=True)]
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
         raise Unprocessable(
             "malformed cursor", details=[{"field": "query.cursor", "message": "malformed cursor"}]
         ) from None
 
 
-def _parse(value: str, column: InstrumentedAttribute[Any]) -> Any:
+def _instant(value: str) -> dt.datetime:
+    return in_range(dt.datetime.fromisoformat(value))
+
+
+def _bigint(value: str) -> int:
+    number = int(value)
+    if not -INT64_MAX - 1 <= number <= INT64_MAX:
+        raise ValueError("out of range")
+    return number
+
+
+def _parse(value: Any, column: InstrumentedAttribute[Any]) -> Any:
+    if not isinstance(value, str):
+        raise TypeError("cursor values are strings")
     python_type = column.type.python_type
     parsers: dict[type, Callable[[str], Any]] = {
-        dt.datetime: dt.datetime.fromisoformat,
+        dt.datetime: _instant,
         uuid.UUID: uuid.UUID,
-        int: int,
+        int: _bigint,
     }
-    return parsers.get(python_type, str)(value)
+    return parsers.get(python_type, single_line)(value)
 
 
 def paginate(

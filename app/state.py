@@ -17,6 +17,7 @@ from app.blobs import BlobStore
 from app.config import Settings
 from app.embedding import Embedder
 from app.index.manager import IndexManager
+from app.signing import Signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class ServiceState:
     blobs: BlobStore
     embedder: Embedder
     index: IndexManager
+    signer: Signer
 
 
 def get_service(request: Request) -> ServiceState:
@@ -38,6 +40,10 @@ def get_service(request: Request) -> ServiceState:
 def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_signer(request: Request) -> Signer:
+    return get_service(request).signer
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -51,5 +57,6 @@ def get_sessions(request: Request) -> sessionmaker[Session]:
 ServiceDep = Annotated[ServiceState, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+SignerDep = Annotated[Signer, Depends(get_signer)]
 # For work that outlives the request's own session (a streamed export).
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]

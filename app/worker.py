@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 
 import procrastinate
@@ -70,6 +71,32 @@ async def work(
     )
 
 
+# Pause before starting a worker again that stopped on its own.
+RESTART_AFTER_SECONDS = 2.0
+
+
+async def work_supervised(
+    job_app: procrastinate.App,
+    runtime: jobs.WorkerRuntime,
+    *,
+    concurrency: int = 1,
+    restart_after: float = RESTART_AFTER_SECONDS,
+) -> None:
+    """Process jobs until cancelled, starting the worker again whenever it stops by itself.
+
+    procrastinate stops a worker when one of its side tasks fails, as its LISTEN connection
+    does when the database restarts; without this the process would live on and ingest
+    nothing more.
+    """
+    while True:
+        try:
+            await work(job_app, runtime, concurrency=concurrency)
+        except Exception:
+            log.exception("worker.crashed")
+        log.warning("worker.restarting", after_seconds=restart_after)
+        await asyncio.sleep(restart_after)
+
+
 @contextlib.asynccontextmanager
 async def in_process_worker(
     database_url: str, runtime: jobs.WorkerRuntime, *, concurrency: int
@@ -77,7 +104,7 @@ async def in_process_worker(
     """A worker running beside the API in the same event loop, stopped on exit."""
     job_app = build_job_app(runtime.settings, database_url)
     async with job_app.open_async():
-        task = asyncio.create_task(work(job_app, runtime, concurrency=concurrency))
+        task = asyncio.create_task(work_supervised(job_app, runtime, concurrency=concurrency))
         log.info("worker.started", mode="in-process", concurrency=concurrency)
         try:
             yield
@@ -98,7 +125,14 @@ async def run_standalone(settings: Settings, *, concurrency: int) -> None:
     try:
         async with job_app.open_async():
             log.info("worker.started", mode="standalone", concurrency=concurrency)
-            await work(job_app, runtime, concurrency=concurrency, install_signal_handlers=True)
+            task = asyncio.create_task(work_supervised(job_app, runtime, concurrency=concurrency))
+            # Stopping is cancelling (the running jobs finish first), so that a worker that
+            # stops by itself can be told from one that was asked to.
+            loop = asyncio.get_running_loop()
+            for stop_signal in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(stop_signal, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     finally:
         engine.dispose()
         log.info("worker.stopped", mode="standalone")

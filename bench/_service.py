@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -21,17 +22,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def serve(
-    database_url: str, data_dir: Path, *, env: dict[str, str] | None = None, timeout: float = 900
-) -> Iterator[str]:
-    """Start `echoledger serve` on `database_url`, wait until /readyz is 200, yield its URL.
-
-    The server's log goes to a temporary file, printed if it dies during start-up.
-    """
-    port = _free_port()
-    full_env = (
-        os.environ
+def service_env(
+    database_url: str, data_dir: Path, port: int, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    return (
+        dict(os.environ)
         | {
             "DATABASE_URL": database_url,
             "ECHOLEDGER_DATA_DIR": str(data_dir),
@@ -41,33 +36,69 @@ def serve(
         }
         | (env or {})
     )
+
+
+def start(
+    database_url: str,
+    data_dir: Path,
+    *,
+    log: IO[str],
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    command: str = "serve",
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `echoledger <command>` (serve by default); returns the process and its URL."""
+    port = port or _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", command],
+        env=service_env(database_url, data_dir, port, env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], base: str, log: IO[str], *, timeout: float = 900
+) -> None:
+    """Until /readyz answers 200; raises with the server's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, timeout=10) as client:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"the server exited during start-up:\n{log.read()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server was not ready after {timeout} s")
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def serve(
+    database_url: str, data_dir: Path, *, env: dict[str, str] | None = None, timeout: float = 900
+) -> Iterator[str]:
+    """Start `echoledger serve` on `database_url`, wait until /readyz is 200, yield its URL.
+
+    The server's log goes to a temporary file, printed if it dies during start-up.
+    """
     with tempfile.TemporaryFile(mode="w+") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
+        server, base = start(database_url, data_dir, log=log, env=env)
         try:
-            deadline = time.monotonic() + timeout
-            with httpx.Client(base_url=base, timeout=10) as client:
-                while True:
-                    if server.poll() is not None:
-                        log.seek(0)
-                        raise RuntimeError(f"the server exited during start-up:\n{log.read()}")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"the server was not ready after {timeout} s")
-                    try:
-                        if client.get("/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.5)
+            wait_ready(server, base, log, timeout=timeout)
             yield base
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)

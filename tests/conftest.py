@@ -7,7 +7,9 @@ directory, as `make test` does on a machine with no server.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from app.db import create_db_engine
 from app.logging import configure_logging
 from app.main import create_app
 from app.models import Base
-from tests.factories import Tenants
+from tests.factories import ISSUED_KEYS, Tenants
 from tests.worlds import Music, build_world
 
 
@@ -32,6 +34,40 @@ from tests.worlds import Music, build_world
 def _logging() -> None:
     """Logs go through the standard library (so `caplog` sees them), as in the service."""
     configure_logging(level="INFO", fmt="console")
+
+
+class LogCapture(logging.Handler):
+    """Keeps the text of every log record that reaches the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.lines: list[str] = []
+        self._plain = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name} {record.msg!s} {record.args!s}"
+        if record.exc_info:
+            text += self._plain.formatException(record.exc_info)
+        self.lines.append(text)
+
+
+KEY_SHAPE = re.compile(r"el_(?:operator|label|ai_company|auditor)_[A-Za-z0-9_-]{20,}")
+
+
+def leaked_keys(lines: list[str], known: set[str]) -> list[str]:
+    """Lines holding an API key: one the suite created, or anything shaped like a key."""
+    return [line for line in lines if KEY_SHAPE.search(line) or any(k in line for k in known)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_key_in_any_log() -> Iterator[None]:
+    """Every log line of the whole run is searched for API keys at the end."""
+    capture = LogCapture()
+    logging.getLogger().addHandler(capture)
+    yield
+    logging.getLogger().removeHandler(capture)
+    leaks = leaked_keys(capture.lines, ISSUED_KEYS)
+    assert not leaks, f"API keys in the logs: {leaks[:3]}"
 
 
 def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:

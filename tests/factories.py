@@ -24,6 +24,9 @@ from app.orgs.models import OrgKind
 from app.worker import build_job_app, build_runtime, work
 from tests.audio_synth import AudioFormat, melody_track, write_audio
 
+# Every API key the suite creates through these factories, for the log leak checks.
+ISSUED_KEYS: set[str] = set()
+
 
 @dataclass(frozen=True)
 class Tenant:
@@ -50,6 +53,7 @@ class Tenants:
             with transaction(self.sessions) as session:
                 org, issued = orgs.create(session, kind=OrgKind.OPERATOR, name="ops")
                 self._operator = Tenant(org.id, OrgKind.OPERATOR, issued.secret)
+                ISSUED_KEYS.add(issued.secret)
         return self._operator
 
     def create(self, kind: OrgKind | str, name: str | None = None) -> Tenant:
@@ -61,6 +65,7 @@ class Tenants:
         )
         assert response.status_code == 201, response.text
         body = response.json()
+        ISSUED_KEYS.add(body["api_key"]["key"])
         return Tenant(uuid.UUID(body["org"]["id"]), kind, body["api_key"]["key"])
 
     def label(self) -> Tenant:

@@ -53,6 +53,28 @@ MATRIX = [
         _all(403, operator=201),
         body={"name": "spare"},
     ),
+    Row(
+        "POST",
+        "/v1/orgs/{stranger_id}/keys/{foreign_key_id}/revocation",
+        _all(403, operator=200),
+        body={"reason": "leaked"},
+    ),
+    Row(
+        "POST", "/v1/orgs/{stranger_id}/suspension", _all(403, operator=200), body={"reason": "why"}
+    ),
+    Row(
+        "POST",
+        "/v1/orgs/{stranger_id}/reinstatement",
+        _all(403, operator=200),
+        body={"reason": "why"},
+    ),
+    Row(
+        "PUT",
+        "/v1/orgs/{stranger_id}/credit-limit",
+        _all(403, operator=200),
+        body={"credit_limit_micros": 5, "reason": "why"},
+    ),
+    Row("GET", "/v1/orgs/{label_id}/audit", _all(404, operator=200, auditor=200, label=200)),
     Row("GET", "/v1/keys", _all(200)),
     Row("POST", "/v1/keys", _all(201), body={"name": "rotation"}),
     # Another tenant's key: every caller gets 404, whatever its role.
@@ -112,6 +134,21 @@ MATRIX = [
     Row("GET", "/v1/accounts/me", _all(200)),
     Row("GET", "/v1/ledger/transactions", _all(403, operator=200, auditor=200)),
     Row("GET", "/v1/ledger/verify", _all(403, operator=200, auditor=200)),
+    Row("GET", "/v1/ledger/checkpoint", _all(403, operator=200, auditor=200)),
+    # A checkpoint this service never signed: readers get 422, the others 403.
+    Row(
+        "POST",
+        "/v1/ledger/verify",
+        _all(403, operator=422, auditor=422),
+        body={
+            "transactions": 0,
+            "head_id": None,
+            "head_hash": "0" * 64,
+            "created_at": "2026-01-01T00:00:00Z",
+            "key_id": "0" * 16,
+            "signature": "AAAA",
+        },
+    ),
     # Auditors and operators must name the label (422 without label_id).
     Row("GET", "/v1/royalties", _all(200, ai_company=403, operator=422, auditor=422)),
     Row("GET", "/v1/uses", _all(200)),
@@ -192,6 +229,7 @@ def world(client: TestClient, tenants: Tenants, tmp_path: Path) -> dict[str, Any
         "catalogue_id": catalogue["id"],
         "version": 1,
         "foreign_key_id": stranger_key["id"],
+        "stranger_id": stranger.id,
         "track_id": track.json()["id"],
         "month": "2000-01",
         "dispute_id": str(uuid.uuid4()),

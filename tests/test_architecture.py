@@ -19,18 +19,23 @@ FOUNDATION = {
     "audio",
     "blobs",
     "clock",
+    "boot",
     "config",
     "db",
+    "docs",
     "embedding",
     "errors",
     "health",
     "index",
     "jobs",
+    "limits",
     "logging",
     "middleware",
     "migrate",
     "pagination",
+    "signing",
     "state",
+    "validation",
 }
 # Domains, lowest first: each may use the ones before it, never one after it.
 DOMAINS = ["orgs", "catalogues", "ledger", "checks", "disputes", "reports"]

@@ -173,9 +173,12 @@ def test_pending_track_whose_job_gave_up_is_failed_by_reconciliation(
     stuck_now = client.get(f"/v1/tracks/{stuck['id']}", headers=label.headers).json()
     assert stuck_now["status"] == "failed"
     assert "did not complete" in stuck_now["error"]
-    for other in (fresh, young, withdrawn):
+    for other in (fresh, young):
         now = client.get(f"/v1/tracks/{other['id']}", headers=label.headers).json()
         assert now["status"] == "pending", now
+    # The withdrawal itself failed the withdrawn track, with its own reason.
+    gone = client.get(f"/v1/tracks/{withdrawn['id']}", headers=label.headers).json()
+    assert "withdrawn before ingestion finished" in gone["error"]
 
 
 @pytest.mark.slow
@@ -237,3 +240,39 @@ def test_reembedding_adds_the_current_embedders_segments_after_a_change(
     )
     assert (after["status"], after["embedder_version"]) == ("indexed", current.version)
     assert queue() == 0
+
+
+def test_a_worker_that_stops_by_itself_is_started_again() -> None:
+    """procrastinate stops a worker whose LISTEN connection broke (a database restart); the
+    supervisor starts it again, and only cancelling stops it for good."""
+
+    from app.worker import work_supervised
+
+    class StopsOnceThenRuns:
+        runs = 0
+
+        async def run_worker_async(self, **_: Any) -> None:
+            self.runs += 1
+            if self.runs == 1:
+                return  # as procrastinate does when a side task fails
+            await asyncio.sleep(3600)
+
+    job_app = StopsOnceThenRuns()
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(
+            work_supervised(job_app, None, restart_after=0.01)  # type: ignore[arg-type]
+        )
+        for _ in range(200):
+            if job_app.runs == 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(scenario()) is True
+    assert job_app.runs == 2

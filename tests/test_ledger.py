@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +346,74 @@ def test_verify_notices_a_rewritten_actor(
         )
     report = client.get("/v1/ledger/verify", headers=auditor.headers).json()
     assert report["first_broken_transaction_id"] == tx_id
+
+
+def test_a_kept_checkpoint_reveals_the_newest_transactions_deleted(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+    engine: Engine,
+) -> None:
+    ids = [appender.run(_charge(*accounts, amount)) for amount in (1, 2, 3, 4)]
+    auditor = tenants.auditor()
+    kept = client.get("/v1/ledger/checkpoint", headers=auditor.headers).json()
+    assert (kept["transactions"], kept["head_id"], kept["algorithm"]) == (4, ids[-1], "ed25519")
+    assert client.post("/v1/ledger/verify", json=kept, headers=auditor.headers).json()["ok"]
+    appender.run(_charge(*accounts, 5))  # the ledger grows: the old checkpoint still holds
+    assert client.post("/v1/ledger/verify", json=kept, headers=auditor.headers).json()["ok"]
+
+    with engine.begin() as conn:
+        # A superuser removes the two newest transactions; what is left still links up.
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        newest = "(SELECT id FROM ledger_transactions ORDER BY id DESC LIMIT 2)"
+        conn.execute(sa.text(f"DELETE FROM ledger_postings WHERE transaction_id IN {newest}"))
+        conn.execute(sa.text(f"DELETE FROM ledger_transactions WHERE id IN {newest}"))
+    assert client.get("/v1/ledger/verify", headers=auditor.headers).json()["ok"] is True
+    report = client.post("/v1/ledger/verify", json=kept, headers=auditor.headers).json()
+    assert report["ok"] is False
+    assert report["first_broken_transaction_id"] == ids[-1]
+    assert "missing" in report["problem"]
+
+
+def test_a_checkpoint_verifies_offline_and_a_forged_one_is_refused(
+    client: TestClient,
+    tenants: Tenants,
+    appender: LedgerAppender,
+    accounts: tuple[uuid.UUID, uuid.UUID],
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from app.ledger.service import Checkpoint
+
+    appender.run(_charge(*accounts, 7))
+    auditor = tenants.auditor()
+    kept = client.get("/v1/ledger/checkpoint", headers=auditor.headers).json()
+    # An auditor checks it with nothing but the public key and the documented message.
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(kept["public_key"]))
+    message = Checkpoint(
+        kept["transactions"],
+        kept["head_id"],
+        kept["head_hash"],
+        dt.datetime.fromisoformat(kept["created_at"]),
+    ).message(kept["key_id"])
+    public.verify(base64.b64decode(kept["signature"]), message)  # raises if it does not verify
+
+    forged = kept | {"transactions": kept["transactions"] + 1}
+    refused = client.post("/v1/ledger/verify", json=forged, headers=auditor.headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"][0]["field"] == "body.signature"
+
+
+def test_the_signing_key_is_created_once_and_kept(tmp_path: Path) -> None:
+    from app.signing import Signer
+
+    path = tmp_path / "keys" / "ledger.key"
+    first = Signer.from_file(path)
+    again = Signer.from_file(path)
+    assert first.public_key == again.public_key
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert again.verify(b"m", first.sign(b"m"))
+    assert not again.verify(b"other", first.sign(b"m"))

@@ -8,7 +8,9 @@ import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from tests.factories import Tenant, Tenants, submit_check
 from tests.worlds import RATE, SEEDS, Music, excerpt
@@ -213,3 +215,46 @@ def test_a_check_that_charged_nothing_cannot_be_reversed(
         headers=tenants.operator().headers,
     )
     assert response.status_code == 409
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/","click")', "+1+1", "-2+3", "@SUM(1,2)"]
+
+
+@pytest.mark.parametrize("title", [*FORMULAS, "\t=1+1", "\r=1+1"])
+def test_csv_exports_neutralise_formulas_in_titles_and_names(
+    client: TestClient, history: dict[str, Any], engine: Engine, title: str
+) -> None:
+    # Tab and CR cannot enter through the API any more; rows stored earlier may hold them.
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tracks SET title = :t"), {"t": title})
+        conn.execute(
+            sa.text("UPDATE organisations SET name = :t WHERE id = :id"),
+            {"t": title, "id": history["company"].id},
+        )
+    label: Tenant = history["label"]
+    uses = client.get("/v1/uses", params={"format": "csv"}, headers=label.headers).text
+    by_track = client.get(
+        "/v1/royalties", params={"group_by": "track", "format": "csv"}, headers=label.headers
+    ).text
+    by_company = client.get(
+        "/v1/royalties", params={"group_by": "ai_company", "format": "csv"}, headers=label.headers
+    ).text
+    cells = [c for text in (uses, by_track, by_company) for row in _rows(text) for c in row]
+    assert "'" + title in cells
+    assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))]
+    # Negative amounts stay numbers; only text is quoted.
+    assert all(not c.startswith("-") or c.lstrip("-").isdigit() for c in cells)
+
+
+def test_csv_cell_quotes_only_text_that_starts_a_formula() -> None:
+    from app.reports.service import csv_cell
+
+    assert csv_cell("=1+1") == "'=1+1"
+    assert csv_cell("\t=1") == "'\t=1"
+    assert csv_cell("a=1") == "a=1"
+    assert csv_cell(-5) == -5
+    assert csv_cell(None) == ""
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))

@@ -383,9 +383,16 @@ def test_withdrawn_pending_track_is_not_ingested(
     tmp_path: Path,
 ) -> None:
     track = upload(client, label, catalogue["id"], audio_file(tmp_path, seconds=4.0)).json()
-    client.delete(f"/v1/tracks/{track['id']}", headers=label.headers)
+    withdrawn = client.delete(f"/v1/tracks/{track['id']}", headers=label.headers).json()
+    # It does not stay pending forever: its job will skip it.
+    assert withdrawn["status"] == "failed"
+    assert "withdrawn before ingestion finished" in withdrawn["error"]
     run_jobs(settings, engine)
     assert scalar(engine, "SELECT count(*) FROM segments") == 0
+    after = client.get(f"/v1/tracks/{track['id']}", headers=label.headers).json()
+    assert after["status"] == "failed"
+    counts = client.get(f"/v1/catalogues/{catalogue['id']}", headers=label.headers).json()
+    assert counts["track_counts"]["pending"] == 0
 
 
 def test_track_list_is_paginated_and_filtered(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, status
+from fastapi import APIRouter, Form, Path, Query, status
 
 from app.audio.decode import probe
 from app.catalogues import service as catalogues
@@ -20,12 +20,13 @@ from app.catalogues.schemas import (
     TrackUpload,
 )
 from app.db import SessionDep
-from app.errors import error_responses
+from app.errors import EVERY_ROUTE, error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import BlobsDep, SettingsDep
+from app.validation import INT32_MAX, SingleLine
 
-router = APIRouter(prefix="/v1", tags=["catalogues"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["catalogues"], responses=error_responses(*EVERY_ROUTE))
 
 
 def terms_read(terms: LicenseTerms, currency: str) -> LicenseTermsRead:
@@ -159,7 +160,7 @@ def list_license_versions(
 )
 def read_license_version(
     catalogue_id: uuid.UUID,
-    version: int,
+    version: Annotated[int, Path(ge=1, le=INT32_MAX)],
     session: SessionDep,
     principal: LabelOrReaderDep,
     settings: SettingsDep,
@@ -214,7 +215,7 @@ def list_tracks(
     track_status: Annotated[TrackStatus | None, Query(alias="status")] = None,
     withdrawn: bool | None = None,
     audio_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
-    external_id: str | None = None,
+    external_id: Annotated[SingleLine | None, Query(max_length=200)] = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[TrackRead]:

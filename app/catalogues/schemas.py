@@ -5,14 +5,26 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from typing import Annotated
 
 from fastapi import UploadFile
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from app.catalogues.models import CatalogueStatus, TrackStatus
+from app.validation import MultiLine, SingleLine, in_range
 
 # A use priced above a million currency units is a typo, not a license.
 MAX_RATE_MICROS = 10**12
+# An aware instant that PostgreSQL can store (in UTC, years 1..9999).
+TermsInstant = Annotated[AwareDatetime, AfterValidator(in_range)]
 
 
 class LicenseTermsIn(BaseModel):
@@ -33,8 +45,8 @@ class LicenseTermsIn(BaseModel):
         description="Resemblance (0..1) at or above which a match counts as a use. "
         "Omitted: the service default (ECHOLEDGER_DEFAULT_THRESHOLD).",
     )
-    valid_from: AwareDatetime | None = None
-    valid_to: AwareDatetime | None = None
+    valid_from: TermsInstant | None = None
+    valid_to: TermsInstant | None = None
     status: CatalogueStatus = CatalogueStatus.ACTIVE
 
     @field_validator("valid_to")
@@ -64,8 +76,8 @@ class LicenseTermsRead(BaseModel):
 class CatalogueCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=5000)
+    name: SingleLine = Field(min_length=1, max_length=200)
+    description: MultiLine = Field(default="", max_length=5000)
     license: LicenseTermsIn
 
 
@@ -90,12 +102,12 @@ class TrackUpload(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     file: UploadFile = Field(description="WAV, FLAC, OGG/Vorbis or MP3.")
-    title: str = Field(min_length=1, max_length=500)
-    artist: str = Field(min_length=1, max_length=500)
+    title: SingleLine = Field(min_length=1, max_length=500)
+    artist: SingleLine = Field(min_length=1, max_length=500)
     isrc: str | None = Field(
         default=None, description="International Standard Recording Code, e.g. USRC17607839."
     )
-    external_id: str | None = Field(
+    external_id: SingleLine | None = Field(
         default=None, max_length=200, description="The label's own identifier for the track."
     )
 

@@ -126,11 +126,21 @@ def get_visible(session: Session, track_id: uuid.UUID, principal: Principal) -> 
     return row[0]
 
 
+WITHDRAWN_PENDING = "withdrawn before ingestion finished; it will not be indexed"
+
+
 def withdraw(session: Session, track: Track) -> Track:
-    """Stop a track matching from now on; its segments and history stay."""
+    """Stop a track matching from now on; its segments and history stay.
+
+    A track still pending is marked failed as well: its job skips withdrawn tracks, so it
+    would otherwise read `pending` forever.
+    """
     if track.withdrawn_at is not None:
         return track
     lock_index_appends(session)
+    if track.status == TrackStatus.PENDING.value:
+        track.status = TrackStatus.FAILED.value
+        track.error = WITHDRAWN_PENDING
     track.withdrawn_at = utcnow()
     track.withdrawal_seq = session.scalar(withdrawal_seq.next_value())
     session.flush()

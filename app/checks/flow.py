@@ -10,13 +10,15 @@ here; every step lives in `app.checks.service`.
    a short transaction of its own, so a concurrent retry sees it in flight; a key already
    completed replays the stored answer.
 2. The piece is decoded, embedded, searched and aligned outside any transaction.
-3. The ledger accounts the uses will post to are looked up (created on first use).
+3. Spending limits are checked (a per-check cap, the company's credit limit), and the ledger
+   accounts the uses will post to are looked up (created on first use).
 4. The check, its uses, the charge and the key's binding are written in one transaction by the
    ledger appender. Any failure before that gives the key back, so the client can retry.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import uuid
 from dataclasses import dataclass
@@ -69,6 +71,7 @@ class CheckFlow:
         calibration: Calibration,
         appender: LedgerAppender,
         clock: Clock = system_clock,
+        boot_id: int | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -79,11 +82,29 @@ class CheckFlow:
         self.calibration = calibration
         self.appender = appender
         self.clock = clock
+        self.boot_id = boot_id  # claims record it, so a restart can free them (app.boot)
         # Checks are CPU-bound: at most this many decode and embed at once.
         self._slots = threading.BoundedSemaphore(settings.check_concurrency)
+        # Keys this process is working on, so it can tell its own live claims from those it
+        # failed to give back (the database was down when the attempt failed).
+        self._running: collections.Counter[tuple[uuid.UUID, str]] = collections.Counter()
+        self._running_lock = threading.Lock()
 
     def run(self, request: CheckRequest) -> CheckAnswer:
         """Check a piece and pay for its uses, exactly once per Idempotency-Key."""
+        mine = (request.ai_company_id, request.idempotency_key)
+        with self._running_lock:
+            running_here = self._running[mine] > 0
+            self._running[mine] += 1
+        try:
+            return self._run(request, running_here=running_here)
+        finally:
+            with self._running_lock:
+                self._running[mine] -= 1
+                if self._running[mine] <= 0:
+                    del self._running[mine]
+
+    def _run(self, request: CheckRequest, *, running_here: bool) -> CheckAnswer:
         settings = self.settings
         with self.blobs.stage(request.audio, max_bytes=settings.max_upload_bytes) as staged:
             replay = checks.claim_key(
@@ -97,6 +118,8 @@ class CheckFlow:
                     metadata=request.metadata,
                 ),
                 lock_seconds=settings.idempotency_lock_seconds,
+                boot_id=self.boot_id,
+                running_here=running_here,
             )
             if replay is not None:
                 return CheckAnswer(replay, replayed=True)
@@ -126,6 +149,13 @@ class CheckFlow:
                         sessions=self.sessions,
                         at=submission.created_at,
                     )
+                checks.enforce_spending_limits(
+                    self.sessions,
+                    submission,
+                    analysis,
+                    max_per_check=settings.max_charge_per_check_micros,
+                    default_credit_limit=settings.default_credit_limit_micros,
+                )
                 accounts = checks.resolve_accounts(self.sessions, submission, analysis)
                 result = self.appender.run(
                     lambda session, head: checks.record(

@@ -94,3 +94,6 @@ class IdempotencyKey(Base):
     claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     check_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("checks.id"))
     completed_at: Mapped[dt.datetime | None]
+    # The process (its boot, see `app.boot`) running the claimed check: a claim whose process
+    # is gone is freed at once instead of after the lock time.
+    boot_id: Mapped[int | None] = mapped_column(default=None)

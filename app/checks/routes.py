@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -14,13 +13,14 @@ from app.checks.flow import CheckFlow, CheckRequest
 from app.checks.models import Check
 from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
 from app.db import SessionDep
-from app.errors import NotFound, Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, NotFound, Unprocessable, error_responses
 from app.ledger.schemas import TransactionRead, transaction_with
 from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.validation import Instant, SingleLine, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(*EVERY_ROUTE))
 
 IDEMPOTENCY_DOC = (
     "Required. A unique key per logical request (a UUID is a good choice). Retrying with the "
@@ -61,7 +61,7 @@ def _check_key(key: str | None) -> str:
     "/checks",
     status_code=status.HTTP_201_CREATED,
     response_model=CheckResult,
-    responses=error_responses(409, 413, 422)
+    responses=error_responses(402, 409, 413, 422)
     | {201: {"description": "The check (also when replayed: see `Idempotent-Replayed`)"}},
     summary="Check a generated piece against the licensed catalogues and pay for its uses",
 )
@@ -113,13 +113,14 @@ def read_check(check_id: uuid.UUID, session: SessionDep, principal: CheckReaderD
 def list_checks(
     session: SessionDep,
     principal: CheckReaderDep,
-    created_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
-    generation_id: str | None = None,
+    created_from: Annotated[Instant | None, Query(alias="from")] = None,
+    created_to: Annotated[Instant | None, Query(alias="to")] = None,
+    generation_id: Annotated[SingleLine | None, Query(max_length=200)] = None,
     ai_company_id: uuid.UUID | None = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[CheckSummary]:
+    ordered_period(created_from, created_to)
     owner = ai_company_id if principal.kind in READ_ALL else principal.org_id
     stmt = checks.checks_query(
         checks.CheckFilter(

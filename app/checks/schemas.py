@@ -10,7 +10,10 @@ from typing import Any
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.validation import MultiLine, SingleLine, json_object
+
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
 
 
 class CheckUpload(BaseModel):
@@ -19,12 +22,16 @@ class CheckUpload(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     file: UploadFile = Field(description="The generated audio: WAV, FLAC, OGG/Vorbis or MP3.")
-    generation_id: str | None = Field(
+    generation_id: SingleLine | None = Field(
         default=None, max_length=200, description="Your identifier for this generation."
     )
-    model: str | None = Field(default=None, max_length=200, description="The generating model.")
+    model: SingleLine | None = Field(
+        default=None, max_length=200, description="The generating model."
+    )
     metadata: str | None = Field(
-        default=None, description="A JSON object (at most 16 KiB) stored with the check."
+        default=None,
+        description="A JSON object (at most 16 KiB, 32 levels deep; no NaN or Infinity) "
+        "stored with the check.",
     )
 
     @field_validator("metadata")
@@ -32,14 +39,10 @@ class CheckUpload(BaseModel):
     def _json_object(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if len(value.encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes")
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"metadata is not valid JSON: {exc.msg}") from None
-        if not isinstance(parsed, dict):
-            raise ValueError("metadata must be a JSON object")
+            json_object(value, max_bytes=MAX_METADATA_BYTES, max_depth=MAX_METADATA_DEPTH)
+        except ValueError as exc:
+            raise ValueError(f"metadata: {exc}") from None
         return value
 
     def metadata_object(self) -> dict[str, Any]:
@@ -130,4 +133,4 @@ class CheckSummary(BaseModel):
 class ReversalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=3, max_length=2000)
+    reason: MultiLine = Field(min_length=3, max_length=2000)

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import boot
 from app.audio.decode import load
 from app.catalogues.licensing import Licensed, excluded_hits, licensed_tracks
 from app.checks.attribution import (
@@ -42,13 +43,17 @@ from app.checks.schemas import CheckResult, EmbedderOut, EvidenceOut, MatchOut
 from app.config import Settings
 from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound, PaymentRequired, Unprocessable
 from app.index.base import SearchResult
 from app.index.manager import IndexManager
 from app.ledger import movements
 from app.ledger import service as ledger
 from app.ledger.models import AccountKind, LedgerTransaction
 from app.ledger.service import ChainHead
+from app.logging import get_logger
+from app.orgs import service as orgs
+
+log = get_logger(__name__)
 
 IDEMPOTENCY_FIELD = "header.Idempotency-Key"
 
@@ -77,17 +82,24 @@ def claim_key(
     key: str,
     request_hash: str,
     lock_seconds: float,
+    boot_id: int | None = None,
+    running_here: bool = False,
 ) -> dict[str, Any] | None:
     """Take the key for this request; or return the stored result of the request that did.
 
     Raises Unprocessable when the key was used for a different request, and Conflict while
-    another request holding the key is still running (a claim older than `lock_seconds` is
-    presumed dead and taken over).
+    another request holding the key is still running. A claim is taken over when the process
+    that made it is gone (its boot lock is free, see `app.boot`) or, for a claim without a
+    boot, once it is older than `lock_seconds`. A claim this very process holds but is not
+    running (`running_here` False: an attempt whose release failed while the database was
+    down) is taken over too.
     """
     with transaction(sessions) as session:
         claimed = session.execute(
             insert(IdempotencyKey)
-            .values(ai_company_id=ai_company_id, key=key, request_hash=request_hash)
+            .values(
+                ai_company_id=ai_company_id, key=key, request_hash=request_hash, boot_id=boot_id
+            )
             .on_conflict_do_nothing()
             .returning(IdempotencyKey.key)
         ).first()
@@ -108,13 +120,34 @@ def claim_key(
             check = session.get(Check, held.check_id)
             assert check is not None
             return check.result
-        if held.claimed_at > utcnow() - dt.timedelta(seconds=lock_seconds):
+        leftover = boot_id is not None and held.boot_id == boot_id and not running_here
+        if not leftover and _claim_alive(session, held, lock_seconds):
             raise Conflict(
                 "a check with this Idempotency-Key is still being processed; retry shortly",
                 details={"field": IDEMPOTENCY_FIELD, "reason": "in_flight"},
             )
         held.claimed_at = utcnow()
+        held.boot_id = boot_id
         return None
+
+
+def _claim_alive(session: Session, held: IdempotencyKey, lock_seconds: float) -> bool:
+    if held.boot_id is not None:
+        return bool(session.scalar(sa.select(boot.live(sa.literal(held.boot_id)))))
+    return held.claimed_at > utcnow() - dt.timedelta(seconds=lock_seconds)
+
+
+def release_orphaned_claims(sessions: sessionmaker[Session]) -> int:
+    """Free every unfinished claim whose process is gone (run at start); returns how many."""
+    with transaction(sessions) as session:
+        freed = session.execute(
+            sa.delete(IdempotencyKey).where(
+                IdempotencyKey.check_id.is_(None),
+                IdempotencyKey.boot_id.is_not(None),
+                ~boot.live(IdempotencyKey.boot_id),
+            )
+        )
+    return int(freed.rowcount)  # type: ignore[attr-defined]
 
 
 def release_key(sessions: sessionmaker[Session], *, ai_company_id: uuid.UUID, key: str) -> None:
@@ -314,6 +347,70 @@ def _ranked_uses(
     )
     uses = [(m, lic) for m, lic in ranked if quantise(m.resemblance) >= quantise(lic.threshold)]
     return ranked, uses
+
+
+def charge_for(analysis: Analysis, *, fee_bps: int) -> int:
+    """What recording this analysis would charge (the same pricing `record` applies)."""
+    _, uses = _ranked_uses(analysis)
+    candidates = [UseCandidate(quantise(m.resemblance), lic.rate_per_use_micros) for m, lic in uses]
+    return price(candidates, fee_bps=fee_bps).charge_micros
+
+
+def enforce_spending_limits(
+    sessions: sessionmaker[Session],
+    submission: Submission,
+    analysis: Analysis,
+    *,
+    max_per_check: int,
+    default_credit_limit: int,
+) -> None:
+    """Refuse (402, nothing charged) a check that would charge more than `max_per_check`, or
+    take the company's debt past its credit limit (its own, else `default_credit_limit`).
+
+    Checked before the ledger append, outside the chain lock: checks running at the same time
+    can together pass the credit limit by at most their number times `max_per_check`.
+    """
+    charge = charge_for(analysis, fee_bps=submission.fee_bps)
+    if charge == 0:
+        return
+    company = submission.ai_company_id
+    if charge > max_per_check:
+        _refuse(company, "per_check_cap", charge=charge, limit=max_per_check, owed=None)
+    with sessions() as session:
+        own_limit = orgs.get(session, company).credit_limit_micros
+        owed = -ledger.balance(session, org_id=company, currency=submission.currency).balance_micros
+    limit = default_credit_limit if own_limit is None else own_limit
+    if owed + charge > limit:
+        _refuse(company, "credit_limit", charge=charge, limit=limit, owed=owed)
+
+
+def _refuse(
+    company: uuid.UUID, limit_kind: str, *, charge: int, limit: int, owed: int | None
+) -> None:
+    # Alert-worthy: a runaway license rate or a company at its limit needs a person.
+    log.warning(
+        "checks.spending_limit_refused",
+        ai_company_id=str(company),
+        limit_kind=limit_kind,
+        charge_micros=charge,
+        limit_micros=limit,
+        owed_micros=owed,
+    )
+    if limit_kind == "per_check_cap":
+        message = (
+            f"this check would charge {charge} micro-units, over the per-check cap of {limit}; "
+            "nothing was charged"
+        )
+    else:
+        message = (
+            f"this check would charge {charge} micro-units and bring what you owe ({owed}) "
+            f"past your credit limit of {limit}; nothing was charged"
+        )
+    raise PaymentRequired(
+        message,
+        details={"limit": limit_kind, "charge_micros": charge, "limit_micros": limit,
+                 "owed_micros": owed},
+    )  # fmt: skip
 
 
 def resolve_accounts(

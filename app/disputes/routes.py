@@ -24,11 +24,11 @@ from app.disputes.schemas import (
     ExclusionRead,
 )
 from app.disputes.service import Actor
-from app.errors import error_responses
+from app.errors import EVERY_ROUTE, error_responses
 from app.orgs.auth import AiCompanyDep, LabelDep, OperatorDep, PrincipalDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 
-router = APIRouter(prefix="/v1", tags=["disputes"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["disputes"], responses=error_responses(*EVERY_ROUTE))
 
 
 def get_dispute_flow(request: Request) -> DisputeFlow:

@@ -10,13 +10,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from app.db import SessionDep
-from app.errors import Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.ledger import periods
 from app.ledger import service as ledger
 from app.ledger.appender import LedgerAppender
 from app.ledger.models import LedgerPeriod, LedgerTransaction, TransactionKind
 from app.ledger.schemas import (
     AccountRead,
+    CheckpointIn,
+    CheckpointRead,
     PeriodClose,
     PeriodRead,
     TransactionRead,
@@ -25,9 +27,11 @@ from app.ledger.schemas import (
 )
 from app.orgs.auth import OperatorDep, PrincipalDep, ReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
-from app.state import SettingsDep
+from app.signing import ALGORITHM
+from app.state import SettingsDep, SignerDep
+from app.validation import Instant, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["ledger"], responses=error_responses(*EVERY_ROUTE))
 
 
 def get_appender(request: Request) -> LedgerAppender:
@@ -65,14 +69,15 @@ def my_account(session: SessionDep, principal: PrincipalDep, settings: SettingsD
 def list_transactions(
     session: SessionDep,
     _: ReaderDep,
-    created_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    created_from: Annotated[Instant | None, Query(alias="from")] = None,
+    created_to: Annotated[Instant | None, Query(alias="to")] = None,
     kind: TransactionKind | None = None,
     check_id: uuid.UUID | None = None,
     dispute_id: uuid.UUID | None = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> Page[TransactionRead]:
+    ordered_period(created_from, created_to)
     stmt = ledger.transactions_query(
         ledger.TransactionFilter(
             start=created_from,
@@ -138,3 +143,45 @@ def close_period(month: MonthPath, appender: AppenderDep, operator: OperatorDep)
     return PeriodClose(
         closed=[_period_read(p) for p in closed], closed_through=periods.month_name(through)
     )
+
+
+@router.get(
+    "/ledger/checkpoint",
+    response_model=CheckpointRead,
+    summary="The chain's head, signed, for an auditor to keep outside the database "
+    "(auditor, operator)",
+)
+def ledger_checkpoint(session: SessionDep, _: ReaderDep, signer: SignerDep) -> CheckpointRead:
+    """Verification walks the chain, which cannot tell that its newest transactions were
+    removed (by someone able to bypass the database's guards): what remains still links up.
+    A checkpoint kept elsewhere can: POST it to `/v1/ledger/verify`."""
+    head = ledger.checkpoint(session)
+    return CheckpointRead(
+        transactions=head.transactions,
+        head_id=head.head_id,
+        head_hash=head.head_hash,
+        created_at=head.created_at,
+        key_id=signer.key_id,
+        signature=signer.sign(head.message(signer.key_id)),
+        algorithm=ALGORITHM,
+        public_key=signer.public_key,
+    )
+
+
+@router.post(
+    "/ledger/verify",
+    response_model=VerificationRead,
+    responses=error_responses(422),
+    summary="Verify the chain and that it still reaches a kept checkpoint (auditor, operator)",
+)
+def verify_ledger_from(
+    body: CheckpointIn, session: SessionDep, _: ReaderDep, signer: SignerDep
+) -> VerificationRead:
+    """422 when the checkpoint's signature does not verify with this service's key."""
+    kept = ledger.Checkpoint(body.transactions, body.head_id, body.head_hash, body.created_at)
+    if body.key_id != signer.key_id or not signer.verify(kept.message(body.key_id), body.signature):
+        raise Unprocessable(
+            "the checkpoint's signature does not verify with this service's signing key",
+            details=[{"field": "body.signature", "message": "does not verify"}],
+        )
+    return VerificationRead(**dataclasses.asdict(ledger.verify_from(session, kept)))

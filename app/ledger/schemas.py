@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.ledger.models import LedgerPosting, LedgerTransaction
 
@@ -99,3 +99,33 @@ class PeriodClose(BaseModel):
 
     closed: list[PeriodRead]
     closed_through: str
+
+
+CHECKPOINT_DOC = (
+    "The signed message is the UTF-8 text `echoledger-checkpoint\\n{key_id}\\n{transactions}"
+    "\\n{head_id}\\n{head_hash}\\n{created_at}` (head_id empty for an empty ledger; "
+    "created_at as `YYYY-MM-DDTHH:MM:SS.ffffffZ`), signed with Ed25519; `public_key` is the "
+    "raw 32-byte key in base64."
+)
+
+
+class CheckpointIn(BaseModel):
+    """A checkpoint as the service signed it, kept by an auditor."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    transactions: int = Field(ge=0, le=2**63 - 1)
+    head_id: int | None = Field(ge=1, le=2**63 - 1)
+    head_hash: str = Field(pattern="^[0-9a-f]{64}$")
+    created_at: AwareDatetime
+    key_id: str = Field(pattern="^[0-9a-f]{16}$")
+    signature: str = Field(max_length=200)
+
+
+class CheckpointRead(CheckpointIn):
+    __doc__ = "The chain's head, signed: keep it, and POST it to /v1/ledger/verify later. " + (
+        CHECKPOINT_DOC
+    )
+
+    algorithm: str
+    public_key: str

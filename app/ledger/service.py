@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.clock import Clock, system_clock
+from app.db import utcnow
 from app.ledger import chain
 from app.ledger.chain import PostingBody, TransactionBody
 from app.ledger.models import (
@@ -471,3 +472,67 @@ def _walk(session: Session, batch: int) -> Iterator[tuple[LedgerTransaction, lis
         for transaction in page:
             yield transaction, postings[transaction.id]
         after = page[-1].id
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The chain's head at one moment: what an auditor keeps outside the database."""
+
+    transactions: int
+    head_id: int | None
+    head_hash: str
+    created_at: dt.datetime
+
+    def message(self, key_id: str) -> bytes:
+        """The bytes that are signed (documented in the API, so auditors can check offline)."""
+        created = self.created_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        head = "" if self.head_id is None else str(self.head_id)
+        return (
+            f"echoledger-checkpoint\n{key_id}\n{self.transactions}\n{head}\n{self.head_hash}\n"
+            f"{created}"
+        ).encode()
+
+
+def checkpoint(session: Session) -> Checkpoint:
+    """The chain's current head and length (committed transactions only)."""
+    head = session.execute(
+        sa.select(LedgerTransaction.id, LedgerTransaction.hash)
+        .order_by(LedgerTransaction.id.desc())
+        .limit(1)
+    ).one_or_none()
+    count = session.scalar(sa.select(sa.func.count()).select_from(LedgerTransaction)) or 0
+    if head is None:
+        return Checkpoint(0, None, chain.GENESIS, utcnow())
+    return Checkpoint(int(count), int(head[0]), str(head[1]), utcnow())
+
+
+def verify_from(session: Session, kept: Checkpoint) -> Verification:
+    """Verify the chain, then that it still reaches the head an auditor kept: its newest
+    transactions cannot have been removed (which the chain alone cannot show, as the rest
+    still links up)."""
+    walked = verify(session)
+    if not walked.ok or kept.head_id is None:
+        return walked
+    stored = session.scalar(
+        sa.select(LedgerTransaction.hash).where(LedgerTransaction.id == kept.head_id)
+    )
+    problem = None
+    if stored is None:
+        problem = (
+            f"transaction {kept.head_id}, the head of the checkpoint, is missing: transactions "
+            "were removed from the ledger"
+        )
+    elif stored != kept.head_hash:
+        problem = f"transaction {kept.head_id} no longer has the hash the checkpoint recorded"
+    else:
+        upto = session.scalar(
+            sa.select(sa.func.count()).where(LedgerTransaction.id <= kept.head_id)
+        )
+        if upto != kept.transactions:
+            problem = (
+                f"the checkpoint counted {kept.transactions} transactions up to its head, the "
+                f"ledger now holds {upto}"
+            )
+    if problem is None:
+        return walked
+    return Verification(False, walked.transactions_checked, walked.last_hash, kept.head_id, problem)

@@ -8,13 +8,25 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from app.db import SessionDep
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from app.limits import FailedAuth, retry_after
+from app.logging import get_logger
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
+
+log = get_logger(__name__)
+
+
+class Suspended(Forbidden):
+    """The key is valid but its organisation is suspended."""
+
+    code = "organisation_suspended"
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer el_...`")
 
@@ -27,6 +39,10 @@ class Principal:
     kind: OrgKind
     key_id: uuid.UUID
 
+    @property
+    def actor(self) -> orgs.Actor:
+        return orgs.Actor(self.org_id, self.key_id, is_operator=self.kind == OrgKind.OPERATOR)
+
     def owns_or_reads_all(self, owner_id: uuid.UUID, kind: str, ident: object) -> None:
         """Raise NotFound unless this principal owns the object or may read every tenant's."""
         if owner_id != self.org_id and self.kind not in READ_ALL:
@@ -37,18 +53,70 @@ class Principal:
 READ_ALL = frozenset({OrgKind.OPERATOR, OrgKind.AUDITOR})
 
 
-def get_principal(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate(
+    session: Session, *, authorization: str | None, client: str, failures: FailedAuth
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    """The caller behind an `Authorization` header value.
+
+    401 for a missing, unknown or revoked key, 403 for a suspended organisation, and 429 for
+    an address that presented too many bad keys lately (logged, never with the key).
+    """
+    locked = failures.locked_for(client)
+    if locked is not None:
+        log.warning("auth.locked_out", client=client, retry_after_seconds=round(locked))
+        raise TooManyRequests(
+            "too many bad API keys from this address; wait before trying again",
+            details={"limit": "failed_authentication"},
+            headers={"Retry-After": retry_after(locked)},
+        )
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    found = orgs.authenticate(session, credentials.credentials)
+    found = orgs.authenticate(session, secret.strip())
     if found is None:
+        count, now_locked = failures.failed(client)
+        log.warning("auth.failed", client=client, failures=count, locked_out=now_locked)
         raise Unauthorized("unknown or revoked API key")
     org, key = found
     structlog.contextvars.bind_contextvars(org_id=str(org.id), org_kind=org.kind)
+    if org.suspended_at is not None:
+        raise Suspended(
+            f"organisation {org.id} was suspended by an operator on "
+            f"{org.suspended_at:%Y-%m-%d %H:%M} UTC: {org.suspension_reason}; "
+            "its keys are refused until an operator reinstates it",
+            details={"org_id": str(org.id), "suspended_at": org.suspended_at.isoformat()},
+        )
     return Principal(org_id=org.id, kind=OrgKind(org.kind), key_id=key.id)
+
+
+def authenticate_request(session: Session, request: Request) -> Principal:
+    """Authenticate a request once: the gate middleware does it before the body is read, and
+    the route's dependency reuses what it found. The organisation goes into the request log."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
+    principal = authenticate(
+        session,
+        authorization=request.headers.get("authorization"),
+        client=client_address(request),
+        failures=request.app.state.failed_auth,
+    )
+    request.state.principal = principal
+    request.state.org_id = str(principal.org_id)
+    return principal
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    # Declared for the OpenAPI security scheme; the header is read by `authenticate_request`.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return authenticate_request(session, request)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import enum
 import uuid
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from app.db import SessionDep
-from app.errors import Unprocessable, error_responses
+from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.ledger.routes import MonthPath, month_param
 from app.orgs.auth import READ_ALL, Principal, require
 from app.orgs.models import OrgKind
@@ -22,8 +21,9 @@ from app.reports import render, statements
 from app.reports import service as reports
 from app.reports.schemas import GroupBy, Invoice, RoyaltyReport, RoyaltyRowRead, Statement, UseRead
 from app.state import SessionsDep, SettingsDep
+from app.validation import Instant, ordered_period
 
-router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(401, 403))
+router = APIRouter(prefix="/v1", tags=["reports"], responses=error_responses(*EVERY_ROUTE))
 
 RoyaltyReaderDep = Annotated[
     Principal, Depends(require(OrgKind.LABEL, OrgKind.AUDITOR, OrgKind.OPERATOR))
@@ -32,8 +32,8 @@ UseReaderDep = Annotated[
     Principal,
     Depends(require(OrgKind.LABEL, OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR)),
 ]
-FromQuery = Annotated[dt.datetime | None, Query(alias="from", description="Inclusive.")]
-ToQuery = Annotated[dt.datetime | None, Query(alias="to", description="Exclusive.")]
+FromQuery = Annotated[Instant | None, Query(alias="from", description="Inclusive.")]
+ToQuery = Annotated[Instant | None, Query(alias="to", description="Exclusive.")]
 
 
 class Format(enum.StrEnum):
@@ -104,6 +104,7 @@ def royalties(
 ) -> RoyaltyReport | StreamingResponse:
     """Totals are computed from the ledger postings on the label's account, net of
     reversals, so they reconcile exactly with `/v1/accounts/me`."""
+    ordered_period(start, end)
     if principal.kind == OrgKind.LABEL:
         if label_id not in (None, principal.org_id):
             raise Unprocessable(
@@ -173,6 +174,7 @@ def list_uses(
     """AI companies see their own uses, labels the uses of their tracks, auditors and
     operators all. Each row links the check, track, terms version, share, amount and the
     ledger transaction that paid it."""
+    ordered_period(start, end)
     wanted = _scope(
         principal,
         reports.UseFilter(

@@ -135,12 +135,28 @@ def titles_of(session: Session, track_ids: Iterable[uuid.UUID]) -> dict[uuid.UUI
     return {row.id: row.title for row in rows}
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (`=HYPERLINK(...)` in a
+# track title would run in a label's spreadsheet). OWASP's advice: prefix such text with a
+# quote, which spreadsheets show as text. Numbers are written as they are (-5 stays a number).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: None empty, text that would start a formula quoted."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_lines(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
-    """CSV text, one line at a time (for streaming responses); None is written empty."""
+    """CSV text, one line at a time (for streaming responses); see `csv_cell`."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF as RFC 4180 says; it also makes the writer quote cells holding a lone CR or LF.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     for row in itertools.chain([header], rows):
-        writer.writerow(["" if v is None else v for v in row])
+        writer.writerow([csv_cell(v) for v in row])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -1,7 +1,7 @@
 """money workflow: disputes with held money, closed periods, excluded track spans
 
 Revision ID: 0005_money
-Revises: 0003
+Revises: 0004_reliability
 
 Ledger transactions gain who caused them (`actor_id`), what they answer (`answers_id`), their
 dispute and the closed month they correct (`adjusts_period`); new kinds hold, release, uphold
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_money"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004_reliability"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
