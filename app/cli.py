@@ -1,5 +1,5 @@
-"""The `echoledger` command: serve, worker, migrate, create-org, import, reembed, rebuild-index,
-close-period."""
+"""The `echoledger` command: serve, worker, migrate, create-org, import, import-ddex, reembed,
+rebuild-index, close-period."""
 
 from __future__ import annotations
 
@@ -145,6 +145,64 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_import_ddex(args: argparse.Namespace) -> int:
+    import uuid
+
+    from app.blobs import BlobStore
+    from app.catalogues.models import Catalogue
+    from app.db import transaction
+    from app.errors import AppError
+    from app.rights import ddex, delivery
+
+    path: Path = args.message
+    try:
+        catalogue_id = uuid.UUID(args.catalogue)
+    except ValueError:
+        print(f"not a catalogue id: {args.catalogue!r}", file=sys.stderr)
+        return 2
+    try:
+        message = ddex.parse(path.read_bytes())
+    except OSError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    except AppError as exc:
+        _print_refusal(exc)
+        return 2
+    with _database() as (settings, sessions):
+        try:
+            with transaction(sessions) as session:
+                catalogue = session.get(Catalogue, catalogue_id)
+                if catalogue is None:
+                    print(f"no catalogue {args.catalogue}", file=sys.stderr)
+                    return 2
+                outcomes = delivery.import_message(
+                    session,
+                    catalogue,
+                    message,
+                    delivery.FolderFiles(path.parent),
+                    blobs=BlobStore(settings.blob_dir),
+                    settings=settings,
+                )
+        except AppError as exc:
+            _print_refusal(exc)
+            return 2
+    for outcome in outcomes:
+        detail = outcome.reason if outcome.reason else outcome.track_id
+        print(f"{outcome.reference}\t{outcome.isrc}\t{outcome.status.value}\t{detail}")
+    tally = delivery.counts(outcomes)
+    print(", ".join(f"{status} {n}" for status, n in tally.items()), file=sys.stderr)
+    return 1 if tally["failed"] else 0
+
+
+def _print_refusal(exc: Exception) -> None:
+    from app.errors import AppError
+
+    assert isinstance(exc, AppError)
+    print(exc.message, file=sys.stderr)
+    for detail in exc.details if isinstance(exc.details, list) else []:
+        print(f"  {detail}", file=sys.stderr)
+
+
 def cmd_reembed(args: argparse.Namespace) -> int:
     import uuid
 
@@ -231,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--artist", default="Unknown artist", help="artist when no metadata says")
     imp.add_argument("--jobs", type=int, default=2, help="uploads at once")
     imp.set_defaults(func=cmd_import)
+
+    ddex_import = commands.add_parser(
+        "import-ddex",
+        help="import a DDEX ERN 4.x NewReleaseMessage and the audio beside it into a catalogue",
+    )
+    ddex_import.add_argument("message", type=Path, help="the message's XML file")
+    ddex_import.add_argument("--catalogue", required=True, help="catalogue id")
+    ddex_import.set_defaults(func=cmd_import_ddex)
 
     reembed = commands.add_parser(
         "reembed",

@@ -40,6 +40,8 @@ from app.middleware import BodySizeLimitMiddleware, Gate, GateMiddleware, Reques
 from app.orgs.auth import Principal, authenticate_request
 from app.orgs.routes import router as orgs_router
 from app.reports.routes import router as reports_router
+from app.rights.routes import public_router as rights_public_router
+from app.rights.routes import router as rights_router
 from app.signing import Signer
 from app.state import ServiceState
 from app.worker import build_runtime, in_process_worker
@@ -243,6 +245,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(health.router)
     app.include_router(orgs_router)
     app.include_router(catalogues_router)
+    app.include_router(rights_router)
+    app.include_router(rights_public_router)
     app.include_router(checks_router)
     app.include_router(ledger_router)
     app.include_router(disputes_router)

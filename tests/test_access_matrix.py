@@ -27,6 +27,7 @@ class Row:
     body: dict[str, Any] | None = None
     upload: bool = False  # send a small audio file (a track upload or a check)
     form: dict[str, str] | None = None  # form fields sent with the file
+    file_field: str = "file"
 
 
 def _all(status: int, **overrides: int) -> dict[str, int]:
@@ -121,6 +122,40 @@ MATRIX = [
     ),
     Row("GET", "/v1/tracks/{track_id}", _all(200, ai_company=403, other_label=404)),
     Row("DELETE", "/v1/tracks/{track_id}", _all(403, label=200, other_label=404)),
+    Row(
+        "PUT",
+        "/v1/catalogues/{catalogue_id}/preferences",
+        _all(403, label=200, other_label=404),
+        body={"entries": {"cawg.ai_training": {"use": "notAllowed"}}},
+    ),
+    # Preferences are public to AI companies; another label's are not its business.
+    Row("GET", "/v1/catalogues/{catalogue_id}/preferences", _all(200, other_label=404)),
+    Row("GET", "/v1/catalogues/{catalogue_id}/preferences/versions", _all(200, other_label=404)),
+    Row(
+        "PUT",
+        "/v1/tracks/{track_id}/preferences",
+        _all(403, label=200, other_label=404),
+        body={"entries": {}},
+    ),
+    Row("GET", "/v1/tracks/{track_id}/preferences", _all(200, other_label=404)),
+    Row(
+        "POST",
+        "/v1/preferences/lookup",
+        _all(403, ai_company=200, auditor=200, operator=200),
+        body={"isrcs": ["NOA1B2400001"]},
+    ),
+    Row("GET", "/v1/preferences/export", _all(403, ai_company=200, auditor=200, operator=200)),
+    # The owner gets past access to the package check: a WAV is not a zip (422).
+    Row(
+        "POST",
+        "/v1/catalogues/{catalogue_id}/ddex",
+        _all(403, label=422, other_label=404),
+        upload=True,
+        file_field="package",
+    ),
+    # Reservations are public: no key needed, and a revoked one does not matter.
+    Row("GET", "/.well-known/tdmrep.json", dict.fromkeys(ROLES, 200)),
+    Row("GET", "/v1/catalogues/{catalogue_id}/tdmrep.json", dict.fromkeys(ROLES, 200)),
     Row("POST", "/v1/checks", _all(403, ai_company=201), upload=True),
     Row("GET", "/v1/checks", _all(200, label=403, other_label=403)),
     Row("GET", "/v1/checks/{check_id}", _all(200, label=403, other_label=403)),
@@ -254,7 +289,7 @@ def test_access(client: TestClient, world: dict[str, Any], row: Row) -> None:
                 row.method,
                 path,
                 data=row.form or {},
-                files={"file": ("sample.wav", world["sample"])},
+                files={row.file_field: ("sample.wav", world["sample"])},
                 headers=headers,
             )
         else:

@@ -36,9 +36,10 @@ FOUNDATION = {
     "signing",
     "state",
     "validation",
+    "csv_export",
 }
 # Domains, lowest first: each may use the ones before it, never one after it.
-DOMAINS = ["orgs", "catalogues", "ledger", "checks", "disputes", "reports"]
+DOMAINS = ["orgs", "catalogues", "rights", "ledger", "checks", "disputes", "reports"]
 # Wires everything together.
 COMPOSITION = {"main", "worker", "cli", "models"}
 

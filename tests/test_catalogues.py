@@ -36,6 +36,7 @@ def test_label_registers_catalogue_with_terms(client: TestClient, tenants: Tenan
     assert body["license"] | {"created_at": None} == {
         "version": 1,
         "rate_per_use_micros": 2500,
+        "penalty_rate_per_use_micros": None,
         "currency": "USD",
         "threshold": 0.6,
         "valid_from": "2026-01-01T00:00:00Z",
@@ -198,3 +199,19 @@ def test_malformed_id_is_422(client: TestClient, tenants: Tenants) -> None:
     response = client.get("/v1/catalogues/not-a-uuid", headers=tenants.label().headers)
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "path.catalogue_id"
+
+
+def test_a_penalty_rate_is_kept_and_may_not_undercut_the_rate(
+    client: TestClient, tenants: Tenants
+) -> None:
+    label = tenants.label()
+    catalogue = tenants.catalogue(label, rate_per_use_micros=1000, penalty_rate_per_use_micros=5000)
+    assert catalogue["license"]["penalty_rate_per_use_micros"] == 5000
+    cheaper = client.put(
+        f"/v1/catalogues/{catalogue['id']}/license",
+        json={"rate_per_use_micros": 1000, "penalty_rate_per_use_micros": 999},
+        headers=label.headers,
+    )
+    assert cheaper.status_code == 422
+    fields = [d["field"] for d in cheaper.json()["error"]["details"]]
+    assert fields == ["body.penalty_rate_per_use_micros"]

@@ -247,7 +247,7 @@ def test_csv_exports_neutralise_formulas_in_titles_and_names(
 
 
 def test_csv_cell_quotes_only_text_that_starts_a_formula() -> None:
-    from app.reports.service import csv_cell
+    from app.csv_export import safe_cell as csv_cell
 
     assert csv_cell("=1+1") == "'=1+1"
     assert csv_cell("\t=1") == "'\t=1"

@@ -55,6 +55,10 @@ def test_readyz_is_503_when_migrations_are_behind(client: TestClient, engine: En
             conn.execute(sa.text("UPDATE alembic_version SET version_num = :h"), {"h": head})
 
 
+# TDMRep files: read by text-and-data-mining agents without an account.
+PUBLIC = {"/v1/catalogues/{catalogue_id}/tdmrep.json", "/.well-known/tdmrep.json"}
+
+
 def test_openapi_documents_every_endpoint_and_the_error_shape(
     client: TestClient, tenants: Tenants
 ) -> None:
@@ -63,6 +67,9 @@ def test_openapi_documents_every_endpoint_and_the_error_shape(
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("summary"), f"{method} {path} has no summary"
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") and path not in PUBLIC:
                 assert "401" in operation["responses"], f"{method} {path} lacks 401"
+                assert operation.get("security"), f"{method} {path} documents no key"
+    for path in PUBLIC:  # public reservations need no key, and say so
+        assert "security" not in spec["paths"][path]["get"]
     assert client.get("/docs").status_code == 200

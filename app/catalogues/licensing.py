@@ -1,5 +1,6 @@
-"""Which tracks may match at a given time, the license terms they are priced with, and the
-spans of them their labels excluded from matching."""
+"""Which tracks may match at a given time, the license terms they are priced with, whether
+their training preferences permitted the use, and the spans of them their labels excluded
+from matching."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.catalogues.models import Catalogue, Track, TrackExclusion
+from app.catalogues import preferences
+from app.catalogues.models import Catalogue, Preference, Track, TrackExclusion
 from app.catalogues.service import current_terms
 
 Span = tuple[float, float]
@@ -34,6 +36,23 @@ class Licensed:
     threshold: float
     # (start_s, end_s) spans of the track that must not match (see TrackExclusion).
     excluded: tuple[Span, ...] = ()
+    # The track's effective `cawg.ai_generative_training` (see `preferences.GOVERNS_CHECKS`).
+    preference: Preference = Preference.ALLOWED
+    preference_policy: str | None = None
+    preferences_version: int | None = None
+    penalty_rate_per_use_micros: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        """The label's preferences did not permit this track to be used for generation."""
+        return self.preference is Preference.NOT_ALLOWED
+
+    @property
+    def applied_rate_micros(self) -> int:
+        """What one full use costs: the penalty rate for a refused track, when one is set."""
+        if self.refused and self.penalty_rate_per_use_micros is not None:
+            return self.penalty_rate_per_use_micros
+        return self.rate_per_use_micros
 
 
 def licensed_tracks(
@@ -49,11 +68,13 @@ def licensed_tracks(
     ).all()
     terms_of = current_terms(session, list({track.catalogue_id for track, _ in rows}))
     excluded = exclusions_of(session, [track.id for track, _ in rows])
+    effective = preferences.effective(session, [(t.id, t.catalogue_id) for t, _ in rows])
     licensed: dict[uuid.UUID, Licensed] = {}
     for track, label_id in rows:
         terms = terms_of.get(track.catalogue_id)
         if terms is None or not terms.in_force(at):
             continue
+        governing = effective[track.id].entries[preferences.GOVERNS_CHECKS].entry
         licensed[track.id] = Licensed(
             track_id=track.id,
             title=track.title,
@@ -65,6 +86,10 @@ def licensed_tracks(
             rate_per_use_micros=terms.rate_per_use_micros,
             threshold=terms.threshold,
             excluded=tuple(excluded.get(track.id, ())),
+            preference=governing.use,
+            preference_policy=governing.constraints_info,
+            preferences_version=effective[track.id].version,
+            penalty_rate_per_use_micros=terms.penalty_rate_per_use_micros,
         )
     return licensed
 

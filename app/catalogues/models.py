@@ -41,12 +41,19 @@ class LicenseTerms(Base):
             name="validity_ordered",
         ),
         sa.CheckConstraint("status IN ('active', 'suspended')", name="status_known"),
+        sa.CheckConstraint(
+            "penalty_rate_per_use_micros IS NULL "
+            "OR penalty_rate_per_use_micros >= rate_per_use_micros",
+            name="penalty_at_least_rate",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     catalogue_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("catalogues.id"))
     version: Mapped[int]
     rate_per_use_micros: Mapped[int] = mapped_column(sa.BigInteger)
+    # What a use of a track whose preferences say `notAllowed` is charged; None: the rate.
+    penalty_rate_per_use_micros: Mapped[int | None] = mapped_column(sa.BigInteger)
     threshold: Mapped[float] = mapped_column(sa.Double)
     valid_from: Mapped[dt.datetime | None]
     valid_to: Mapped[dt.datetime | None]
@@ -88,6 +95,7 @@ class Track(Base):
             postgresql_where=sa.text("withdrawn_at IS NULL"),
         ),
         sa.Index("ix_tracks_catalogue_id_created_at", "catalogue_id", "created_at", "id"),
+        sa.Index("ix_tracks_isrc", "isrc"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -151,4 +159,73 @@ class TrackExclusion(Base):
     created_by: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organisations.id"))
     # The dispute whose release asked for it, if any.
     dispute_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("disputes.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Preference(enum.StrEnum):
+    """A CAWG training-and-data-mining value, least restrictive first."""
+
+    ALLOWED = "allowed"
+    CONSTRAINED = "constrained"
+    NOT_ALLOWED = "notAllowed"
+
+
+# The CAWG assertion labels and the columns that hold them.
+ASSERTION_COLUMNS = {
+    "cawg.data_mining": "data_mining",
+    "cawg.ai_training": "ai_training",
+    "cawg.ai_generative_training": "ai_generative_training",
+    "cawg.ai_inference": "ai_inference",
+}
+
+
+def _preference_checks() -> list[sa.CheckConstraint]:
+    known = ", ".join(f"'{p.value}'" for p in Preference)
+    checks = []
+    for column in ASSERTION_COLUMNS.values():
+        checks.append(sa.CheckConstraint(f"{column} IN ({known})", name=f"{column}_known"))
+        # A policy goes with `constrained` and only with it.
+        checks.append(
+            sa.CheckConstraint(
+                f"({column}_policy IS NOT NULL) = ({column} IS NOT DISTINCT FROM 'constrained')",
+                name=f"{column}_policy_iff_constrained",
+            )
+        )
+    every = " AND ".join(f"{c} IS NOT NULL" for c in ASSERTION_COLUMNS.values())
+    checks.append(sa.CheckConstraint(f"track_id IS NOT NULL OR ({every})", name="default_complete"))
+    return checks
+
+
+class TrainingPreferences(Base):
+    """One version of a catalogue's training preferences: its default (no `track_id`, every
+    use set) or one track's override (a use left NULL takes the default). A change adds a
+    version, numbered per catalogue; versions are never edited."""
+
+    __tablename__ = "training_preferences"
+    __table_args__ = (
+        sa.UniqueConstraint("catalogue_id", "version"),
+        sa.CheckConstraint("version >= 1", name="version_positive"),
+        sa.Index("ix_training_preferences_track_id_version", "track_id", "version"),
+        # The latest default without walking past the overrides appended since.
+        sa.Index(
+            "ix_training_preferences_defaults",
+            "catalogue_id",
+            "version",
+            postgresql_where=sa.text("track_id IS NULL"),
+        ),
+        *_preference_checks(),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    catalogue_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("catalogues.id"))
+    track_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("tracks.id"))
+    version: Mapped[int]
+    data_mining: Mapped[str | None] = mapped_column(sa.String(16))
+    data_mining_policy: Mapped[str | None] = mapped_column(sa.String(2000))
+    ai_training: Mapped[str | None] = mapped_column(sa.String(16))
+    ai_training_policy: Mapped[str | None] = mapped_column(sa.String(2000))
+    ai_generative_training: Mapped[str | None] = mapped_column(sa.String(16))
+    ai_generative_training_policy: Mapped[str | None] = mapped_column(sa.String(2000))
+    ai_inference: Mapped[str | None] = mapped_column(sa.String(16))
+    ai_inference_policy: Mapped[str | None] = mapped_column(sa.String(2000))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

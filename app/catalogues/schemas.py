@@ -38,6 +38,14 @@ class LicenseTermsIn(BaseModel):
         le=MAX_RATE_MICROS,
         description="Price of one full use, in micro-units (10^-6) of the settlement currency.",
     )
+    penalty_rate_per_use_micros: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_RATE_MICROS,
+        description="Price of one full use of a track whose training preferences say "
+        "`notAllowed` for generative training; at least the rate. Omitted: the rate.",
+    )
     threshold: float | None = Field(
         default=None,
         ge=0.0,
@@ -48,6 +56,15 @@ class LicenseTermsIn(BaseModel):
     valid_from: TermsInstant | None = None
     valid_to: TermsInstant | None = None
     status: CatalogueStatus = CatalogueStatus.ACTIVE
+
+    @field_validator("penalty_rate_per_use_micros")
+    @classmethod
+    def _penalty_at_least_rate(cls, penalty: int | None, info: ValidationInfo) -> int | None:
+        rate = info.data.get("rate_per_use_micros")
+        if penalty is not None and rate is not None and penalty < rate:
+            # A penalty below the rate would make ignoring a refusal cheaper than a license.
+            raise ValueError("penalty_rate_per_use_micros must be at least rate_per_use_micros")
+        return penalty
 
     @field_validator("valid_to")
     @classmethod
@@ -65,6 +82,7 @@ class LicenseTermsRead(BaseModel):
 
     version: int
     rate_per_use_micros: int
+    penalty_rate_per_use_micros: int | None
     currency: str
     threshold: float
     valid_from: dt.datetime | None
@@ -96,6 +114,15 @@ class CatalogueRead(BaseModel):
 ISRC_PATTERN = r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$"
 
 
+def normalise_isrc(value: str) -> str:
+    """An ISRC in its stored form (12 characters, upper case, no hyphens); ValueError if the
+    value is not one."""
+    normalised = value.strip().replace("-", "").upper()
+    if not re.match(ISRC_PATTERN, normalised):
+        raise ValueError("not an ISRC (CC-XXX-YY-NNNNN, 12 characters)")
+    return normalised
+
+
 class TrackUpload(BaseModel):
     """A track upload: the audio file and its metadata, as multipart form fields."""
 
@@ -116,10 +143,7 @@ class TrackUpload(BaseModel):
     def _isrc(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        normalised = value.replace("-", "").upper()
-        if not re.match(ISRC_PATTERN, normalised):
-            raise ValueError("not an ISRC (CC-XXX-YY-NNNNN, 12 characters)")
-        return normalised
+        return normalise_isrc(value)
 
     @field_validator("external_id")
     @classmethod

@@ -82,6 +82,7 @@ def _add_terms(
         catalogue_id=catalogue.id,
         version=version,
         rate_per_use_micros=terms.rate_per_use_micros,
+        penalty_rate_per_use_micros=terms.penalty_rate_per_use_micros,
         threshold=default_threshold if terms.threshold is None else terms.threshold,
         valid_from=terms.valid_from,
         valid_to=terms.valid_to,

@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +23,6 @@ from app.catalogues.models import (
     TrackStatus,
     withdrawal_seq,
 )
-from app.catalogues.schemas import TrackUpload
 from app.db import utcnow
 from app.errors import Conflict, NotFound, Unprocessable
 from app.orgs.auth import Principal
@@ -54,10 +54,23 @@ def duplicate_error(track: Track) -> Conflict:
     )
 
 
+class TrackMetadata(Protocol):
+    """What a track is registered with: an upload form, or a delivered recording."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def artist(self) -> str: ...
+    @property
+    def isrc(self) -> str | None: ...
+    @property
+    def external_id(self) -> str | None: ...
+
+
 def register(
     session: Session,
     catalogue: Catalogue,
-    upload: TrackUpload,
+    upload: TrackMetadata,
     staged: StagedFile,
     info: AudioInfo,
 ) -> Track:

@@ -55,6 +55,16 @@ class Use(Base):
         sa.Index("ix_uses_created_at_id", "created_at", "id"),
         sa.Index("ix_uses_label_id_created_at", "label_id", "created_at", "id"),
         sa.Index("ix_uses_ai_company_id_created_at", "ai_company_id", "created_at", "id"),
+        sa.CheckConstraint(
+            "preference IN ('allowed', 'constrained', 'notAllowed')", name="preference_known"
+        ),
+        # An auditor lists the uses of tracks whose preferences refuse generative training.
+        sa.Index(
+            "ix_uses_not_allowed_created_at",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("preference = 'notAllowed'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -66,7 +76,11 @@ class Use(Base):
     track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"), index=True)
     license_terms_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("license_terms.id"))
     terms_version: Mapped[int]
+    # The rate applied: the penalty rate when the track's preference refused the use.
     rate_per_use_micros: Mapped[int] = mapped_column(sa.BigInteger)
+    # The track's effective `cawg.ai_generative_training` when the use was recorded.
+    preference: Mapped[str] = mapped_column(sa.String(16), server_default="allowed")
+    preferences_version: Mapped[int | None]
     resemblance: Mapped[float] = mapped_column(sa.Double)
     share: Mapped[float] = mapped_column(sa.Double)
     amount_micros: Mapped[int] = mapped_column(sa.BigInteger)

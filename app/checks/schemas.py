@@ -82,6 +82,15 @@ class MatchOut(BaseModel):
     is_use: bool = Field(description="Resemblance reached the catalogue's threshold: paid.")
     threshold: float
     terms_version: int
+    preference: str = Field(
+        default="allowed",
+        description="The track's effective `cawg.ai_generative_training` preference: "
+        "`allowed`, `constrained` or `notAllowed`. A `notAllowed` use was not permitted by "
+        "the label; it is charged at the catalogue's penalty rate when one is set.",
+    )
+    preference_policy: str | None = Field(
+        default=None, description="The policy URL of a `constrained` preference."
+    )
     amount_micros: int = Field(description="What the track's label is credited for this use.")
     evidence: list[EvidenceOut]
 

@@ -449,7 +449,7 @@ def record(
     sub = submission
     ranked, uses = _ranked_uses(analysis)
     pricing = price(
-        [UseCandidate(quantise(m.resemblance), lic.rate_per_use_micros)
+        [UseCandidate(quantise(m.resemblance), lic.applied_rate_micros)
          for m, lic in uses],
         fee_bps=sub.fee_bps,
     )  # fmt: skip
@@ -484,6 +484,8 @@ def record(
                 is_use=lic.track_id in use_ids,
                 threshold=lic.threshold,
                 terms_version=lic.terms_version,
+                preference=lic.preference.value,
+                preference_policy=lic.preference_policy,
                 amount_micros=amount_of.get(lic.track_id, 0),
                 evidence=[_evidence_out(e) for e in m.evidence],
             )
@@ -530,7 +532,9 @@ def record(
                     "track_id": lic.track_id,
                     "license_terms_id": lic.terms_id,
                     "terms_version": lic.terms_version,
-                    "rate_per_use_micros": lic.rate_per_use_micros,
+                    "rate_per_use_micros": lic.applied_rate_micros,
+                    "preference": lic.preference.value,
+                    "preferences_version": lic.preferences_version,
                     "resemblance": _resemblance(m),
                     "share": float(share_of[lic.track_id]),
                     "amount_micros": amount_of[lic.track_id],

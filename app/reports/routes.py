@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from app.catalogues.models import Preference
 from app.db import SessionDep
 from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.ledger.routes import MonthPath, month_param
@@ -167,6 +168,10 @@ def list_uses(
     catalogue_id: uuid.UUID | None = None,
     track_id: uuid.UUID | None = None,
     check_id: uuid.UUID | None = None,
+    preference: Annotated[
+        Preference | None,
+        Query(description="Only uses whose track had this preference, e.g. `notAllowed`."),
+    ] = None,
     format: Format = Format.JSON,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -185,6 +190,7 @@ def list_uses(
             catalogue_id=catalogue_id,
             track_id=track_id,
             check_id=check_id,
+            preference=preference,
         ),
     )
     if format is Format.CSV:

@@ -50,7 +50,14 @@ class UseRead(BaseModel):
     track_title: str
     license_terms_id: uuid.UUID
     terms_version: int
-    rate_per_use_micros: int
+    rate_per_use_micros: int = Field(
+        description="The rate applied: the penalty rate when the preference was `notAllowed`."
+    )
+    preference: str = Field(
+        description="The track's `cawg.ai_generative_training` preference when the use was "
+        "recorded; `notAllowed` marks a use the label did not permit."
+    )
+    preferences_version: int | None
     resemblance: float
     share: float
     amount_micros: int

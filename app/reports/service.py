@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import itertools
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -14,8 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.catalogues.models import Track
+from app.catalogues.models import Preference, Track
 from app.checks.models import Use
+from app.csv_export import csv_lines as csv_lines  # re-exported: every CSV export's writer
 from app.ledger import service as ledger
 from app.ledger.models import LedgerPosting, LedgerTransaction, TransactionKind
 from app.orgs.models import Organisation
@@ -107,6 +105,7 @@ class UseFilter:
     catalogue_id: uuid.UUID | None = None
     track_id: uuid.UUID | None = None
     check_id: uuid.UUID | None = None
+    preference: Preference | None = None
 
 
 def uses_query(f: UseFilter) -> sa.Select[Use]:
@@ -120,6 +119,8 @@ def uses_query(f: UseFilter) -> sa.Select[Use]:
     ):
         if value is not None:
             stmt = stmt.where(column == value)
+    if f.preference is not None:
+        stmt = stmt.where(Use.preference == f.preference.value)
     if f.start is not None:
         stmt = stmt.where(Use.created_at >= f.start)
     if f.end is not None:
@@ -133,33 +134,6 @@ def titles_of(session: Session, track_ids: Iterable[uuid.UUID]) -> dict[uuid.UUI
         return {}
     rows = session.execute(sa.select(Track.id, Track.title).where(Track.id.in_(ids)))
     return {row.id: row.title for row in rows}
-
-
-# A spreadsheet reads a cell starting with one of these as a formula (`=HYPERLINK(...)` in a
-# track title would run in a label's spreadsheet). OWASP's advice: prefix such text with a
-# quote, which spreadsheets show as text. Numbers are written as they are (-5 stays a number).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell: None empty, text that would start a formula quoted."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def csv_lines(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
-    """CSV text, one line at a time (for streaming responses); see `csv_cell`."""
-    buffer = io.StringIO()
-    # CRLF as RFC 4180 says; it also makes the writer quote cells holding a lone CR or LF.
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    for row in itertools.chain([header], rows):
-        writer.writerow([csv_cell(v) for v in row])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
 
 
 def use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
