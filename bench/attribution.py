@@ -512,6 +512,9 @@ def _write_calibration(
         "params": params.as_dict()
         | extra
         | {"abstain_threshold": summary["threshold"], "use_threshold": summary["use_threshold"]},
+        # [resemblance, share of all negatives whose best match reaches it]: what a match's
+        # `expected_fpr` is read from.
+        "curve": calibration.overall_curve(),
         "provenance": {
             "command": "python -m bench.attribution --size "
             f"{manifest.size} --calibrate --target-fpr {calibration.target_fpr} "

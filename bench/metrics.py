@@ -339,6 +339,16 @@ class Calibration:
         }
 
 
+    def overall_curve(self) -> list[list[float]]:
+        """The curve over every negative (both halves), as the service reads it."""
+        n_fit, n_held = len(self.calibration_ids), len(self.heldout_ids)
+        total = n_fit + n_held
+        return [
+            [r, round((f * n_fit + h * n_held) / total, 4) if total else 0.0]
+            for (r, f), (_, h) in zip(self.curve, self.heldout_curve, strict=True)
+        ]
+
+
 def _round_up(value: float) -> float:
     """Up to 6 decimals, so a score the threshold was fitted to reject stays rejected."""
     return math.ceil(value * 1e6) / 1e6

@@ -166,3 +166,5 @@ def test_calibration_fits_the_use_threshold_and_reports_the_curve() -> None:
     written = cal.as_dict()
     assert written["use_threshold"] >= cal.use_threshold
     assert written["curve"][50] == [0.5, round(curve[0.5], 4)]
+    overall = dict(cal.overall_curve())
+    assert overall[0.5] == pytest.approx(sum(s >= 0.5 for s in scores.values()) / len(scores))
