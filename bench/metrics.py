@@ -316,6 +316,11 @@ class Calibration:
     use_heldout_fpr: float = 0.0
     curve: tuple[tuple[float, float], ...] = ()
     heldout_curve: tuple[tuple[float, float], ...] = ()
+    # Cross-fitted rates: each half judged at the thresholds fitted on the other half, pooled.
+    # The honest estimate when the thresholds themselves are fitted on every negative.
+    crossfit_fpr: float = 0.0
+    use_crossfit_fpr: float = 0.0
+    fitted_on: str = "half"  # "half": the calibration half; "all": every negative
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -323,7 +328,9 @@ class Calibration:
             "kind by hashed id): abstain_threshold = lowest value reached by at most "
             "abstain_target_fpr of them, use_threshold = lowest value reached by at most "
             "target_fpr of them (never below the abstain threshold); rates reported on both "
-            "halves; curve = [r, share of calibration-half negatives whose best match >= r]",
+            "halves; with fitted_on 'all' the thresholds are fitted on every negative and the "
+            "crossfit rates (each half at thresholds fitted on the other) are the honest "
+            "ones; curve = [r, share of calibration-half negatives whose best match >= r]",
             "threshold": _round_up(self.threshold),
             "abstain_target_fpr": self.abstain_target_fpr,
             "use_threshold": _round_up(self.use_threshold),
@@ -334,10 +341,12 @@ class Calibration:
             "heldout_fpr": round(self.heldout_fpr, 4),
             "use_calibration_fpr": round(self.use_calibration_fpr, 4),
             "use_heldout_fpr": round(self.use_heldout_fpr, 4),
+            "fitted_on": self.fitted_on,
+            "crossfit_fpr": round(self.crossfit_fpr, 4),
+            "use_crossfit_fpr": round(self.use_crossfit_fpr, 4),
             "curve": [[r, round(f, 4)] for r, f in self.curve],
             "heldout_curve": [[r, round(f, 4)] for r, f in self.heldout_curve],
         }
-
 
     def overall_curve(self) -> list[list[float]]:
         """The curve over every negative (both halves), as the service reads it."""
@@ -367,8 +376,13 @@ def calibrate(
     target_fpr: float,
     abstain_fpr: float | None = None,
     min_threshold: float = 0.0,
+    fit_on_all: bool = False,
 ) -> Calibration:
     """Fit the abstain and use thresholds on one half of the negatives, measure on the other.
+
+    With `fit_on_all` the thresholds are fitted on every negative instead (a single split lets
+    one or two outliers decide the threshold by the half they fall in), and the honest rates
+    are the cross-fitted ones: each half at the thresholds fitted on the other half, pooled.
 
     scores : best resemblance of each negative (0 when nothing matched), by negative id
     kinds : each negative's kind (hard / other); each kind is split in half on its own
@@ -382,12 +396,25 @@ def calibrate(
         a, b = split_half(i for i, k in kinds.items() if k == kind)
         fit |= a
         held |= b
-    fit_scores = [scores[i] for i in sorted(fit)]
-    threshold = max(calibrate_threshold(fit_scores, target_fpr=abstain_fpr), min_threshold)
-    use = max(calibrate_threshold(fit_scores, target_fpr=target_fpr), threshold)
+
+    def thresholds(ids: set[str]) -> tuple[float, float]:
+        values = [scores[i] for i in sorted(ids)]
+        abstain = max(calibrate_threshold(values, target_fpr=abstain_fpr), min_threshold)
+        return abstain, max(calibrate_threshold(values, target_fpr=target_fpr), abstain)
 
     def fpr(ids: set[str], at: float) -> float:
         return sum(scores[i] >= at for i in ids) / len(ids) if ids else 0.0
+
+    def crossfit(pick: int) -> float:
+        """Each half at the threshold (0: abstain, 1: use) fitted on the other half."""
+        if not fit or not held:
+            return 0.0
+        on_held, on_fit = thresholds(fit)[pick], thresholds(held)[pick]
+        hits = sum(scores[i] >= on_held for i in held) + sum(scores[i] >= on_fit for i in fit)
+        return hits / (len(fit) + len(held))
+
+    fit_scores = [scores[i] for i in sorted(fit)]
+    threshold, use = thresholds(fit | held if fit_on_all else fit)
 
     grid = [round(i * CURVE_STEP, 6) for i in range(round(1 / CURVE_STEP) + 1)]
     return Calibration(
@@ -403,6 +430,9 @@ def calibrate(
         use_heldout_fpr=fpr(held, use),
         curve=fpr_curve(fit_scores, grid),
         heldout_curve=fpr_curve([scores[i] for i in sorted(held)], grid),
+        crossfit_fpr=crossfit(0),
+        use_crossfit_fpr=crossfit(1),
+        fitted_on="all" if fit_on_all else "half",
     )
 
 

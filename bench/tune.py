@@ -288,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="false-positive rate the abstain threshold is fitted to")  # fmt: skip
     parser.add_argument("--min-threshold", type=float, default=0.1,
                         help="never calibrate the abstain threshold below this")  # fmt: skip
+    parser.add_argument("--fit", choices=("all", "half"), default="all",
+                        help="as bench.attribution --fit")  # fmt: skip
     parser.add_argument("--use-threshold", type=float, default=None,
                         help="paid-use threshold (default: the params' use_threshold, else "
                         "the abstain threshold)")  # fmt: skip
@@ -328,9 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_fpr=args.target_fpr,
             abstain_fpr=args.abstain_fpr,
             min_threshold=args.min_threshold,
+            fit_on_all=args.fit == "all",
         )
         threshold, use_threshold = cal.threshold, cal.use_threshold
-        held_out = set(cal.heldout_ids)
+        if cal.fitted_on == "half":
+            held_out = set(cal.heldout_ids)
     if args.use_threshold is not None:
         use_threshold = args.use_threshold
     rows = attribution.evaluate(
@@ -344,14 +348,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(metrics.format_table(rows))
     print()
-    print(attribution.format_verdicts(attribution.verdicts(rows)))
+    print(attribution.format_verdicts(attribution.verdicts(rows, cal)))
     if cal is not None:
         print(
             f"calibrated on {len(cal.calibration_ids)} negatives, reported on "
             f"{len(cal.heldout_ids)} held out (nothing written): abstain_threshold "
             f"{cal.threshold:.4f} (FPR {cal.calibration_fpr:.3f} / {cal.heldout_fpr:.3f}), "
             f"use_threshold {cal.use_threshold:.4f} (FPR {cal.use_calibration_fpr:.3f} / "
-            f"{cal.use_heldout_fpr:.3f})"
+            f"{cal.use_heldout_fpr:.3f}); cross-fitted FPR {cal.crossfit_fpr:.3f} / "
+            f"{cal.use_crossfit_fpr:.3f}; thresholds fitted on {cal.fitted_on}"
         )
     if args.json:
         args.json.write_text(json.dumps([metrics.row_json(r) | {"name": r.name} for r in rows],

@@ -168,3 +168,23 @@ def test_calibration_fits_the_use_threshold_and_reports_the_curve() -> None:
     assert written["curve"][50] == [0.5, round(curve[0.5], 4)]
     overall = dict(cal.overall_curve())
     assert overall[0.5] == pytest.approx(sum(s >= 0.5 for s in scores.values()) / len(scores))
+
+
+def test_fitting_on_every_negative_reports_the_cross_fitted_rate() -> None:
+    kinds = {f"h{i}": "hard" for i in range(100)} | {f"o{i}": "other" for i in range(100)}
+    half = metrics.calibrate(dict.fromkeys(kinds, 0.0), kinds, target_fpr=0.01)
+    fit, held = sorted(half.calibration_ids), sorted(half.heldout_ids)
+    # Two outliers, both in the calibration half: fitted on it alone, the use threshold must
+    # rise above the second (1 % of 100 is one); fitted on all 200 negatives, both may pass.
+    scores = dict.fromkeys(kinds, 0.0) | {fit[0]: 0.6, fit[1]: 0.5, held[0]: 0.3}
+    on_half = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1)
+    on_all = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1, fit_on_all=True)
+    assert on_half.fitted_on == "half" and on_all.fitted_on == "all"
+    assert 0.5 < on_half.use_threshold <= 0.6
+    assert 0.3 < on_all.use_threshold <= 0.5
+    # Cross-fitted: the held-out half at the calibration half's threshold (> 0.5) lets nothing
+    # through; the calibration half at the held-out half's threshold (the 0.1 floor) lets both
+    # outliers through: 2 of 200.
+    assert on_all.use_crossfit_fpr == pytest.approx(2 / 200)
+    assert on_half.use_crossfit_fpr == on_all.use_crossfit_fpr  # it does not depend on the fit
+    assert on_all.as_dict()["use_crossfit_fpr"] == 0.01
