@@ -133,7 +133,8 @@ def test_compare_refuses_another_tempo_and_finds_a_shifted_copy() -> None:
     # The original holds the track 5 s in: the same windows at starts + 5.
     found = compare(starts[:25], vectors[:25], starts + 5, vectors, window_s=8.0)
     assert found is not None
-    assert found.coverage == 1.0 and found.offset_s == pytest.approx(5.0)
+    assert found.coverage == 1.0
+    assert found.offset_s == pytest.approx(5.0)
     assert found.tempo_ratio == pytest.approx(1.0)
     # 5 % faster: the same windows, but their times drift away from one alignment.
     assert compare(starts[:25], vectors[:25], starts * 1.05, vectors, window_s=8.0) is None
