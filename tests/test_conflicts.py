@@ -12,11 +12,39 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
 from app import cli
 from app.config import Settings, get_settings
+from app.main import create_app
 from tests.audio_synth import melody_track, write_audio
-from tests.factories import Tenant, Tenants, run_jobs, scalar, upload
-from tests.worlds import SEEDS, SR, Music
+from tests.factories import (
+    ManualClock,
+    Tenant,
+    Tenants,
+    run_jobs,
+    scalar,
+    submit_check,
+    upload,
+    uses_of,
+)
+from tests.worlds import RATE, SEEDS, SR, Music, excerpt
+
+JAN = dt.datetime(2030, 1, 10, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(JAN)
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine, clock: ManualClock) -> Iterator[TestClient]:
+    """The service with a clock the test moves."""
+    with TestClient(create_app(settings, clock=clock)) as client:
+        yield client
 
 
 def _quieter(music: Music, seed: int, gain: float = 0.9) -> Path:
@@ -142,3 +170,89 @@ def test_compare_refuses_another_tempo_and_finds_a_shifted_copy() -> None:
     other = rng.normal(size=(30, 16)).astype(np.float32)
     other /= np.linalg.norm(other, axis=1, keepdims=True)
     assert compare(starts, other, starts, vectors, window_s=8.0) is None
+
+
+def _piece(music: Music, seed: int, start: float = 2.0) -> Path:
+    return music.write(
+        f"query-conflict-{seed}-{start:g}", lambda: excerpt(seed, start, 12.0, timbre=SEEDS[seed])
+    )
+
+
+def _ledger_sum(engine: Engine) -> int:
+    return int(scalar(engine, "SELECT coalesce(sum(amount_micros), 0) FROM ledger_postings"))
+
+
+def _balance(client: TestClient, tenant: Tenant) -> int:
+    return int(client.get("/v1/accounts/me", headers=tenant.headers).json()["balance_micros"])
+
+
+def _claimed_elsewhere(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    seed: int = 11,
+) -> tuple[Tenant, str]:
+    """A second label registers track `seed` (at another gain): an open conflict."""
+    rival = tenants.label()
+    catalogue = tenants.catalogue(rival, rate_per_use_micros=RATE, threshold=0.3)
+    track = _ingest(client, settings, engine, rival, catalogue["id"], _quieter(music, seed))
+    return rival, track
+
+
+def test_a_check_pays_a_duplicated_recording_once_to_the_original(
+    client: TestClient, settings: Settings, engine: Engine, music: Music, world: dict[str, Any]
+) -> None:
+    label, company = world["label"], world["company"]
+    original = world["tracks"][11]
+    again = _ingest(client, settings, engine, label, world["catalogue"]["id"], _quieter(music, 11))
+
+    check = submit_check(client, company, _piece(music, 11)).json()
+    assert check["charge_micros"] == RATE  # not halved, not doubled
+    matches = {m["track_id"]: m for m in check["matches"]}
+    assert matches[original]["is_use"] is True
+    assert matches[original]["amount_micros"] == RATE
+    assert matches[again]["is_use"] is False
+    assert matches[again]["counted_with"] == original
+    assert matches[again]["amount_micros"] == 0
+    [use] = uses_of(client, company, check["id"])
+    assert use["track_id"] == original
+    assert _balance(client, label) == RATE
+    assert _ledger_sum(engine) == 0
+
+
+def test_a_check_on_both_sides_of_an_open_conflict_charges_once_and_holds_the_credit(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> None:
+    label, company = world["label"], world["company"]
+    rival, claimed = _claimed_elsewhere(client, settings, engine, music, tenants)
+    [conflict] = _conflicts(client, label, status="open")
+    assert conflict["kind"] == "conflict"
+    assert conflict["original_track_id"] == world["tracks"][11]
+    assert conflict["track_id"] == claimed
+    assert _conflicts(client, rival) == [conflict]  # both labels see it
+
+    check = submit_check(client, company, _piece(music, 11)).json()
+    assert check["charge_micros"] == RATE
+    matches = {m["track_id"]: m for m in check["matches"]}
+    assert matches[world["tracks"][11]]["conflict_id"] == conflict["id"]
+    assert matches[claimed]["counted_with"] == world["tracks"][11]
+    assert _balance(client, company) == -RATE
+    assert _balance(client, label) == 0  # held, not paid
+    assert _balance(client, rival) == 0
+    assert _ledger_sum(engine) == 0
+
+    detail = client.get(f"/v1/conflicts/{conflict['id']}", headers=rival.headers).json()
+    assert detail["amounts"] == [{"currency": "USD", "held_micros": RATE, "paid_micros": 0}]
+    [hold] = detail["holds"]
+    assert (hold["check_id"], hold["state"]) == (check["id"], "held")
+    assert detail["evidence"]
+    assert detail["evidence"][0]["similarity"] > 0.95
+    [use] = client.get("/v1/uses", headers=label.headers).json()["items"]
+    assert use["conflict"] == {"conflict_id": conflict["id"], "state": "held"}

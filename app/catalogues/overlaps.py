@@ -327,3 +327,23 @@ def scan(session: Session, *, catalogue_id: uuid.UUID | None = None) -> list[Own
     for track_id in session.scalars(stmt.order_by(Track.created_at, Track.id)).all():
         found += detect(session, track_id)
     return found
+
+
+def pairs_touching(session: Session, track_ids: Sequence[uuid.UUID]) -> list[OwnershipConflict]:
+    """The duplicates and open conflicts with a track of `track_ids` on either side (resolved
+    conflicts are left out: the losing track was withdrawn)."""
+    if not track_ids:
+        return []
+    return list(
+        session.scalars(
+            sa.select(OwnershipConflict)
+            .where(
+                sa.or_(
+                    OwnershipConflict.track_id.in_(track_ids),
+                    OwnershipConflict.original_track_id.in_(track_ids),
+                ),
+                OwnershipConflict.status.in_([OverlapStatus.NOTED.value, OverlapStatus.OPEN.value]),
+            )
+            .order_by(OwnershipConflict.detected_at, OwnershipConflict.id)
+        )
+    )

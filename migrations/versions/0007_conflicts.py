@@ -126,6 +126,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("conflict_id", sa.Uuid(), nullable=False),
         sa.Column("use_id", sa.Uuid(), nullable=False),
+        sa.Column("label_id", sa.Uuid(), nullable=False),
         sa.Column("check_id", sa.Uuid(), nullable=False),
         sa.Column("hold_transaction_id", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
@@ -139,6 +140,11 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["use_id"], ["uses.id"], name=op.f("fk_conflict_holds_use_id_uses")
+        ),
+        sa.ForeignKeyConstraint(
+            ["label_id"],
+            ["organisations.id"],
+            name=op.f("fk_conflict_holds_label_id_organisations"),
         ),
         sa.ForeignKeyConstraint(
             ["check_id"], ["checks.id"], name=op.f("fk_conflict_holds_check_id_checks")
