@@ -4,6 +4,9 @@ one label withdraws its claim or an operator decides. Through the API, on real P
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +14,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-
-import datetime as dt
-import threading
-from collections.abc import Iterator
 
 from app import cli
 from app.config import Settings, get_settings
@@ -255,4 +254,237 @@ def test_a_check_on_both_sides_of_an_open_conflict_charges_once_and_holds_the_cr
     assert detail["evidence"]
     assert detail["evidence"][0]["similarity"] > 0.95
     [use] = client.get("/v1/uses", headers=label.headers).json()["items"]
-    assert use["conflict"] == {"conflict_id": conflict["id"], "state": "held"}
+    assert (use["conflict_id"], use["conflict_state"]) == (conflict["id"], "held")
+
+
+def _held_check(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> tuple[Tenant, dict[str, Any], dict[str, Any]]:
+    """A rival label claims track 11 and a check draws on it: RATE held in escrow."""
+    rival, _ = _claimed_elsewhere(client, settings, engine, music, tenants)
+    [conflict] = _conflicts(client, rival, status="open")
+    check = submit_check(client, world["company"], _piece(music, 11)).json()
+    assert check["charge_micros"] == RATE
+    return rival, conflict, check
+
+
+def test_withdrawing_a_claim_pays_the_other_label_what_was_held(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> None:
+    label = world["label"]
+    rival, conflict, _ = _held_check(client, settings, engine, music, tenants, world)
+
+    # The first registrant gives the recording up: the rival wins and is paid.
+    response = client.post(
+        f"/v1/conflicts/{conflict['id']}/withdraw-claim",
+        json={"reason": "the licence moved to them in 2029"},
+        headers=label.headers,
+    )
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert (done["status"], done["resolution"]) == ("resolved", "claim_withdrawn")
+    assert done["winner_label_id"] == str(rival.id)
+    assert done["amounts"] == [{"currency": "USD", "held_micros": 0, "paid_micros": RATE}]
+    assert done["holds"][0]["state"] == "upheld"
+    assert (_balance(client, label), _balance(client, rival)) == (0, RATE)
+    assert _ledger_sum(engine) == 0
+    own = client.get(f"/v1/tracks/{world['tracks'][11]}", headers=label.headers).json()
+    assert own["withdrawn_at"] is not None  # it matches no more
+
+    # From now on the rival's track alone is paid, directly.
+    check = submit_check(client, world["company"], _piece(music, 11, start=4.0)).json()
+    assert [m["label_id"] for m in check["matches"] if m["is_use"]] == [str(rival.id)]
+    assert _balance(client, rival) == 2 * RATE
+    again = client.post(
+        f"/v1/conflicts/{conflict['id']}/withdraw-claim",
+        json={"reason": "changed our mind"},
+        headers=rival.headers,
+    )
+    assert again.status_code == 409
+    assert _ledger_sum(engine) == 0
+    [use] = [
+        u for u in client.get("/v1/uses", headers=label.headers).json()["items"] if u["conflict_id"]
+    ]
+    assert use["conflict_state"] == "upheld"
+
+
+def test_an_operator_decides_for_the_first_registrant(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> None:
+    label = world["label"]
+    rival, conflict, _ = _held_check(client, settings, engine, music, tenants, world)
+    operator = tenants.operator()
+    url = f"/v1/conflicts/{conflict['id']}/decision"
+    stranger = tenants.label()
+    assert (
+        client.post(
+            url, json={"winner_label_id": str(stranger.id), "reason": "x" * 5},
+            headers=operator.headers,
+        ).status_code
+        == 422
+    )  # fmt: skip
+    assert (
+        client.post(
+            url, json={"winner_label_id": str(label.id), "reason": "delivery contract"},
+            headers=rival.headers,
+        ).status_code
+        == 403
+    )  # fmt: skip
+    response = client.post(
+        url,
+        json={"winner_label_id": str(label.id), "reason": "their delivery contract predates"},
+        headers=operator.headers,
+    )
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert (done["resolution"], done["resolved_by"]) == ("decided", str(operator.id))
+    assert done["resolved_reason"] == "their delivery contract predates"
+    assert done["holds"][0]["state"] == "released"
+    assert (_balance(client, label), _balance(client, rival)) == (RATE, 0)
+    claimed = client.get(f"/v1/tracks/{conflict['track_id']}", headers=rival.headers).json()
+    assert claimed["withdrawn_at"] is not None
+    assert _ledger_sum(engine) == 0
+
+
+def test_conflicts_are_seen_by_both_labels_operators_and_auditors_only(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> None:
+    rival, conflict, _ = _held_check(client, settings, engine, music, tenants, world)
+    url = f"/v1/conflicts/{conflict['id']}"
+    for reader in (world["label"], rival, tenants.operator(), tenants.auditor()):
+        assert client.get(url, headers=reader.headers).status_code == 200
+    assert client.get(url, headers=tenants.label().headers).status_code == 404
+    assert _conflicts(client, tenants.label()) == []
+    assert client.get(url, headers=world["company"].headers).status_code == 403
+    outsider = client.post(
+        f"{url}/withdraw-claim", json={"reason": "not ours"}, headers=tenants.label().headers
+    )
+    assert outsider.status_code == 404
+    assert client.post(f"{url}/withdraw-claim", json={}, headers=rival.headers).status_code == 422
+
+
+def test_a_duplicate_has_no_claim_to_withdraw(
+    client: TestClient, settings: Settings, engine: Engine, music: Music, world: dict[str, Any]
+) -> None:
+    label = world["label"]
+    _ingest(client, settings, engine, label, world["catalogue"]["id"], _quieter(music, 11))
+    [duplicate] = _conflicts(client, label, kind="duplicate")
+    response = client.post(
+        f"/v1/conflicts/{duplicate['id']}/withdraw-claim",
+        json={"reason": "keep one"},
+        headers=label.headers,
+    )
+    assert response.status_code == 409
+    assert "duplicate" in response.json()["error"]["message"]
+
+
+def test_two_concurrent_resolutions_one_wins_the_other_is_409(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+) -> None:
+    label = world["label"]
+    rival, conflict, _ = _held_check(client, settings, engine, music, tenants, world)
+    operator = tenants.operator()
+    url = f"/v1/conflicts/{conflict['id']}"
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def withdraw() -> None:
+        barrier.wait()
+        r = client.post(f"{url}/withdraw-claim", json={"reason": "ours no more"},
+                        headers=rival.headers)  # fmt: skip
+        statuses.append(r.status_code)
+
+    def decide() -> None:
+        barrier.wait()
+        r = client.post(
+            f"{url}/decision",
+            json={"winner_label_id": str(rival.id), "reason": "the rival owns it"},
+            headers=operator.headers,
+        )
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=withdraw), threading.Thread(target=decide)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 409]
+    posted = scalar(
+        engine, "SELECT count(*) FROM ledger_transactions WHERE kind IN ('release', 'uphold')"
+    )
+    assert posted == 1
+    assert _balance(client, label) + _balance(client, rival) == RATE
+    assert _ledger_sum(engine) == 0
+
+
+def test_resolution_after_the_month_closed_is_an_adjustment_and_statements_show_the_hold(
+    client: TestClient,
+    settings: Settings,
+    engine: Engine,
+    music: Music,
+    tenants: Tenants,
+    world: dict[str, Any],
+    clock: ManualClock,
+) -> None:
+    label = world["label"]
+    rival, conflict, check = _held_check(client, settings, engine, music, tenants, world)
+    operator = tenants.operator()
+    clock.set(dt.datetime(2030, 2, 3, 9, 0, tzinfo=dt.UTC))
+    closed = client.post("/v1/periods/2030-01/close", headers=operator.headers)
+    assert closed.status_code == 200, closed.text
+
+    january = client.get("/v1/statements/2030-01", headers=rival.headers).json()
+    [row] = january["conflicts"]
+    assert (row["status"], row["amount_micros"]) == ("held", RATE)
+    assert row["label_id"] == str(label.id)
+    assert row["other_label_id"] == str(rival.id)
+
+    response = client.post(
+        f"/v1/conflicts/{conflict['id']}/decision",
+        json={"winner_label_id": str(rival.id), "reason": "the rival's licence"},
+        headers=operator.headers,
+    )
+    assert response.status_code == 200, response.text
+    [hold] = response.json()["holds"]
+    adjusts = scalar(
+        engine,
+        "SELECT adjusts_period::text FROM ledger_transactions WHERE id = :id",
+        id=hold["resolution_transaction_id"],
+    )
+    assert adjusts == "2030-01-01"  # the held money's month is closed: an adjustment
+    assert _balance(client, rival) == RATE
+    assert _ledger_sum(engine) == 0
+    # January's statement does not change; February's shows the hold paid out.
+    assert client.get("/v1/statements/2030-01", headers=rival.headers).json() == january
+    clock.set(dt.datetime(2030, 3, 2, 9, 0, tzinfo=dt.UTC))
+    assert client.post("/v1/periods/2030-02/close", headers=operator.headers).status_code == 200
+    february = client.get("/v1/statements/2030-02", headers=rival.headers).json()
+    [row] = february["conflicts"]
+    assert row["status"] == "upheld"
+    assert [a["kind"] for a in february["adjustments"]] == ["uphold"]
+    assert check["id"]

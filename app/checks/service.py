@@ -651,6 +651,7 @@ def record(
                     conflict_id=conflict_id,
                     charge=charge,
                     use_id=use_ids[lic.track_id],
+                    track_id=lic.track_id,
                     label_id=lic.label_id,
                     label_account=accounts[lic.label_id],
                     escrow=accounts[ESCROW],

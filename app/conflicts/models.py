@@ -29,6 +29,7 @@ class ConflictHold(Base):
         sa.ForeignKey("ownership_conflicts.id"), index=True
     )
     use_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("uses.id"), unique=True)
+    track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"))  # the use's
     # The label the use was credited to (and the hold took the money from).
     label_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organisations.id"))
     check_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("checks.id"))

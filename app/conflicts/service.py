@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.catalogues import tracks
 from app.catalogues.models import (
@@ -55,6 +55,7 @@ def hold_use(
     conflict_id: uuid.UUID,
     charge: LedgerTransaction,
     use_id: uuid.UUID,
+    track_id: uuid.UUID,
     label_id: uuid.UUID,
     label_account: uuid.UUID,
     escrow: uuid.UUID,
@@ -78,6 +79,7 @@ def hold_use(
         ConflictHold(
             conflict_id=conflict_id,
             use_id=use_id,
+            track_id=track_id,
             label_id=label_id,
             check_id=charge.check_id,
             hold_transaction_id=hold.id,
@@ -370,3 +372,50 @@ def held_between(session: Session, *, label_id: uuid.UUID, end: dt.datetime) -> 
         .group_by(ConflictHold.currency)
     )
     return {currency: int(total) for currency, total in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAsOf:
+    """A held use as it stood at the end of a period."""
+
+    hold: ConflictHold
+    conflict: OwnershipConflict
+    state: str  # held | released | upheld, at the end
+    at: dt.datetime  # when it reached that state
+
+
+def holds_as_of(
+    session: Session, *, label_id: uuid.UUID, start: dt.datetime, end: dt.datetime
+) -> list[HoldAsOf]:
+    """The holds of the label's conflicts (either side) that were held at some point in
+    [start, end), each as it stood at `end`. Built from the holds and the ledger, which are
+    append-only, so the answer about a past period never changes."""
+    posted = aliased(LedgerTransaction)
+    rows = session.execute(
+        sa.select(ConflictHold, OwnershipConflict, posted.kind, posted.created_at)
+        .join(OwnershipConflict, OwnershipConflict.id == ConflictHold.conflict_id)
+        .outerjoin(
+            posted,
+            sa.and_(
+                posted.answers_id == ConflictHold.hold_transaction_id,
+                posted.kind.in_([TransactionKind.RELEASE.value, TransactionKind.UPHOLD.value]),
+            ),
+        )
+        .where(
+            sa.or_(
+                OwnershipConflict.label_id == label_id,
+                OwnershipConflict.original_label_id == label_id,
+            ),
+            ConflictHold.created_at < end,
+            sa.or_(posted.id.is_(None), posted.created_at >= start),
+        )
+        .order_by(ConflictHold.id)
+    ).all()
+    found = []
+    for hold, conflict, kind, posted_at in rows:
+        if kind is not None and posted_at < end:
+            state, at = {"release": "released", "uphold": "upheld"}[kind], posted_at
+        else:
+            state, at = "held", hold.created_at
+        found.append(HoldAsOf(hold, conflict, state, at))
+    return found

@@ -126,6 +126,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("conflict_id", sa.Uuid(), nullable=False),
         sa.Column("use_id", sa.Uuid(), nullable=False),
+        sa.Column("track_id", sa.Uuid(), nullable=False),
         sa.Column("label_id", sa.Uuid(), nullable=False),
         sa.Column("check_id", sa.Uuid(), nullable=False),
         sa.Column("hold_transaction_id", sa.BigInteger(), nullable=False),
@@ -140,6 +141,9 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["use_id"], ["uses.id"], name=op.f("fk_conflict_holds_use_id_uses")
+        ),
+        sa.ForeignKeyConstraint(
+            ["track_id"], ["tracks.id"], name=op.f("fk_conflict_holds_track_id_tracks")
         ),
         sa.ForeignKeyConstraint(
             ["label_id"],
