@@ -255,6 +255,19 @@ def test_a_check_on_both_sides_of_an_open_conflict_charges_once_and_holds_the_cr
     assert detail["evidence"][0]["similarity"] > 0.95
     [use] = client.get("/v1/uses", headers=label.headers).json()["items"]
     assert (use["conflict_id"], use["conflict_state"]) == (conflict["id"], "held")
+    # Nothing else moves the held money while the conflict is open.
+    operator = tenants.operator()
+    reversal = client.post(
+        f"/v1/checks/{check['id']}/reversal", json={"reason": "test"}, headers=operator.headers
+    )
+    assert reversal.status_code == 409, reversal.text
+    dispute = client.post(
+        "/v1/disputes",
+        json={"use_id": use["id"], "reason": "other", "comment": "not this"},
+        headers=company.headers,
+    )
+    assert dispute.status_code == 409, dispute.text
+    assert _ledger_sum(engine) == 0
 
 
 def _held_check(
@@ -316,6 +329,15 @@ def test_withdrawing_a_claim_pays_the_other_label_what_was_held(
         u for u in client.get("/v1/uses", headers=label.headers).json()["items"] if u["conflict_id"]
     ]
     assert use["conflict_state"] == "upheld"
+    # Reversing the check takes the credit back from the label that was paid.
+    reversal = client.post(
+        f"/v1/checks/{use['check_id']}/reversal",
+        json={"reason": "refund"},
+        headers=tenants.operator().headers,
+    )
+    assert reversal.status_code == 201, reversal.text
+    assert (_balance(client, label), _balance(client, rival)) == (0, RATE)
+    assert _ledger_sum(engine) == 0
 
 
 def test_an_operator_decides_for_the_first_registrant(
