@@ -187,15 +187,14 @@ def _candidates(
     hit_by: dict[uuid.UUID, set[int]] = {}
     after = 0
     while True:
+        # One range of the (embedder, version, id) index per batch; withdrawn tracks are
+        # left out afterwards, among the few candidates.
         rows = session.execute(
             sa.select(Segment.id, Segment.track_id, Segment.vector)
-            .join(Track, Track.id == Segment.track_id)
             .where(
                 Segment.embedder == embedder,
                 Segment.embedder_version == version,
                 Segment.id > after,
-                Segment.track_id != track.id,
-                Track.withdrawn_at.is_(None),
             )
             .order_by(Segment.id)
             .limit(BATCH)
@@ -207,7 +206,13 @@ def _candidates(
         for p, j in zip(*np.nonzero(sims >= NEAR_VERBATIM), strict=True):
             hit_by.setdefault(rows[int(j)].track_id, set()).add(int(p))
     need = PROBE_HITS * len(probes)
-    return [t for t, probes_hit in hit_by.items() if len(probes_hit) >= need]
+    found = [t for t, hit in hit_by.items() if len(hit) >= need and t != track.id]
+    if not found:
+        return []
+    live = session.scalars(
+        sa.select(Track.id).where(Track.id.in_(found), Track.withdrawn_at.is_(None))
+    )
+    return sorted(live, key=str)
 
 
 def detect(session: Session, track_id: uuid.UUID) -> list[OwnershipConflict]:
