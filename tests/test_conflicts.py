@@ -510,3 +510,33 @@ def test_resolution_after_the_month_closed_is_an_adjustment_and_statements_show_
     assert row["status"] == "upheld"
     assert [a["kind"] for a in february["adjustments"]] == ["uphold"]
     assert check["id"]
+
+
+def test_grouping_merges_the_same_passage_only() -> None:
+    import uuid as _uuid
+
+    from app.checks.attribution import Evidence, TrackMatch
+    from app.checks.grouping import Pair, group_matches
+
+    newer, original = _uuid.uuid4(), _uuid.uuid4()
+    # The newer track is the original from 5 s in: original time = newer time + 5.
+    pair = Pair(_uuid.uuid4(), newer, original, 1.0, 5.0, holds_money=True, spans=((0, 25),))
+
+    def match(ref_start: float, resemblance: float) -> TrackMatch:
+        return TrackMatch(0, resemblance, (Evidence(0.0, 12.0, ref_start, ref_start + 12, 0.9),))
+
+    same = group_matches([(newer, match(3.0, 0.8)), (original, match(8.0, 0.7))], [pair])
+    [group] = same
+    assert group.representative == original
+    assert group.match.resemblance == 0.8  # the group's strongest
+    assert group.held_by == pair.conflict_id
+    # The same tracks at another alignment: two passages, two uses.
+    apart = group_matches([(newer, match(3.0, 0.8)), (original, match(40.0, 0.7))], [pair])
+    assert len(apart) == 2
+    # Only the newer matched: the original joins, its match moved into its own time.
+    [alone] = group_matches([(newer, match(3.0, 0.8))], [pair], partners=[original])
+    assert alone.representative == original
+    assert alone.match.evidence[0].reference_start == 8.0
+    # Only the newer matched, outside the stretch both share: the original stays out.
+    [outside] = group_matches([(newer, match(60.0, 0.8))], [pair], partners=[original])
+    assert outside.representative == newer
