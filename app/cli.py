@@ -1,5 +1,5 @@
 """The `echoledger` command: serve, worker, migrate, create-org, import, import-ddex, reembed,
-rebuild-index, close-period."""
+rebuild-index, close-period, scan-conflicts."""
 
 from __future__ import annotations
 
@@ -222,6 +222,30 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan_conflicts(args: argparse.Namespace) -> int:
+    import uuid
+
+    from app.catalogues import overlaps
+    from app.db import transaction
+
+    try:
+        catalogue_id = uuid.UUID(args.catalogue) if args.catalogue else None
+    except ValueError:
+        print(
+            f"--catalogue must be a catalogue id (a UUID), got {args.catalogue!r}", file=sys.stderr
+        )
+        return 2
+    with _database() as (_, sessions), transaction(sessions) as session:
+        found = overlaps.scan(session, catalogue_id=catalogue_id)
+        for row in found:
+            print(
+                f"{row.kind} {row.id}: track {row.track_id} repeats {row.original_track_id} "
+                f"(coverage {row.coverage:.0%}, resemblance {row.resemblance:.3f})"
+            )
+    print(f"{len(found)} new duplicates or conflicts found")
+    return 0
+
+
 def cmd_close_period(args: argparse.Namespace) -> int:
     from app.errors import Conflict
     from app.ledger import periods
@@ -310,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the FAISS index snapshot from PostgreSQL (running servers load it on start)",
     )
     rebuild.set_defaults(func=cmd_rebuild_index)
+
+    scan = commands.add_parser(
+        "scan-conflicts",
+        help="find tracks registered twice (duplicates within a label, ownership conflicts "
+        "between labels) among the indexed tracks",
+    )
+    scan.add_argument("--catalogue", default=None, help="only this catalogue's tracks")
+    scan.set_defaults(func=cmd_scan_conflicts)
 
     close = commands.add_parser(
         "close-period",

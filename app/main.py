@@ -25,6 +25,8 @@ from app.checks.routes import router as checks_router
 from app.checks.service import release_orphaned_claims
 from app.clock import Clock, system_clock
 from app.config import Settings, get_settings
+from app.conflicts.flow import ConflictFlow
+from app.conflicts.routes import router as conflicts_router
 from app.db import create_db_engine, resolve_database_url, transaction
 from app.disputes.flow import DisputeFlow
 from app.disputes.routes import router as disputes_router
@@ -104,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.dispute_flow = DisputeFlow(
         settings=settings, sessions=runtime.sessions, appender=appender
     )
+    app.state.conflict_flow = ConflictFlow(sessions=runtime.sessions, appender=appender)
     log.info("service.started", database=engine.url.render_as_string(hide_password=True))
     syncing = asyncio.create_task(
         keep_in_sync(
@@ -250,5 +253,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(checks_router)
     app.include_router(ledger_router)
     app.include_router(disputes_router)
+    app.include_router(conflicts_router)
     app.include_router(reports_router)
     return app

@@ -1,7 +1,15 @@
 """Every ORM model, imported in one place so the metadata is complete (Alembic, tests)."""
 
-from app.catalogues.models import Catalogue, LicenseTerms, Segment, Track, TrackExclusion
+from app.catalogues.models import (
+    Catalogue,
+    LicenseTerms,
+    OwnershipConflict,
+    Segment,
+    Track,
+    TrackExclusion,
+)
 from app.checks.models import Check, IdempotencyKey, Use
+from app.conflicts.models import ConflictHold
 from app.db import Base
 from app.disputes.models import Dispute, DisputeEvent
 from app.ledger.models import LedgerAccount, LedgerPeriod, LedgerPosting, LedgerTransaction
@@ -13,6 +21,7 @@ __all__ = [
     "Base",
     "Catalogue",
     "Check",
+    "ConflictHold",
     "Dispute",
     "DisputeEvent",
     "IdempotencyKey",
@@ -22,6 +31,7 @@ __all__ = [
     "LedgerTransaction",
     "LicenseTerms",
     "Organisation",
+    "OwnershipConflict",
     "Segment",
     "Track",
     "TrackExclusion",

@@ -235,6 +235,21 @@ MATRIX = [
         _all(403, operator=404),
         body={"outcome": "release", "reason": "appeal granted"},
     ),
+    Row("GET", "/v1/conflicts", _all(403, label=200, other_label=200, operator=200, auditor=200)),
+    # Conflicts are checked with real ones in tests/test_conflicts.py; here, an unknown id.
+    Row("GET", "/v1/conflicts/{conflict_id}", _all(404, ai_company=403)),
+    Row(
+        "POST",
+        "/v1/conflicts/{conflict_id}/withdraw-claim",
+        _all(403, label=404, other_label=404),
+        body={"reason": "not ours"},
+    ),
+    Row(
+        "POST",
+        "/v1/conflicts/{conflict_id}/decision",
+        _all(403, operator=404),
+        body={"winner_label_id": str(uuid.uuid4()), "reason": "their contract"},
+    ),
 ]
 
 
@@ -268,6 +283,7 @@ def world(client: TestClient, tenants: Tenants, tmp_path: Path) -> dict[str, Any
         "track_id": track.json()["id"],
         "month": "2000-01",
         "dispute_id": str(uuid.uuid4()),
+        "conflict_id": str(uuid.uuid4()),
     }
     closed = client.post("/v1/periods/2000-01/close", headers=callers["operator"].headers)
     assert closed.status_code == 200, closed.text

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Engine
 from app.config import Settings
 from app.main import create_app
 from app.orgs.models import OrgKind
+from tests.audio_synth import melody_track
 from tests.factories import Tenant, Tenants, audio_file, run_jobs, submit_check, upload
-from tests.worlds import RATE, Music, excerpt
+from tests.worlds import RATE, SEEDS, SR, Music, excerpt
 
 PARAM = re.compile(r"\{(\w+)\}")
 TENANT_KINDS = (OrgKind.LABEL, OrgKind.AI_COMPANY)
@@ -69,6 +70,12 @@ def _side(
     )
     assert dispute.status_code == 201, dispute.text
     assert use["track_id"] == track.json()["id"]
+    # The label registers the recording again (quieter): a duplicate it is a party to.
+    again = music.write(f"isolation-again-{seed}", lambda: 0.9 * melody_track(
+        seed, seconds=30.0, sr=SR, timbre=SEEDS[seed]))  # fmt: skip
+    assert upload(client, label, catalogue["id"], again).status_code == 202
+    run()
+    [duplicate] = client.get("/v1/conflicts", headers=label.headers).json()["items"]
     keys = {
         t.kind: client.post("/v1/keys", json={"name": "spare"}, headers=t.headers).json()["id"]
         for t in (label, company)
@@ -76,6 +83,7 @@ def _side(
     objects = {"catalogue_id": catalogue["id"], "track_id": track.json()["id"]}
     objects["check_id"] = check.json()["id"]
     objects["dispute_id"] = dispute.json()["id"]
+    objects["conflict_id"] = duplicate["id"]
     ids: dict[str, dict[OrgKind, str]] = {
         "org_id": {OrgKind.LABEL: str(label.id), OrgKind.AI_COMPANY: str(company.id)},
         "key_id": keys,
@@ -122,6 +130,7 @@ def test_every_path_parameter_is_known() -> None:
     """A new route with a new kind of id fails here until this test can fill it."""
     names = {name for _, path in ROUTES for name in PARAM.findall(path)}
     known = {"org_id", "key_id", "catalogue_id", "track_id", "check_id", "dispute_id"}
+    known |= {"conflict_id"}
     known |= set(NOT_IDS)
     assert names <= known, f"teach tests/test_tenant_isolation.py these ids: {names - known}"
     assert len(WITH_IDS) >= 15  # the route table was read

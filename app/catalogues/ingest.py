@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.audio.decode import AudioError, load
+from app.catalogues import overlaps
 from app.catalogues.jobs import TRACK_LOCK_PREFIX
 from app.catalogues.models import Segment, Track, TrackStatus
 from app.catalogues.tracks import lock_index_appends
@@ -63,7 +64,7 @@ def ingest(runtime: WorkerRuntime, track_id: uuid.UUID, *, reembed: bool = False
 
     duration_s = len(audio) / embedder.sample_rate
     with transaction(runtime.sessions) as session:
-        return store_segments(
+        status = store_segments(
             session,
             track_id,
             embedding,
@@ -72,6 +73,20 @@ def ingest(runtime: WorkerRuntime, track_id: uuid.UUID, *, reembed: bool = False
             duration_s=duration_s,
             expected=expected,
         )
+    if status == TrackStatus.INDEXED.value and not reembed:
+        find_overlaps(runtime, track_id)
+    return status
+
+
+def find_overlaps(runtime: WorkerRuntime, track_id: uuid.UUID) -> None:
+    """Record the stored tracks this one repeats (see `overlaps`). The track is indexed
+    whatever happens here: a failure is logged, and `echoledger scan-conflicts` finds what
+    was missed."""
+    try:
+        with transaction(runtime.sessions) as session:
+            overlaps.detect(session, track_id)
+    except Exception:
+        log.exception("ingest.overlap_detection_failed", track_id=str(track_id))
 
 
 def _reason(exc: Exception) -> str:

@@ -7,6 +7,7 @@ import enum
 import uuid
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, utcnow
@@ -119,6 +120,9 @@ class Track(Base):
     indexed_at: Mapped[dt.datetime | None]
     withdrawn_at: Mapped[dt.datetime | None]
     withdrawal_seq: Mapped[int | None] = mapped_column(sa.BigInteger, unique=True)
+    # The same label's earlier track this one was found to repeat (see `overlaps`); both
+    # still match, and a check pays the earlier one once for a passage they share.
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("tracks.id"))
 
 
 class Segment(Base):
@@ -229,3 +233,84 @@ class TrainingPreferences(Base):
     ai_inference: Mapped[str | None] = mapped_column(sa.String(16))
     ai_inference_policy: Mapped[str | None] = mapped_column(sa.String(2000))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OverlapKind(enum.StrEnum):
+    DUPLICATE = "duplicate"  # one label registered the recording twice
+    CONFLICT = "conflict"  # two labels claim the recording
+
+
+class OverlapStatus(enum.StrEnum):
+    NOTED = "noted"  # a duplicate: nothing to decide, money goes to the earlier track
+    OPEN = "open"  # a conflict: money for matches on it is held
+    RESOLVED = "resolved"  # a conflict decided: the winner was paid what was held
+
+
+class ConflictResolution(enum.StrEnum):
+    CLAIM_WITHDRAWN = "claim_withdrawn"  # one label gave up its claim
+    DECIDED = "decided"  # an operator decided
+
+
+class OwnershipConflict(Base):
+    """A stored track (`original_track_id`, registered first) covers most of a newer one at
+    near-verbatim resemblance: the same recording registered twice.
+
+    Within one label it is a duplicate; between two labels an ownership conflict, whose
+    money is held until one label withdraws its claim or an operator decides. The row changes
+    once, from open to resolved, by a compare-and-set on `status`.
+    """
+
+    __tablename__ = "ownership_conflicts"
+    __table_args__ = (
+        sa.UniqueConstraint("track_id", "original_track_id"),
+        sa.CheckConstraint("track_id <> original_track_id", name="two_tracks"),
+        sa.CheckConstraint("kind IN ('duplicate', 'conflict')", name="kind_known"),
+        sa.CheckConstraint("status IN ('noted', 'open', 'resolved')", name="status_known"),
+        sa.CheckConstraint(
+            "(kind = 'duplicate') = (status = 'noted')", name="duplicates_are_noted"
+        ),
+        sa.CheckConstraint(
+            "(kind = 'duplicate') = (label_id = original_label_id)", name="duplicate_iff_same_label"
+        ),
+        sa.CheckConstraint(
+            "(status = 'resolved') = (resolved_at IS NOT NULL AND winner_label_id IS NOT NULL "
+            "AND resolution IS NOT NULL)",
+            name="resolved_fields",
+        ),
+        sa.CheckConstraint(
+            "resolution IS NULL OR resolution IN ('claim_withdrawn', 'decided')",
+            name="resolution_known",
+        ),
+        sa.Index("ix_ownership_conflicts_original_track_id", "original_track_id"),
+        sa.Index("ix_ownership_conflicts_label_id_detected_at", "label_id", "detected_at", "id"),
+        sa.Index(
+            "ix_ownership_conflicts_original_label_id_detected_at",
+            "original_label_id",
+            "detected_at",
+            "id",
+        ),
+        sa.Index("ix_ownership_conflicts_detected_at_id", "detected_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"))
+    label_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organisations.id"))
+    original_track_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("tracks.id"))
+    original_label_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("organisations.id"))
+    # What the detection saw: the share of the newer track covered, the mean window
+    # similarity over it, the tempo ratio and offset (original time = ratio * time + offset),
+    # and the covered spans of both tracks.
+    coverage: Mapped[float] = mapped_column(sa.Double)
+    resemblance: Mapped[float] = mapped_column(sa.Double)
+    tempo_ratio: Mapped[float] = mapped_column(sa.Double)
+    offset_s: Mapped[float] = mapped_column(sa.Double)
+    evidence: Mapped[list[dict[str, float]]] = mapped_column(JSONB)
+    detected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None]
+    resolution: Mapped[str | None] = mapped_column(sa.String(16))
+    winner_label_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("organisations.id"))
+    # Who decided (NULL: nobody yet), and why.
+    resolved_by: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("organisations.id"))
+    resolved_reason: Mapped[str | None] = mapped_column(sa.Text)

@@ -174,3 +174,7 @@ class TrackRead(BaseModel):
     created_at: dt.datetime
     indexed_at: dt.datetime | None
     withdrawn_at: dt.datetime | None
+    duplicate_of: uuid.UUID | None = Field(
+        description="The same label's earlier track this one repeats (same recording, found "
+        "at ingestion); a check pays the earlier one once for a passage both match."
+    )

@@ -93,6 +93,16 @@ class MatchOut(BaseModel):
     )
     amount_micros: int = Field(description="What the track's label is credited for this use.")
     evidence: list[EvidenceOut]
+    counted_with: uuid.UUID | None = Field(
+        default=None,
+        description="Another registration of the same recording that matched the same "
+        "passage: this match is counted in that track's use (one passage, one payment).",
+    )
+    conflict_id: uuid.UUID | None = Field(
+        default=None,
+        description="The open ownership conflict this use's money is held for, until one "
+        "label withdraws its claim or an operator decides.",
+    )
 
 
 class EmbedderOut(BaseModel):

@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import boot
 from app.audio.decode import load
+from app.catalogues import overlaps
 from app.catalogues.licensing import Licensed, excluded_hits, licensed_tracks
+from app.catalogues.models import OverlapStatus
 from app.checks.attribution import (
     AttributionParams,
     Calibration,
@@ -37,10 +39,12 @@ from app.checks.attribution import (
     TrackWindows,
     attribute_vectors,
 )
+from app.checks.grouping import Group, Pair, group_matches
 from app.checks.models import Check, IdempotencyKey, Use
 from app.checks.pricing import RESEMBLANCE_SCALE, UseCandidate, price, quantise
 from app.checks.schemas import CheckResult, EmbedderOut, EvidenceOut, MatchOut
 from app.config import Settings
+from app.conflicts import service as conflicts
 from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
 from app.errors import Conflict, NotFound, PaymentRequired, Unprocessable
@@ -169,6 +173,10 @@ class Analysis:
     duration_s: float
     index_watermark: int
     matches: list[tuple[TrackMatch, Licensed]]
+    # Known registrations of one recording with a matched track on one side (see
+    # `grouping`), and the live, licensed tracks on their other sides that did not match.
+    pairs: list[Pair] = field(default_factory=list)
+    partners: dict[uuid.UUID, Licensed] = field(default_factory=dict)
 
 
 def params_for(params: AttributionParams, embedder: Embedder) -> AttributionParams:
@@ -223,10 +231,29 @@ def analyse(
         params=params,
         transpose=embedder.transpose if embedder.can_transpose else None,
     )
+    licensed = [(m, search.licensed[search.track_ids[m.track]]) for m in matches]
+    matched = [lic.track_id for _, lic in licensed]
+    with sessions() as session:
+        known = overlaps.pairs_touching(session, matched)
+        others = {p.track_id for p in known} | {p.original_track_id for p in known}
+        partners = licensed_tracks(session, sorted(others - set(matched), key=str), at=at)
     return Analysis(
         duration_s=duration_s,
         index_watermark=search.watermark,
-        matches=[(m, search.licensed[search.track_ids[m.track]]) for m in matches],
+        matches=licensed,
+        pairs=[
+            Pair(
+                conflict_id=p.id,
+                track_id=p.track_id,
+                original_track_id=p.original_track_id,
+                tempo_ratio=p.tempo_ratio,
+                offset_s=p.offset_s,
+                holds_money=p.status == OverlapStatus.OPEN.value,
+                spans=tuple((s["track_start"], s["track_end"]) for s in p.evidence),
+            )
+            for p in known
+        ],
+        partners=partners,
     )
 
 
@@ -335,23 +362,70 @@ class Submission:
 
 
 Accounts = dict[uuid.UUID | None, uuid.UUID]  # org id (None: the platform) -> ledger account
+# The key of the platform's escrow in `Accounts` (no organisation has the nil UUID): where
+# uses on both sides of an open ownership conflict are held.
+ESCROW = uuid.UUID(int=0)
 
 
-def _ranked_uses(
-    analysis: Analysis,
-) -> tuple[list[tuple[TrackMatch, Licensed]], list[tuple[TrackMatch, Licensed]]]:
-    """The matches, strongest first, and those among them that are uses (resemblance at or
-    above their terms' threshold)."""
-    ranked = sorted(
-        analysis.matches, key=lambda m: (-quantise(m[0].resemblance), str(m[1].track_id))
+@dataclass(frozen=True, slots=True)
+class Uses:
+    """What a check pays for.
+
+    ranked : every match, strongest first
+    uses : one per group of matches on the same passage of one recording (its earliest
+        registration, at the group's strongest resemblance), strongest first
+    counted_with : a match merged into another track's use -> that track
+    held_by : a use paid into escrow -> the open ownership conflict that holds it
+    """
+
+    ranked: list[tuple[TrackMatch, Licensed]]
+    uses: list[tuple[TrackMatch, Licensed]]
+    counted_with: dict[uuid.UUID, uuid.UUID]
+    held_by: dict[uuid.UUID, uuid.UUID]
+
+
+def _by_strength(pair: tuple[TrackMatch, Licensed]) -> tuple[int, str]:
+    return -quantise(pair[0].resemblance), str(pair[1].track_id)
+
+
+def _ranked_uses(analysis: Analysis) -> Uses:
+    """The matches, and the uses among them (resemblance at or above their terms'
+    threshold), with matches on two registrations of one recording counted once."""
+    above = [
+        (m, lic)
+        for m, lic in analysis.matches
+        if quantise(m.resemblance) >= quantise(lic.threshold)
+    ]
+    of_track = {lic.track_id: (m, lic) for m, lic in above}
+    # Tracks that may join a use through a pair: those that did not match, and those that
+    # matched below their threshold.
+    partners = dict(analysis.partners)
+    partners.update(
+        {lic.track_id: lic for m, lic in analysis.matches if lic.track_id not in of_track}
     )
-    uses = [(m, lic) for m, lic in ranked if quantise(m.resemblance) >= quantise(lic.threshold)]
-    return ranked, uses
+    groups: list[Group] = group_matches(
+        [(t, m) for t, (m, _) in of_track.items()], analysis.pairs, partners=partners.keys()
+    )
+    uses, implied = [], {}
+    counted_with: dict[uuid.UUID, uuid.UUID] = {}
+    held_by: dict[uuid.UUID, uuid.UUID] = {}
+    for group in groups:
+        rep = group.representative
+        lic = of_track[rep][1] if rep in of_track else partners[rep]
+        uses.append((group.match, lic))
+        if rep not in of_track:
+            implied[rep] = (group.match, lic)
+        counted_with.update({t: rep for t in group.members if t != rep})
+        if group.held_by is not None:
+            held_by[rep] = group.held_by
+    ranked = [(m, lic) for m, lic in analysis.matches if lic.track_id not in implied]
+    ranked = sorted(ranked + list(implied.values()), key=_by_strength)
+    return Uses(ranked, sorted(uses, key=_by_strength), counted_with, held_by)
 
 
 def charge_for(analysis: Analysis, *, fee_bps: int) -> int:
     """What recording this analysis would charge (the same pricing `record` applies)."""
-    _, uses = _ranked_uses(analysis)
+    uses = _ranked_uses(analysis).uses
     candidates = [UseCandidate(quantise(m.resemblance), lic.rate_per_use_micros) for m, lic in uses]
     return price(candidates, fee_bps=fee_bps).charge_micros
 
@@ -418,22 +492,27 @@ def resolve_accounts(
 ) -> Accounts:
     """The ledger accounts a check may post to (created on first use), in a short transaction
     of its own, so that the chain lock is never held for these lookups."""
-    _, uses = _ranked_uses(analysis)
-    if not uses:
+    found = _ranked_uses(analysis)
+    if not found.uses:
         return {}
     wanted: list[tuple[uuid.UUID | None, AccountKind]] = [
         (submission.ai_company_id, AccountKind.AI_COMPANY)
     ]
-    wanted += [(lic.label_id, AccountKind.LABEL) for _, lic in uses]
+    wanted += [(lic.label_id, AccountKind.LABEL) for _, lic in found.uses]
     if submission.fee_bps:
         wanted.append((None, AccountKind.PLATFORM))
     with transaction(sessions) as session:
-        return {
+        accounts: Accounts = {
             org_id: ledger.account_id(
                 session, org_id=org_id, kind=kind, currency=submission.currency
             )
             for org_id, kind in dict(wanted).items()
         }
+        if found.held_by:
+            accounts[ESCROW] = ledger.account_id(
+                session, org_id=None, kind=AccountKind.HELD, currency=submission.currency
+            )
+        return accounts
 
 
 def record(
@@ -447,7 +526,8 @@ def record(
     result as stored. Runs inside the ledger appender (under the chain lock); `accounts` come
     from `resolve_accounts`."""
     sub = submission
-    ranked, uses = _ranked_uses(analysis)
+    found = _ranked_uses(analysis)
+    ranked, uses = found.ranked, found.uses
     pricing = price(
         [UseCandidate(quantise(m.resemblance), lic.applied_rate_micros)
          for m, lic in uses],
@@ -488,6 +568,8 @@ def record(
                 preference_policy=lic.preference_policy,
                 amount_micros=amount_of.get(lic.track_id, 0),
                 evidence=[_evidence_out(e) for e in m.evidence],
+                counted_with=found.counted_with.get(lic.track_id),
+                conflict_id=found.held_by.get(found.counted_with.get(lic.track_id, lic.track_id)),
             )
             for m, lic in ranked
         ],
@@ -550,7 +632,7 @@ def record(
         ]
         if pricing.fee_micros:
             credits.append(movements.Credit(accounts[None], pricing.fee_micros))
-        movements.charge(
+        charge = movements.charge(
             session,
             head,
             payer=accounts[sub.ai_company_id],
@@ -560,6 +642,21 @@ def record(
             tx_id=tx_id,
             actor_id=sub.ai_company_id,
         )
+        for _, lic in uses:
+            conflict_id = found.held_by.get(lic.track_id)
+            if conflict_id is not None and amount_of[lic.track_id] > 0:
+                conflicts.hold_use(
+                    session,
+                    head,
+                    conflict_id=conflict_id,
+                    charge=charge,
+                    use_id=use_ids[lic.track_id],
+                    track_id=lic.track_id,
+                    label_id=lic.label_id,
+                    label_account=accounts[lic.label_id],
+                    escrow=accounts[ESCROW],
+                    amount_micros=amount_of[lic.track_id],
+                )
     bound = session.execute(
         sa.update(IdempotencyKey)
         .where(

@@ -118,7 +118,8 @@ def reverse(
             still_held[p.use_id] = still_held.get(p.use_id, 0) + p.amount_micros
     if any(still_held.values()):
         raise Conflict(
-            "part of this charge is held pending a dispute's decision; decide it first",
+            "part of this charge is held pending a decision (a dispute or an ownership "
+            "conflict); decide it first",
             details={"held_use_ids": sorted(str(u) for u, n in still_held.items() if n)},
         )
     net: dict[tuple[uuid.UUID, uuid.UUID | None], int] = {}

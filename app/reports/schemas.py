@@ -65,6 +65,16 @@ class UseRead(BaseModel):
     reversal_transaction_id: int | None = Field(
         description="Set when the check's charge was reversed."
     )
+    conflict_id: uuid.UUID | None = Field(
+        default=None,
+        description="The ownership conflict this use's credit was held for (the recording is "
+        "claimed by two labels).",
+    )
+    conflict_state: str | None = Field(
+        default=None,
+        description="`held` (in escrow until the conflict is resolved), `released` (paid to "
+        "this use's label, which won) or `upheld` (paid to the other label, which won).",
+    )
 
 
 USE_CSV_COLUMNS = list(UseRead.model_fields)
@@ -156,6 +166,24 @@ class DisputeRow(BaseModel):
     last_step_at: dt.datetime
 
 
+class ConflictHoldRow(BaseModel):
+    """A use held for an ownership conflict, as it stood at the end of the month: the
+    recording is claimed by two labels, and its money waits in escrow for the winner."""
+
+    conflict_id: uuid.UUID
+    use_id: uuid.UUID
+    track_id: uuid.UUID
+    label_id: uuid.UUID = Field(description="The label the use was credited to.")
+    other_label_id: uuid.UUID = Field(description="The other label claiming the recording.")
+    amount_micros: int
+    status: str = Field(
+        description="At the end of the month: `held`, `released` (paid to `label_id`) or "
+        "`upheld` (paid to `other_label_id`)."
+    )
+    held_at: dt.datetime
+    at: dt.datetime = Field(description="When it reached that status.")
+
+
 class CatalogueRow(BaseModel):
     catalogue_id: uuid.UUID
     catalogue: str
@@ -183,6 +211,11 @@ class Statement(BaseModel):
     tracks: list[StatementTrackRow]
     adjustments: list[AdjustmentRow]
     disputes: list[DisputeRow]
+    conflicts: list[ConflictHoldRow] = Field(
+        default_factory=list,
+        description="Uses of recordings claimed by this label and another, whose money was "
+        "held in escrow during the month (not on this label's accounts while held).",
+    )
 
 
 class Invoice(BaseModel):

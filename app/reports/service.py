@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.catalogues.models import Preference, Track
 from app.checks.models import Use
+from app.conflicts import service as conflicts
 from app.csv_export import csv_lines as csv_lines  # re-exported: every CSV export's writer
 from app.ledger import service as ledger
 from app.ledger.models import LedgerPosting, LedgerTransaction, TransactionKind
@@ -142,12 +143,15 @@ def use_reads(session: Session, rows: list[Use]) -> list[UseRead]:
     reversed_by = ledger.reversal_of(
         session, (u.ledger_transaction_id for u in rows if u.ledger_transaction_id)
     )
+    held = {h.hold.use_id: h for h in conflicts.holds_of(session, use_ids=[u.id for u in rows])}
     return [
         UseRead.model_validate(
             {
                 **{f: getattr(u, f) for f in UseRead.model_fields if hasattr(Use, f)},
                 "track_title": titles.get(u.track_id, ""),
                 "reversal_transaction_id": reversed_by.get(u.ledger_transaction_id or -1),
+                "conflict_id": held[u.id].hold.conflict_id if u.id in held else None,
+                "conflict_state": held[u.id].state if u.id in held else None,
             }
         )
         for u in rows

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.catalogues.models import Catalogue, Track
 from app.checks.models import Use
+from app.conflicts import service as conflicts
 from app.disputes import service as disputes
 from app.errors import Conflict, NotFound
 from app.ledger import periods
@@ -37,6 +38,7 @@ from app.orgs.models import Organisation, OrgKind
 from app.reports.schemas import (
     AdjustmentRow,
     CatalogueRow,
+    ConflictHoldRow,
     DisputeRow,
     Invoice,
     InvoiceLine,
@@ -170,7 +172,34 @@ def statement(session: Session, *, label_id: uuid.UUID, month: dt.date, currency
         tracks=_track_rows(session, available, held, period),
         adjustments=_adjustment_rows(session, available, held, period),
         disputes=_dispute_rows(session, period, label_id=label_id),
+        conflicts=_conflict_rows(session, period, label_id=label_id, currency=currency),
     )
+
+
+def _conflict_rows(
+    session: Session, period: Period, *, label_id: uuid.UUID, currency: str
+) -> list[ConflictHoldRow]:
+    return [
+        ConflictHoldRow(
+            conflict_id=h.conflict.id,
+            use_id=h.hold.use_id,
+            track_id=h.hold.track_id,
+            label_id=h.hold.label_id,
+            other_label_id=(
+                h.conflict.label_id
+                if h.hold.label_id == h.conflict.original_label_id
+                else h.conflict.original_label_id
+            ),
+            amount_micros=h.hold.amount_micros,
+            status=h.state,
+            held_at=h.hold.created_at,
+            at=h.at,
+        )
+        for h in conflicts.holds_as_of(
+            session, label_id=label_id, start=period.start, end=period.end
+        )
+        if h.hold.currency == currency
+    ]
 
 
 def _accounts(*accounts: uuid.UUID | None) -> list[uuid.UUID]:
@@ -474,6 +503,8 @@ CSV_COLUMNS = [
     "adjusts_period",
     "original_transaction_id",
     "dispute_id",
+    "conflict_id",
+    "use_id",
     "status",
     "reason",
     "at",
@@ -487,6 +518,7 @@ def statement_csv(doc: Statement) -> Iterator[str]:
     ]
     rows += [{"section": "track", **row.model_dump(mode="json")} for row in doc.tracks]
     rows += _common_rows(doc.adjustments, doc.disputes)
+    rows += [{"section": "conflict", **row.model_dump(mode="json")} for row in doc.conflicts]
     return _csv(doc.model_dump(mode="json"), rows)
 
 
