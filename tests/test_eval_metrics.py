@@ -179,7 +179,8 @@ def test_fitting_on_every_negative_reports_the_cross_fitted_rate() -> None:
     scores = dict.fromkeys(kinds, 0.0) | {fit[0]: 0.6, fit[1]: 0.5, held[0]: 0.3}
     on_half = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1)
     on_all = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1, fit_on_all=True)
-    assert on_half.fitted_on == "half" and on_all.fitted_on == "all"
+    assert on_half.fitted_on == "half"
+    assert on_all.fitted_on == "all"
     assert 0.5 < on_half.use_threshold <= 0.6
     assert 0.3 < on_all.use_threshold <= 0.5
     # Cross-fitted: the held-out half at the calibration half's threshold (> 0.5) lets nothing
