@@ -39,7 +39,7 @@ FOUNDATION = {
     "csv_export",
 }
 # Domains, lowest first: each may use the ones before it, never one after it.
-DOMAINS = ["orgs", "catalogues", "rights", "ledger", "checks", "disputes", "reports"]
+DOMAINS = ["orgs", "catalogues", "rights", "ledger", "checks", "disputes", "reports", "console"]
 # Wires everything together.
 COMPOSITION = {"main", "worker", "cli", "models"}
 
