@@ -402,7 +402,8 @@ class Period:
             {
                 "from": self.start.isoformat().replace("+00:00", "Z"),
                 "to": self.end.isoformat().replace("+00:00", "Z"),
-            }
+            },
+            safe=":",
         )
 
 
