@@ -304,6 +304,7 @@ def test_a_label_never_sees_another_labels_objects(page: Page, live: Live) -> No
         f"/console/audio/tracks/{ids['track_b']}",
         f"/console/audio/checks/{ids['checks']['other']}",
         f"/console/usage?track_id={ids['track_b']}",
+        "/console/no-such-page",
     ):
         status = status_of(page, live, path)
         if path.startswith("/console/usage"):
@@ -374,6 +375,8 @@ def test_auditor_reads_everything_and_verifies_the_chain(page: Page, live: Live)
     assert page.locator(
         f"[data-transaction-id='{tx['id']}'] table.postings tbody tr"
     ).count() == len(tx["postings"])
+    assert "Nordic Tapes (label)" in text  # postings name their accounts' owners
+    assert "Tune Labs (ai_company)" in text
     result = live.get(auditor, f"/v1/checks/{check_id}")
     assert result["embedder"]["version"] in text
     assert str(result["index_watermark"]) in text

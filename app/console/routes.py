@@ -43,8 +43,9 @@ from app.console.sessions import (
     load_secret,
 )
 from app.db import SessionDep
-from app.errors import AppError, Forbidden, Unauthorized, Unprocessable
+from app.errors import AppError, Forbidden, NotFound, Unauthorized, Unprocessable
 from app.ledger import routes as ledger_api
+from app.ledger import service as ledger
 from app.logging import get_logger
 from app.orgs import service as orgs
 from app.orgs.auth import (
@@ -754,6 +755,9 @@ def check_page(
             limit=100,
             cursor=None,
         ).items
+    accounts = ledger.account_names(
+        session, (p.account_id for t in transactions or () for p in t.postings)
+    )
     readable = _may_read_track(principal)
     matches = []
     for m in result["matches"]:
@@ -777,6 +781,7 @@ def check_page(
         result=result,
         matches=matches,
         transactions=transactions,
+        accounts=accounts,
         currency=result["currency"],
     )
 
@@ -935,3 +940,9 @@ def track_audio(
         principal=principal,
         blobs=request.app.state.service.blobs,
     )
+
+
+@router.get("/{rest:path}")
+def not_found(rest: str, user: UserDep) -> Response:
+    """Any other console address: a 404 page (after sign-in, so it says nothing to strangers)."""
+    raise NotFound("page", "/console/" + rest[:200])
