@@ -134,6 +134,13 @@ def live(
         assert answer.status_code == 201, answer.text
         assert any(m["is_use"] for m in answer.json()["matches"]), name
         checks[name] = answer.json()["id"]
+    # New terms after the checks: the catalogue shows both versions, the uses v1.
+    terms = api.put(
+        f"/v1/catalogues/{cat_a['id']}/license",
+        json={"rate_per_use_micros": 2500, "threshold": 0.3},
+        headers=label_a.headers,
+    )
+    assert terms.status_code == 200, terms.text
     uses_b = live.get(label_b, "/v1/uses")["items"]
     live.ids = {
         "label_a": label_a,
@@ -290,7 +297,10 @@ def test_a_label_never_sees_another_labels_objects(page: Page, live: Live) -> No
     assert ids["catalogue_b"] not in page.content()
     shot(page, "label-catalogues")
     page.goto(f"{live.base}/console/catalogues/{ids['catalogue_a']}")
-    assert page.locator("table.terms tbody tr").count() == 1
+    versions = page.locator("table.terms tbody tr")
+    assert versions.count() == 2
+    assert "USD 0.002500" in versions.nth(0).inner_text()  # the current version first
+    assert "USD 0.002000" in versions.nth(1).inner_text()
     assert page.inner_text("[data-status=indexed]") == "2"
     shot(page, "label-catalogue")
     page.goto(f"{live.base}/console/usage")

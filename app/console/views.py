@@ -138,9 +138,12 @@ def timeline(
 ) -> Markup:
     """The generated piece (top) against the reference track (bottom), each evidence interval
     drawn in both and joined, labelled with its transposition and similarity."""
+    # Without the track (an AI company may not read it) the lane ends where the evidence does.
+    known = reference_seconds is not None
     reference_seconds = reference_seconds or max(
         [e["reference_end"] for e in evidence] + [piece_seconds]
     )
+    reference_end = seconds(reference_seconds) + ("" if known else " (end of evidence)")
     left, right = 96, 12
     lane = width - left - right
     top_y, bottom_y, lane_h = 26, 118, 26
@@ -164,7 +167,7 @@ def timeline(
         f"{seconds(piece_seconds)}</text>",
         f'<text x="{left}" y="{bottom_y + lane_h + 16}" class="tick">0:00</text>',
         f'<text x="{left + lane}" y="{bottom_y + lane_h + 16}" class="tick" text-anchor="end">'
-        f"{seconds(reference_seconds)}</text>",
+        f"{escape(reference_end)}</text>",
     ]
     for i, e in enumerate(evidence):
         q0, q1 = qx(e["query_start"]), qx(e["query_end"])
