@@ -414,6 +414,9 @@ def test_ai_company_sees_its_checks_balance_and_evidence(page: Page, live: Live)
     page.wait_for_load_state("networkidle")
     assert page.locator("svg.timeline").count() >= 1
     assert page.locator(".transaction").count() == 0  # the ledger's internals are auditors'
+    page.wait_for_function(
+        "() => { const a = document.querySelector('#check-audio'); return a.duration > 5 }"
+    )
     shot(page, "company-check")
     page.click("a.evidence-link >> nth=0")
     page.wait_for_load_state("networkidle")
@@ -470,3 +473,37 @@ def test_session_cookie_is_httponly_and_strict(page: Page, live: Live) -> None:
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie").find("el_console=") == -1
+
+
+def test_operator_reads_every_label_and_pages_through_the_usage(page: Page, live: Live) -> None:
+    ids = live.ids
+    operator = ids["tenants"].operator()
+    sign_in(page, live, operator)
+    assert page.url.endswith("/console/usage")
+    every = live.get(operator, "/v1/uses")["items"]
+    assert len(every) == 3
+    # One use a page, following the API's cursors: each use once, newest first, as the API.
+    page.goto(f"{live.base}/console/usage?per_page=1")
+    seen = []
+    while True:
+        rows = page.locator("table.uses tbody tr")
+        assert rows.count() == 1
+        seen.append(rows.first.get_attribute("data-use-id"))
+        following = page.locator(".pager a.next")
+        if following.count() == 0:
+            break
+        following.click()
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".pager a.first").count() == 1
+    assert seen == [u["id"] for u in every]
+    shot(page, "operator-usage-last-page")
+    # A label's dashboard, picked from the list of labels.
+    page.goto(f"{live.base}/console/dashboard")
+    page.click("text=Nordic Tapes")
+    page.wait_for_load_state("networkidle")
+    start, end = period_bounds(page)
+    report = live.get(
+        operator, "/v1/royalties", label_id=str(ids["label_a"].id), **{"from": start, "to": end}
+    )
+    assert int(page.get_attribute("#total", "data-micros") or "") == report["total_micros"]
+    assert status_of(page, live, "/console/usage?per_page=1000") == 422

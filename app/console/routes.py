@@ -145,6 +145,7 @@ def render(
             csrf=user.csrf if user else "",
             path=request.url.path,
             query=dict(request.query_params),
+            first_url=with_query(request, cursor=None),
             **context,
         )
     )
@@ -437,6 +438,7 @@ def period_of(first: str | None, last: str | None, today: dt.date) -> Period:
 FromDay = Annotated[str | None, Query(alias="from", max_length=10)]
 ToDay = Annotated[str | None, Query(alias="to", max_length=10)]
 Cursor = Annotated[str | None, Query(max_length=500)]
+PerPage = Annotated[int, Query(ge=1, le=100)]
 
 
 # ---------------------------------------------------------------------------- label pages
@@ -537,6 +539,7 @@ def catalogue_list(
     user: UserDep,
     label_id: uuid.UUID | None = None,
     cursor: Cursor = None,
+    per_page: PerPage = PAGE_SIZE,
 ) -> HTMLResponse:
     principal = gate(LabelOrReaderDep, user)
     page = catalogue_api.list_catalogues(
@@ -544,7 +547,7 @@ def catalogue_list(
         principal=principal,
         settings=settings,
         label_id=label_id,
-        limit=PAGE_SIZE,
+        limit=per_page,
         cursor=cursor,
     )
     return render(
@@ -564,6 +567,7 @@ def catalogue_page(
     user: UserDep,
     status: Annotated[str | None, Query(max_length=16)] = None,
     cursor: Cursor = None,
+    per_page: PerPage = PAGE_SIZE,
 ) -> HTMLResponse:
     principal = gate(LabelOrReaderDep, user)
     catalogue = catalogue_api.read_catalogue(
@@ -586,7 +590,7 @@ def catalogue_page(
         withdrawn=None,
         audio_sha256=None,
         external_id=None,
-        limit=PAGE_SIZE,
+        limit=per_page,
         cursor=cursor,
     )
     return render(
@@ -609,6 +613,7 @@ def track_page(
     sessions: SessionsDep,
     user: UserDep,
     cursor: Cursor = None,
+    per_page: PerPage = PAGE_SIZE,
 ) -> HTMLResponse:
     principal = gate(LabelOrReaderDep, user)
     track = catalogue_api.read_track(track_id=track_id, session=session, principal=principal)
@@ -618,7 +623,8 @@ def track_page(
         sessions=sessions,
         track_id=track_id,
         cursor=cursor,
-        **_no_filters("track_id", "cursor"),
+        limit=per_page,
+        **_no_filters("track_id", "cursor", "limit"),
     )
     assert isinstance(uses, Page)
     return render(
@@ -692,6 +698,7 @@ def check_list(
     user: UserDep,
     ai_company_id: uuid.UUID | None = None,
     cursor: Cursor = None,
+    per_page: PerPage = PAGE_SIZE,
 ) -> HTMLResponse:
     """An AI company's checks, charges and balance (auditors: any company's)."""
     principal = gate(check_api.CheckReaderDep, user)
@@ -702,7 +709,7 @@ def check_list(
         created_to=None,
         generation_id=None,
         ai_company_id=ai_company_id,
-        limit=PAGE_SIZE,
+        limit=per_page,
         cursor=cursor,
     )
     account = None
@@ -804,6 +811,7 @@ def usage(
     track_id: Annotated[str | None, Query(max_length=36)] = None,
     check_id: Annotated[str | None, Query(max_length=36)] = None,
     cursor: Cursor = None,
+    per_page: PerPage = PAGE_SIZE,
 ) -> HTMLResponse:
     """The usage history with the API's filters (empty fields: no filter)."""
     principal = gate(report_api.UseReaderDep, user)
@@ -813,8 +821,9 @@ def usage(
         principal=principal,
         sessions=sessions,
         cursor=cursor,
+        limit=per_page,
         **filters,
-        **_no_filters(*filters, "cursor"),
+        **_no_filters(*filters, "cursor", "limit"),
     )
     assert isinstance(page, Page)
     csv_query = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
