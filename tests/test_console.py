@@ -507,3 +507,33 @@ def test_operator_reads_every_label_and_pages_through_the_usage(page: Page, live
     )
     assert int(page.get_attribute("#total", "data-micros") or "") == report["total_micros"]
     assert status_of(page, live, "/console/usage?per_page=1000") == 422
+
+
+def test_a_pending_track_updates_in_the_page_until_indexed(
+    page: Page, live: Live, music: Music, database_url: str
+) -> None:
+    ids = live.ids
+    label = ids["label_a"]
+    fresh = upload(live.api, label, ids["catalogue_a"], music.track(14))  # type: ignore[arg-type]
+    assert fresh.status_code == 202, fresh.text
+    track_id = fresh.json()["id"]
+    sign_in(page, live, label)
+    page.goto(f"{live.base}/console/catalogues/{ids['catalogue_a']}")
+    row = page.locator(f"tr[data-track-id='{track_id}'] .badge").first
+    assert row.inner_text() == "pending"
+    assert page.inner_text("[data-status=pending]") == "1"
+    shot(page, "label-catalogue-pending")
+    # The worker indexes it (in a thread: this one holds the browser's event loop); the page
+    # polls and shows the new status without a reload.
+    settings: Settings = live.app.state.settings
+    engine = create_db_engine(database_url, pool_size=1)
+    worker = threading.Thread(target=run_jobs, args=(settings, engine))
+    worker.start()
+    worker.join(timeout=120)
+    engine.dispose()
+    page.wait_for_selector(f"tr[data-track-id='{track_id}'] .badge.indexed", timeout=30_000)
+    assert page.inner_text("[data-status=indexed]") == "3"
+    assert page.inner_text("[data-status=pending]") == "0"
+    swapped = page.inner_text(f"tr[data-track-id='{track_id}'] time")
+    assert "GMT+9" in swapped or "JST" in swapped  # localised after the swap too
+    shot(page, "label-catalogue-indexed")

@@ -16,5 +16,6 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
-  document.addEventListener("htmx:afterSwap", function (e) { localise(e.target); });
+  // New content swapped in by HTMX (polled track lists) is localised too.
+  document.addEventListener("htmx:load", function (e) { localise(e.detail.elt); });
 })();
