@@ -85,3 +85,21 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.path, final)
         return final
+
+
+AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+
+
+def sniff_audio_type(path: Path) -> str:
+    """The media type of a stored audio file, from its first bytes (blobs keep no name)."""
+    with path.open("rb") as f:
+        head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return AUDIO_TYPES["wav"]
+    if head[:4] == b"fLaC":
+        return AUDIO_TYPES["flac"]
+    if head[:4] == b"OggS":
+        return AUDIO_TYPES["ogg"]
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return AUDIO_TYPES["mp3"]
+    return "application/octet-stream"

@@ -107,6 +107,24 @@ class Settings(BaseSettings):
         description="Ed25519 key that signs ledger checkpoints (created if absent). "
         "Unset: ledger-signing.key in the data directory.",
     )
+    check_audio_retention_days: int = Field(
+        default=365,
+        ge=0,
+        description="Days a check's uploaded audio is kept (content-addressed in the blob "
+        "store) so the evidence can be played; 0 keeps none.",
+    )
+    console_session_hours: float = Field(
+        default=8.0, gt=0, description="A console sign-in lasts this long."
+    )
+    console_secret_file: Path | None = Field(
+        default=None,
+        description="Key that signs console session cookies (created if absent; replicas "
+        "share it). Unset: console-session.key in the data directory.",
+    )
+    console_secure_cookies: bool = Field(
+        default=False,
+        description="Mark console cookies Secure (set it when the service is behind HTTPS).",
+    )
     calibration_file: Path = Field(
         default=DEFAULT_CALIBRATION,
         description="Alignment constants and the abstain threshold (see `echoledger calibrate`).",
@@ -141,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def signing_key_path(self) -> Path:
         return self.ledger_signing_key_file or self.data_dir / "ledger-signing.key"
+
+    @property
+    def console_secret_path(self) -> Path:
+        return self.console_secret_file or self.data_dir / "console-session.key"
 
     @property
     def embedded_pg_dir(self) -> Path:

@@ -27,6 +27,7 @@ from app.clock import Clock, system_clock
 from app.config import Settings, get_settings
 from app.conflicts.flow import ConflictFlow
 from app.conflicts.routes import router as conflicts_router
+from app.console.routes import router as console_router
 from app.db import create_db_engine, resolve_database_url, transaction
 from app.disputes.flow import DisputeFlow
 from app.disputes.routes import router as disputes_router
@@ -255,4 +256,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(disputes_router)
     app.include_router(conflicts_router)
     app.include_router(reports_router)
+    app.include_router(console_router)  # HTML pages, outside the OpenAPI document
     return app

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from app import jobs
 from app.blobs import BlobStore
 from app.catalogues import tasks as catalogue_tasks
+from app.checks import tasks as check_tasks
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import create_db_engine, make_sessionmaker, resolve_database_url
@@ -31,6 +32,7 @@ TASKS: tuple[jobs.TaskSpec, ...] = (
     *catalogue_tasks.TASKS,
     *ledger_tasks.TASKS,
     *dispute_tasks.TASKS,
+    *check_tasks.TASKS,
 )
 
 

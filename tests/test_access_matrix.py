@@ -121,6 +121,7 @@ MATRIX = [
         _all(200, ai_company=403, other_label=404),
     ),
     Row("GET", "/v1/tracks/{track_id}", _all(200, ai_company=403, other_label=404)),
+    Row("GET", "/v1/tracks/{track_id}/audio", _all(200, ai_company=403, other_label=404)),
     Row("DELETE", "/v1/tracks/{track_id}", _all(403, label=200, other_label=404)),
     Row(
         "PUT",
@@ -159,6 +160,8 @@ MATRIX = [
     Row("POST", "/v1/checks", _all(403, ai_company=201), upload=True),
     Row("GET", "/v1/checks", _all(200, label=403, other_label=403)),
     Row("GET", "/v1/checks/{check_id}", _all(200, label=403, other_label=403)),
+    # The check used no track, so no label may hear it.
+    Row("GET", "/v1/checks/{check_id}/audio", _all(200, label=404, other_label=404)),
     # The world's check charged nothing, so the operator's reversal is refused as a conflict.
     Row(
         "POST",

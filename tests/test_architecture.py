@@ -48,6 +48,7 @@ DOMAINS = [
     "checks",
     "disputes",
     "reports",
+    "console",
 ]
 # Wires everything together.
 COMPOSITION = {"main", "worker", "cli", "models"}

@@ -6,8 +6,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, status
+from fastapi.responses import FileResponse
 
 from app.audio.decode import probe
+from app.blobs import AUDIO_TYPES
 from app.catalogues import service as catalogues
 from app.catalogues import tracks
 from app.catalogues.models import Catalogue, LicenseTerms, Track, TrackStatus
@@ -20,7 +22,7 @@ from app.catalogues.schemas import (
     TrackUpload,
 )
 from app.db import SessionDep
-from app.errors import EVERY_ROUTE, error_responses
+from app.errors import EVERY_ROUTE, NotFound, error_responses
 from app.orgs.auth import READ_ALL, LabelDep, LabelOrReaderDep
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import BlobsDep, SettingsDep
@@ -243,6 +245,33 @@ def list_tracks(
 )
 def read_track(track_id: uuid.UUID, session: SessionDep, principal: LabelOrReaderDep) -> TrackRead:
     return TrackRead.model_validate(tracks.get_visible(session, track_id, principal))
+
+
+@router.get(
+    "/tracks/{track_id}/audio",
+    response_class=FileResponse,
+    responses=error_responses(404)
+    | {
+        200: {"content": {"audio/*": {}}, "description": "The original file, whole"},
+        206: {"content": {"audio/*": {}}, "description": "The requested byte range"},
+    },
+    summary="The track's original audio (its label, auditors); HTTP range requests",
+)
+def read_track_audio(
+    track_id: uuid.UUID, session: SessionDep, principal: LabelOrReaderDep, blobs: BlobsDep
+) -> FileResponse:
+    track = tracks.get_visible(session, track_id, principal)
+    path = blobs.path(track.audio_sha256)
+    if not path.is_file():
+        raise NotFound("track audio", track_id)
+    return FileResponse(
+        path,
+        media_type=AUDIO_TYPES.get(track.audio_format, "application/octet-stream"),
+        headers={
+            "Content-Disposition": f'inline; filename="track-{track.id}.{track.audio_format}"',
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
 
 
 @router.delete(

@@ -14,6 +14,8 @@ here; every step lives in `app.checks.service`.
    accounts the uses will post to are looked up (created on first use).
 4. The check, its uses, the charge and the key's binding are written in one transaction by the
    ledger appender. Any failure before that gives the key back, so the client can retry.
+5. The uploaded audio is moved into the blob store (content-addressed), so the check's evidence
+   can be listened to until `check_audio_retention_days` have passed.
 """
 
 from __future__ import annotations
@@ -169,6 +171,9 @@ class CheckFlow:
                     key=request.idempotency_key,
                 )
                 raise
+            if settings.check_audio_retention_days > 0:
+                # Kept for the evidence players; forgotten after the retention period.
+                self.blobs.commit(staged)
         return CheckAnswer(result, replayed=False)
 
     def reverse(

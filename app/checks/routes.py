@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
+from app.blobs import sniff_audio_type
 from app.checks import service as checks
 from app.checks.flow import CheckFlow, CheckRequest
 from app.checks.models import Check
 from app.checks.schemas import CheckResult, CheckSummary, CheckUpload, ReversalIn
+from app.clock import Clock
 from app.db import SessionDep
 from app.errors import EVERY_ROUTE, NotFound, Unprocessable, error_responses
 from app.ledger.schemas import TransactionRead, transaction_with
-from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, require
+from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, PrincipalDep, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
+from app.state import BlobsDep, SettingsDep
 from app.validation import Instant, SingleLine, ordered_period
 
 router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(*EVERY_ROUTE))
@@ -37,6 +41,19 @@ def get_check_flow(request: Request) -> CheckFlow:
 
 
 CheckFlowDep = Annotated[CheckFlow, Depends(get_check_flow)]
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
+AUDIO_RESPONSES = error_responses(404) | {
+    410: {"description": "The audio is past its retention period and no longer kept"},
+    200: {"content": {"audio/*": {}}, "description": "The audio, whole"},
+    206: {"content": {"audio/*": {}}, "description": "The requested byte range"},
+}
 CheckReaderDep = Annotated[
     Principal, Depends(require(OrgKind.AI_COMPANY, OrgKind.AUDITOR, OrgKind.OPERATOR))
 ]
@@ -159,3 +176,39 @@ def reverse_check(
     adjustment line of the open month (`adjusts_period`)."""
     reversal, postings = flow.reverse(check_id, reason=body.reason, actor_id=operator.org_id)
     return transaction_with(reversal, postings)
+
+
+def audio_response(path: Path, media_type: str, *, filename: str) -> FileResponse:
+    """A stored audio file that honours `Range` (206 with `Content-Range`), so a browser's
+    player can seek straight to the evidence."""
+    return FileResponse(
+        path,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'inline; filename="{filename}"',
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
+
+
+@router.get(
+    "/checks/{check_id}/audio",
+    response_class=FileResponse,
+    responses=AUDIO_RESPONSES,
+    summary="The check's uploaded audio (its AI company, the labels whose tracks it used, "
+    "auditors); HTTP range requests",
+)
+def read_check_audio(
+    check_id: uuid.UUID,
+    session: SessionDep,
+    principal: PrincipalDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> FileResponse:
+    """Kept content-addressed for `ECHOLEDGER_CHECK_AUDIO_RETENTION_DAYS`; 410 afterwards."""
+    check = checks.get_audio_visible(session, check_id, principal)
+    path = checks.audio_path(
+        check, blobs, retention_days=settings.check_audio_retention_days, now=clock()
+    )
+    return audio_response(path, sniff_audio_type(path), filename=f"check-{check.id}")

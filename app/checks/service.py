@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import boot
 from app.audio.decode import load
+from app.blobs import BlobStore
 from app.catalogues import overlaps
 from app.catalogues.licensing import Licensed, excluded_hits, licensed_tracks
-from app.catalogues.models import OverlapStatus
+from app.catalogues.models import OverlapStatus, Track
 from app.checks.attribution import (
     AttributionParams,
     Calibration,
@@ -47,7 +48,7 @@ from app.config import Settings
 from app.conflicts import service as conflicts
 from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
-from app.errors import Conflict, NotFound, PaymentRequired, Unprocessable
+from app.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
 from app.index.base import SearchResult
 from app.index.manager import IndexManager
 from app.ledger import movements
@@ -56,6 +57,8 @@ from app.ledger.models import AccountKind, LedgerTransaction
 from app.ledger.service import ChainHead
 from app.logging import get_logger
 from app.orgs import service as orgs
+from app.orgs.auth import READ_ALL, Principal
+from app.orgs.models import OrgKind
 
 log = get_logger(__name__)
 
@@ -742,3 +745,77 @@ def use_counts(session: Session, check_ids: list[uuid.UUID]) -> dict[uuid.UUID, 
         .group_by(Use.check_id)
     )
     return {check_id: int(n) for check_id, n in rows}
+
+
+class AudioGone(AppError):
+    """The check's audio is past its retention period and no longer kept."""
+
+    status_code = 410
+    code = "gone"
+
+
+def get_audio_visible(session: Session, check_id: uuid.UUID, principal: Principal) -> Check:
+    """A check whose audio the principal may hear: the AI company that submitted it, the labels
+    whose tracks it used, operators and auditors (anyone else: NotFound)."""
+    check = session.get(Check, check_id)
+    if check is None:
+        raise NotFound("check", check_id)
+    if principal.kind in READ_ALL or check.ai_company_id == principal.org_id:
+        return check
+    if principal.kind == OrgKind.LABEL:
+        used = session.scalar(
+            sa.select(sa.literal(True))
+            .where(Use.check_id == check_id, Use.label_id == principal.org_id)
+            .limit(1)
+        )
+        if used:
+            return check
+    raise NotFound("check", check_id)
+
+
+def audio_path(check: Check, blobs: BlobStore, *, retention_days: int, now: dt.datetime) -> Path:
+    """Where the check's audio lies, or AudioGone once it is past retention or was not kept."""
+    kept_until = check.created_at + dt.timedelta(days=retention_days)
+    path = blobs.path(check.audio_sha256)
+    if now >= kept_until or not path.is_file():
+        raise AudioGone(
+            f"the audio of check {check.id} is no longer kept "
+            f"(checks' audio is kept {retention_days} days)",
+            details={"check_id": str(check.id), "retention_days": retention_days},
+        )
+    return path
+
+
+def forget_expired_audio(
+    sessions: sessionmaker[Session], blobs: BlobStore, *, retention_days: int, now: dt.datetime
+) -> int:
+    """Remove the audio of checks past retention; returns how many files were removed.
+
+    Blobs are content-addressed, so a file is kept while a younger check or any track has the
+    same bytes."""
+    cutoff = now - dt.timedelta(days=retention_days)
+    with sessions() as session:
+        old = set(
+            session.scalars(
+                sa.select(Check.audio_sha256).where(Check.created_at < cutoff).distinct()
+            )
+        )
+        if not old:
+            return 0
+        young = set(
+            session.scalars(
+                sa.select(Check.audio_sha256).where(
+                    Check.created_at >= cutoff, Check.audio_sha256.in_(old)
+                )
+            )
+        )
+        tracks = set(
+            session.scalars(sa.select(Track.audio_sha256).where(Track.audio_sha256.in_(old)))
+        )
+    removed = 0
+    for sha in sorted(old - young - tracks):
+        path = blobs.path(sha)
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

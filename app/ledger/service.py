@@ -24,6 +24,7 @@ from app.ledger.models import (
     LedgerTransaction,
     TransactionKind,
 )
+from app.orgs.models import Organisation
 
 # Appends to the chain hold this transaction-scoped advisory lock until they commit, so two
 # appenders never link to the same predecessor.
@@ -536,3 +537,17 @@ def verify_from(session: Session, kept: Checkpoint) -> Verification:
     if problem is None:
         return walked
     return Verification(False, walked.transactions_checked, walked.last_hash, kept.head_id, problem)
+
+
+def account_names(session: Session, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """A readable name per account: its organisation and kind ('Nordic Tapes (held)'), or the
+    kind alone for the platform's own accounts."""
+    ids = list(set(account_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        sa.select(LedgerAccount.id, LedgerAccount.kind, Organisation.name)
+        .outerjoin(Organisation, Organisation.id == LedgerAccount.org_id)
+        .where(LedgerAccount.id.in_(ids))
+    )
+    return {r.id: f"{r.name} ({r.kind})" if r.name else f"platform ({r.kind})" for r in rows}

@@ -17,7 +17,7 @@ from app.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from app.limits import FailedAuth, retry_after
 from app.logging import get_logger
 from app.orgs import service as orgs
-from app.orgs.models import OrgKind
+from app.orgs.models import ApiKey, Organisation, OrgKind
 
 log = get_logger(__name__)
 
@@ -82,6 +82,12 @@ def authenticate(
         log.warning("auth.failed", client=client, failures=count, locked_out=now_locked)
         raise Unauthorized("unknown or revoked API key")
     org, key = found
+    return admit(org, key)
+
+
+def admit(org: Organisation, key: ApiKey) -> Principal:
+    """The principal for a live key of `org`: 403 while the organisation is suspended. Every
+    way in (an API key, a console session) ends here, so the rules are the same."""
     structlog.contextvars.bind_contextvars(org_id=str(org.id), org_kind=org.kind)
     if org.suspended_at is not None:
         raise Suspended(
@@ -91,6 +97,13 @@ def authenticate(
             details={"org_id": str(org.id), "suspended_at": org.suspended_at.isoformat()},
         )
     return Principal(org_id=org.id, kind=OrgKind(org.kind), key_id=key.id)
+
+
+def authenticate_key(session: Session, key_id: uuid.UUID) -> Principal | None:
+    """The caller behind a key named by id (a console session), or None once the key is
+    revoked; 403 for a suspended organisation, as for the API."""
+    found = orgs.live_key(session, key_id)
+    return None if found is None else admit(*found)
 
 
 def authenticate_request(session: Session, request: Request) -> Principal:

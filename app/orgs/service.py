@@ -137,6 +137,17 @@ def authenticate(session: Session, secret: str) -> tuple[Organisation, ApiKey] |
     return None if row is None else (row[0], row[1])
 
 
+def live_key(session: Session, key_id: uuid.UUID) -> tuple[Organisation, ApiKey] | None:
+    """The organisation and key for a key id, unless unknown or revoked (a console session
+    names its key by id and is looked up on every request, so revoking the key ends it)."""
+    row = session.execute(
+        sa.select(Organisation, ApiKey)
+        .join(ApiKey, ApiKey.org_id == Organisation.id)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
 def list_keys(session: Session, org_id: uuid.UUID) -> list[ApiKey]:
     stmt = sa.select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at)
     return list(session.scalars(stmt))

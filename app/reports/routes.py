@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from app.catalogues.models import Preference
 from app.db import SessionDep
 from app.errors import EVERY_ROUTE, Unprocessable, error_responses
 from app.ledger.routes import MonthPath, month_param
-from app.orgs.auth import READ_ALL, Principal, require
+from app.orgs.auth import Principal, require
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.reports import render, statements
@@ -142,15 +141,6 @@ def royalties(
     )
 
 
-def _scope(principal: Principal, f: reports.UseFilter) -> reports.UseFilter:
-    """Labels see uses of their tracks, AI companies their own uses, auditors everything."""
-    if principal.kind in READ_ALL:
-        return f
-    if principal.kind == OrgKind.LABEL:
-        return dataclasses.replace(f, label_id=principal.org_id)
-    return dataclasses.replace(f, ai_company_id=principal.org_id)
-
-
 @router.get(
     "/uses",
     response_model=Page[UseRead],
@@ -180,7 +170,7 @@ def list_uses(
     operators all. Each row links the check, track, terms version, share, amount and the
     ledger transaction that paid it."""
     ordered_period(start, end)
-    wanted = _scope(
+    wanted = reports.visible_to(
         principal,
         reports.UseFilter(
             start=start,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,9 +16,11 @@ from app.catalogues.models import Preference, Track
 from app.checks.models import Use
 from app.conflicts import service as conflicts
 from app.csv_export import csv_lines as csv_lines  # re-exported: every CSV export's writer
+from app.errors import NotFound
 from app.ledger import service as ledger
 from app.ledger.models import LedgerPosting, LedgerTransaction, TransactionKind
-from app.orgs.models import Organisation
+from app.orgs.auth import READ_ALL, Principal
+from app.orgs.models import Organisation, OrgKind
 from app.pagination import MAX_LIMIT, paginate
 from app.reports.schemas import USE_CSV_COLUMNS, GroupBy, UseRead
 
@@ -107,6 +110,24 @@ class UseFilter:
     track_id: uuid.UUID | None = None
     check_id: uuid.UUID | None = None
     preference: Preference | None = None
+    use_id: uuid.UUID | None = None
+
+
+def visible_to(principal: Principal, f: UseFilter) -> UseFilter:
+    """Labels see uses of their tracks, AI companies their own uses, auditors everything."""
+    if principal.kind in READ_ALL:
+        return f
+    if principal.kind == OrgKind.LABEL:
+        return dataclasses.replace(f, label_id=principal.org_id)
+    return dataclasses.replace(f, ai_company_id=principal.org_id)
+
+
+def get_visible(session: Session, use_id: uuid.UUID, principal: Principal) -> Use:
+    """One use the principal may read (another tenant's is NotFound)."""
+    found = session.scalars(uses_query(visible_to(principal, UseFilter(use_id=use_id)))).first()
+    if found is None:
+        raise NotFound("use", use_id)
+    return found
 
 
 def uses_query(f: UseFilter) -> sa.Select[Use]:
@@ -117,6 +138,7 @@ def uses_query(f: UseFilter) -> sa.Select[Use]:
         (Use.catalogue_id, f.catalogue_id),
         (Use.track_id, f.track_id),
         (Use.check_id, f.check_id),
+        (Use.id, f.use_id),
     ):
         if value is not None:
             stmt = stmt.where(column == value)
