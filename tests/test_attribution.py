@@ -33,6 +33,7 @@ PARAMS = AttributionParams(
     full_coverage_s=16.0,
     min_evidence_s=0.0,
     abstain_threshold=0.0,
+    quality_dilation_hops=0,
 )
 
 
@@ -235,6 +236,19 @@ def test_resemblance_grows_with_similarity() -> None:
         values.append(table.attribute()[0].resemblance)
     assert values == sorted(values)
     assert values[0] < values[-1]
+
+
+def test_verbatim_reuse_scores_full_although_half_the_windows_fall_between_stored_ones() -> None:
+    """The catalogue is stored at a 1 s hop and queried at 0.5 s: every other query window
+    lies halfway between two stored windows and matches less well. Quality dilation gives it
+    its aligned neighbour's, so verbatim reuse scores 1; without it, it would not."""
+    table = HitTable(PARAMS.full_coverage_s)  # verbatim reuse of exactly full_coverage_s
+    table.diagonal(1, offset=3.0, sim=0.95)
+    table.sims[1::2, 0] = 0.8  # the windows between stored ones
+    (dilated,) = table.attribute(replace(PARAMS, quality_dilation_hops=1))
+    (plain,) = table.attribute(replace(PARAMS, quality_dilation_hops=0))
+    assert dilated.resemblance == pytest.approx(1.0)
+    assert plain.resemblance < 0.9
 
 
 def test_borrowing_inside_a_longer_piece_still_scores_high() -> None:

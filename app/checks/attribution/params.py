@@ -35,6 +35,7 @@ class AttributionParams:
     min_run_hits: int = 3
     max_runs_per_track: int = 4
     full_coverage_s: float = 16.0
+    quality_dilation_hops: int = 1  # each query window takes the best quality this many hops near
     min_evidence_s: float = 4.0
     residual_passes: int = 1  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
@@ -74,6 +75,8 @@ class AttributionParams:
             problems.append(f"min_run_s={self.min_run_s} must be >= 0")
         if self.min_run_hits < 2:
             problems.append(f"min_run_hits={self.min_run_hits} must be >= 2")
+        if self.quality_dilation_hops < 0:
+            problems.append(f"quality_dilation_hops={self.quality_dilation_hops} must be >= 0")
         if self.max_runs_per_track < 1:
             problems.append(f"max_runs_per_track={self.max_runs_per_track} must be >= 1")
         if self.residual_passes < 0:

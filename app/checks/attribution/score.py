@@ -51,10 +51,19 @@ def resemblance(
 ) -> float:
     """Quality-weighted share of the query the runs cover, see the module docstring."""
     covered = np.zeros(n_windows)
+    hops = params.quality_dilation_hops
     for run in runs:
         span = covered[run.first : run.last + 1]
-        mean_quality = sum(run.quality.values()) / span.size
-        np.maximum(span, mean_quality, out=span)
+        per_window = np.zeros(span.size)
+        for w, u in run.quality.items():
+            per_window[w - run.first] = u
+        if hops:
+            # A query window between two stored windows (the catalogue is stored at a coarser
+            # hop) matches less well than its aligned neighbours: each window takes the best
+            # quality within `hops` of it, inside the run.
+            padded = np.pad(per_window, hops)
+            per_window = np.max([padded[i : i + span.size] for i in range(2 * hops + 1)], axis=0)
+        np.maximum(span, float(per_window.mean()), out=span)
     seconds = float(covered.sum()) * query_hop_s
     offered = n_windows * query_hop_s
     full = max(params.full_coverage_s - window_s, 0.0) + query_hop_s
