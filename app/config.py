@@ -83,8 +83,18 @@ class Settings(BaseSettings):
     max_check_seconds: float = Field(default=10 * 60.0, gt=0)
 
     embedder: Literal["spectral", "openl3"] = "spectral"
-    index_factory: str = "Flat"
+    index_factory: str = Field(
+        default="auto",
+        description="`auto`: chosen by segment count (Flat, then IVF+SQ8, then OPQ+IVF+PQ) and "
+        "retrained in the background as the catalogue grows; or a FAISS factory string.",
+    )
     index_search_params: str = ""
+    index_ivf_from_segments: int = Field(
+        default=50_000, ge=1, description="With `auto`: segments from which an IVF+SQ8 serves."
+    )
+    index_pq_from_segments: int = Field(
+        default=20_000_000, ge=1, description="With `auto`: segments from which OPQ+IVF+PQ serves."
+    )
     index_sync_seconds: float = Field(default=2.0, gt=0)
     index_snapshot_seconds: float = Field(default=300.0, gt=0)
 

@@ -138,6 +138,11 @@ class SegmentStore:
                 first = i
         return out
 
+    def segment_count(self) -> int:
+        with self.sessions() as session:
+            count = session.scalar(sa.select(sa.func.count()).where(self._ours()))
+        return int(count or 0)
+
     def sample_ids(self, n: int) -> IdArray:
         # Ids are picked first and the vectors read after: ordering whole rows, vectors
         # included, by hash made a rebuild of a million segments sort gigabytes. Withdrawn
