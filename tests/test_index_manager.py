@@ -329,3 +329,45 @@ def test_the_store_reads_more_segments_than_one_statement_can_bind(
     starts, windows = store.track_windows([track_id])[track_id]
     np.testing.assert_array_equal(windows, catalogue.vectors[track_id])
     assert starts[-1] == 69_999
+
+
+def test_snapshot_keeps_the_index_in_a_file_of_its_own_and_drops_the_previous_one(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert manager.save_snapshot()
+    first = sorted(p.name for p in tmp_path.glob("*.faiss"))
+    assert len(first) == 1
+    catalogue.add_track(4)
+    manager.sync()
+    assert manager.save_snapshot()
+    second = sorted(p.name for p in tmp_path.glob("*.faiss"))
+    assert len(second) == 1
+    assert second != first  # a new file, the old one removed
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+    again = _manager(sessions, tmp_path)
+    again.start()
+    assert again.report().started_from == "snapshot"
+    assert again.size == 10
+
+
+def test_a_corrupt_index_file_is_rebuilt(
+    catalogue: SyntheticCatalogue,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    track = catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    manager.save_snapshot()
+    (index_file,) = tmp_path.glob("*.faiss")
+    index_file.write_bytes(index_file.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again = _manager(sessions, tmp_path)
+        again.start()
+    assert again.report().started_from == "rebuild"
+    assert _top_tracks(again, catalogue.vectors[track]) == [track] * 6
+    assert any("index.snapshot_unusable" in str(r.msg) for r in caplog.records)

@@ -35,7 +35,9 @@ from app.logging import get_logger
 
 log = get_logger(__name__)
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+# Snapshots of format 1 hold the index inside the .npz; they are still read.
+_READABLE_FORMATS = (1, 2)
 _BATCH = 20_000
 
 __all__ = [
@@ -155,6 +157,8 @@ class IndexManager:
         self._changes = 0
         self._saved_changes = 0
         self._saved_at = 0.0
+        # The index file of the snapshot this process last read or wrote.
+        self._index_file: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -449,14 +453,23 @@ class IndexManager:
     # -- snapshots ---------------------------------------------------------------------------
 
     def save_snapshot(self, *, force: bool = False) -> bool:
-        """Write the index to its snapshot file (atomically) if it changed since the last one."""
+        """Write the index to its snapshot files (atomically) if it changed since the last one.
+
+        Two files: the FAISS index as `faiss.write_index` writes it (read back without a
+        second copy in memory) under a name of its own, and the `.npz` that names it, with the
+        segment arrays and the watermarks. The `.npz` is replaced last, so a reader finds
+        either the old pair or the new one.
+        """
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        index_name = f"{self.snapshot_path.stem}-{uuid.uuid4().hex[:12]}.faiss"
+        index_tmp = self.snapshot_dir / f".{index_name}.tmp"
         with self._lock.reading():
             if self._changes == self._saved_changes and not force:
                 return False
             changes = self._changes
             state = self._state
+            faiss.write_index(state.index, str(index_tmp))
             arrays = (
-                faiss.serialize_index(state.index),
                 state.segment_ids.copy(),
                 state.segment_tracks.copy(),
                 state.segment_starts.copy(),
@@ -476,16 +489,18 @@ class IndexManager:
                 "segment_watermark": state.segment_watermark,
                 "withdrawal_watermark": state.withdrawal_watermark,
                 "ntotal": int(state.index.ntotal),
+                "faiss_file": index_name,
             }
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.snapshot_dir, prefix=".snapshot-", suffix=".npz")
         try:
+            with index_tmp.open("rb+") as written:
+                os.fsync(written.fileno())
+            os.replace(index_tmp, self.snapshot_dir / index_name)
             with os.fdopen(fd, "wb") as out:
-                index_bytes, segment_ids, segment_tracks, segment_starts, track_ids = arrays
+                segment_ids, segment_tracks, segment_starts, track_ids = arrays
                 np.savez(
                     out,
                     meta=np.array(json.dumps(meta)),
-                    faiss=index_bytes,
                     segment_ids=segment_ids,
                     segment_tracks=segment_tracks,
                     segment_starts=segment_starts,
@@ -496,11 +511,26 @@ class IndexManager:
             os.replace(tmp, self.snapshot_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            index_tmp.unlink(missing_ok=True)
+            (self.snapshot_dir / index_name).unlink(missing_ok=True)
             raise
+        self._remove_old_index_files(keep=index_name)
         self._saved_changes = changes
         self._saved_at = time.monotonic()
         log.info("index.snapshot_saved", path=str(self.snapshot_path), **meta)
         return True
+
+    def _remove_old_index_files(self, *, keep: str) -> None:
+        """Drop index files no snapshot names any more: this process's previous one at once,
+        others' (replicas sharing the directory) once they are an hour old."""
+        previous, self._index_file = self._index_file, keep
+        now = time.time()
+        for path in self.snapshot_dir.glob(f"{self.snapshot_path.stem}-*.faiss"):
+            if path.name == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.name == previous or now - path.stat().st_mtime > 3600:
+                    path.unlink()
 
     def snapshot_due(self, every_seconds: float) -> bool:
         changed = self._changes != self._saved_changes
@@ -516,8 +546,9 @@ class IndexManager:
         # From the file, not via read_bytes(): that would hold a second copy of it all.
         with np.load(self.snapshot_path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            if meta.get("format") not in _READABLE_FORMATS:
+                raise IndexMismatch(f"snapshot format {meta.get('format')!r} is not readable")
             expected = {
-                "format": SNAPSHOT_FORMAT,
                 "embedder": self.spec.embedder,
                 "embedder_version": self.spec.embedder_version,
                 "dim": self.spec.dim,
@@ -531,7 +562,12 @@ class IndexManager:
                     f"snapshot holds a {meta.get('effective_factory')!r} index in place of "
                     f"{self.spec.factory!r} (too few segments to train it then); rebuilding"
                 )
-            index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
+            if "faiss_file" in meta:
+                name = Path(str(meta["faiss_file"])).name  # never a path out of the directory
+                index = faiss.read_index(str(self.snapshot_dir / name))
+                self._index_file = name
+            else:
+                index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
             effective = str(meta["effective_factory"])
             params = str(meta.get("search_params", ""))
             if not self.spec.auto or (self.spec.search_params and effective != "Flat"):
