@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -32,6 +32,9 @@ from app.index import factory, tiers, tuning
 from app.index.base import IdArray, IndexMismatch, SearchResult, SegmentBatch, SegmentSource
 from app.index.rwlock import ReadWriteLock
 from app.logging import get_logger
+
+if TYPE_CHECKING:
+    from app.index.backend import SegmentIndex
 
 log = get_logger(__name__)
 
@@ -622,7 +625,7 @@ def spec_for(settings: Settings, embedder: Embedder) -> IndexSpec:
     )
 
 
-async def keep_in_sync(manager: IndexManager, *, every: float, snapshot_every: float) -> None:
+async def keep_in_sync(manager: SegmentIndex, *, every: float, snapshot_every: float) -> None:
     """Tail the database forever (until cancelled); snapshot now and then; retrain in the
     background when the catalogue has outgrown the index."""
     retraining: asyncio.Task[bool] | None = None
