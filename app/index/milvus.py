@@ -290,6 +290,8 @@ class MilvusIndex:
                 break
             self._write(batch, upsert=False)
             self._segment_watermark = int(batch.ids[-1])
+        # Seal what was written so it is indexed: unsealed rows are searched exhaustively.
+        self._client.flush(self.collection)
         self._client.load_collection(self.collection)
         self._changes += 1
         log.info(
@@ -392,6 +394,9 @@ class MilvusIndex:
             if self._changes == self._saved_changes and not force:
                 return False
             changes = self._changes
+            # Seal the rows written since the last time (indexed, and durable on a cluster)
+            # before recording that the collection holds them.
+            self._client.flush(self.collection)
             self._ensure_state_collection()
             self._client.upsert(
                 _STATE_COLLECTION,
