@@ -9,7 +9,8 @@ built from a segment source, then searched with one check's query (``--windows``
 structured synthetic catalogue of `bench/index.py` (tracks as smooth walks around style
 anchors, queries re-rendered excerpts and novel pieces) instead of PostgreSQL, so that the
 figures are the engines' and not the database's. Milvus runs as Milvus Lite, embedded in this
-process (its pure-Python server over FAISS kernels); a Milvus cluster's figures would differ.
+process (its pure-Python server over FAISS kernels) unless ``--milvus-uri`` names a Milvus
+server; a Milvus cluster's figures would differ.
 
 Printed per option: build seconds, RSS growth of the process over the build, search p50 / p95
 (one thread), recall@10 against exact search.
@@ -134,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--windows", type=int, default=225)
     parser.add_argument("--milvus-types", default="IVF_SQ8,HNSW")
+    parser.add_argument(
+        "--milvus-uri", default=None, help="a Milvus server (http://host:19530); default: Lite"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -172,12 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.index.milvus import MilvusIndex
 
         for kind in filter(None, args.milvus_types.split(",")):
-            path = Path(tmp) / f"milvus-{kind}.db"
+            uri = args.milvus_uri or str(Path(tmp) / f"milvus-{kind}.db")
             rows.append(
                 measure(
-                    f"milvus-lite {kind}",
-                    lambda kind=kind, path=path: MilvusIndex(
-                        spec, source=source, uri=str(path), index_type=kind
+                    f"milvus {'server' if args.milvus_uri else 'lite'} {kind}",
+                    lambda kind=kind, uri=uri: MilvusIndex(
+                        spec, source=source, uri=uri, index_type=kind
                     ),
                     queries,
                     truth,
