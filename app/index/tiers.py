@@ -8,6 +8,9 @@ Three kinds, by segment count:
   float32 memory), from ``ivf_from`` segments.
 * ``OPQ{m},IVF{nlist},PQ{m}``: rotated product-quantised codes of ``m`` bytes each, from
   ``pq_from`` segments (tens of millions), where even SQ8 codes outgrow one machine's memory.
+  Measured at 3M segments (`bench/index.py --options opq-ivf-pq`), m = dim/4 reached only
+  recall@10 0.38-0.46 against exact search: raise ``pq_from`` to stay on SQ8 until longer
+  codes or re-ranking have been measured (see the README's Scale section).
 
 ``nlist`` is about 4·√n lists, rounded to a power of two (so a tier holds until the
 catalogue has grown fourfold) and kept between 64 and 65,536; ``nprobe`` is 16 at 4,096
