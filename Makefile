@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,eval]"
+	$(BIN)/pip install --quiet -e ".[dev,eval,milvus]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,7 +17,7 @@ install: $(STAMP)
 ## The optional OpenL3 embedder: a CPU build of torch, then the extra (about 1.2 GB).
 install-openl3: $(STAMP)
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,eval,openl3]"
+	$(BIN)/pip install --quiet -e ".[dev,eval,milvus,openl3]"
 
 ## Start the service on port 8000 (embedded PostgreSQL unless DATABASE_URL is set).
 run: $(STAMP)

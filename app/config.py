@@ -83,8 +83,30 @@ class Settings(BaseSettings):
     max_check_seconds: float = Field(default=10 * 60.0, gt=0)
 
     embedder: Literal["spectral", "openl3"] = "spectral"
-    index_factory: str = "Flat"
+    index_factory: str = Field(
+        default="auto",
+        description="`auto`: chosen by segment count (Flat, then IVF+SQ8, then OPQ+IVF+PQ) and "
+        "retrained in the background as the catalogue grows; or a FAISS factory string.",
+    )
     index_search_params: str = ""
+    index_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="`faiss`: an index in each process; `milvus`: a Milvus collection "
+        "(needs the `milvus` extra).",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="With `milvus`: a path ending in .db runs Milvus Lite in the process; "
+        "`http://host:19530` a Milvus server or cluster. Unset: milvus.db in the index directory.",
+    )
+    milvus_token: str = Field(default="", description="With `milvus`: `user:password` or a token.")
+    milvus_index_type: Literal["AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW"] = "AUTOINDEX"
+    index_ivf_from_segments: int = Field(
+        default=50_000, ge=1, description="With `auto`: segments from which an IVF+SQ8 serves."
+    )
+    index_pq_from_segments: int = Field(
+        default=20_000_000, ge=1, description="With `auto`: segments from which OPQ+IVF+PQ serves."
+    )
     index_sync_seconds: float = Field(default=2.0, gt=0)
     index_snapshot_seconds: float = Field(default=300.0, gt=0)
 

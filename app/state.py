@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.blobs import BlobStore
 from app.config import Settings
 from app.embedding import Embedder
-from app.index.manager import IndexManager
+from app.index.backend import SegmentIndex
 from app.signing import Signer
 
 
@@ -28,7 +28,7 @@ class ServiceState:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     embedder: Embedder
-    index: IndexManager
+    index: SegmentIndex
     signer: Signer
 
 

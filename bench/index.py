@@ -79,7 +79,7 @@ import numpy.typing as npt
 import psutil
 
 from app.index import factory as fx
-from app.index import tuning
+from app.index import tiers, tuning
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -349,6 +349,12 @@ OPTIONS: dict[str, Option] = {
             "ivf-pq",
             # "np": skip polysemous training (slow, only useful with a Hamming threshold)
             lambda n, d: f"IVF{nlist_for(n)},PQ{d // 4}np",
+            lambda n: [f"nprobe={p}" for p in (16, 32, 64)],
+        ),
+        Option(
+            # The tier `ECHOLEDGER_INDEX_FACTORY=auto` picks at tens of millions of segments.
+            "opq-ivf-pq",
+            lambda n, d: f"OPQ{tiers.pq_bytes(d)},IVF{nlist_for(n)},PQ{tiers.pq_bytes(d)}",
             lambda n: [f"nprobe={p}" for p in (16, 32, 64)],
         ),
         Option(

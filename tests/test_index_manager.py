@@ -1,10 +1,15 @@
-"""The FAISS index manager: rebuild, snapshot + tail, corruption, withdrawals, embedder tags."""
+"""The segment index: rebuild, snapshot + tail, corruption, withdrawals, embedder tags.
+
+The contract tests run against both backends (FAISS in the process, Milvus through pymilvus on
+embedded Milvus Lite); the rest look inside FAISS."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -20,6 +25,7 @@ from app.catalogues.models import Catalogue, Track
 from app.catalogues.segments import SegmentStore
 from app.db import make_sessionmaker, transaction
 from app.embedding.base import Embedding, l2_normalise
+from app.index.backend import SegmentIndex
 from app.index.manager import IndexManager, IndexMismatch, IndexSpec
 from app.orgs.models import Organisation
 
@@ -95,6 +101,49 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
+MakeIndex = Callable[..., SegmentIndex]
+BACKENDS = [
+    "faiss",
+    pytest.param(
+        "milvus",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("milvus_lite") is None,
+            reason="the milvus extra (pymilvus, milvus-lite) is not installed",
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_index(
+    request: pytest.FixtureRequest, sessions: sessionmaker[Session]
+) -> Iterator[MakeIndex]:
+    """Makes an index of either backend (the contract both must keep), not started yet.
+
+    Milvus runs embedded (Milvus Lite, in this process) with exact (FLAT) search, as FAISS's
+    default here is exact."""
+
+    def make(path: Path, spec: IndexSpec = SPEC) -> SegmentIndex:
+        source = SegmentStore(
+            sessions, embedder=spec.embedder, version=spec.embedder_version, dim=spec.dim
+        )
+        if request.param == "faiss":
+            return IndexManager(spec, source=source, snapshot_dir=path)
+        from app.index.milvus import MilvusIndex
+
+        path.mkdir(parents=True, exist_ok=True)
+        uris.append(str(path / "milvus.db"))
+        return MilvusIndex(spec, source=source, uri=uris[-1], index_type="FLAT")
+
+    uris: list[str] = []
+    yield make
+    if uris:
+        from milvus_lite.server_manager import server_manager_instance
+
+        for uri in uris:  # now, not at exit (when pytest has closed the log streams)
+            server_manager_instance.release_server(uri)
+
+
 def _manager(sessions: sessionmaker[Session], path: Path, spec: IndexSpec = SPEC) -> IndexManager:
     source = SegmentStore(
         sessions, embedder=spec.embedder, version=spec.embedder_version, dim=spec.dim
@@ -102,16 +151,16 @@ def _manager(sessions: sessionmaker[Session], path: Path, spec: IndexSpec = SPEC
     return IndexManager(spec, source=source, snapshot_dir=path)
 
 
-def _top_tracks(manager: IndexManager, vectors: np.ndarray) -> list[uuid.UUID | None]:
+def _top_tracks(manager: SegmentIndex, vectors: np.ndarray) -> list[uuid.UUID | None]:
     result = manager.search(vectors, k=1)
     return [result.track_ids[t] if t >= 0 else None for t in result.tracks[:, 0]]
 
 
 def test_search_finds_the_track_and_time_of_each_stored_vector(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     a, b = catalogue.add_track(8), catalogue.add_track(5)
-    manager = _manager(sessions, tmp_path)
+    manager = make_index(tmp_path)
     manager.start()
     assert manager.size == 13
     result = manager.search(catalogue.vectors[b], k=3)
@@ -123,19 +172,19 @@ def test_search_finds_the_track_and_time_of_each_stored_vector(
 
 
 def test_snapshot_plus_tail_equals_a_fresh_rebuild(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     first = [catalogue.add_track(6) for _ in range(3)]
-    original = _manager(sessions, tmp_path)
+    original = make_index(tmp_path)
     original.start()
     assert original.save_snapshot()
 
     later = [catalogue.add_track(4) for _ in range(2)]  # written after the snapshot
     catalogue.withdraw(first[1])  # withdrawn after the snapshot
 
-    resumed = _manager(sessions, tmp_path)
+    resumed = make_index(tmp_path)
     resumed.start()
-    fresh = _manager(sessions, tmp_path / "elsewhere")
+    fresh = make_index(tmp_path / "elsewhere")
     fresh.start()
 
     assert resumed.size == fresh.size == 3 * 6 + 2 * 4 - 6
@@ -188,10 +237,10 @@ def test_snapshot_of_another_factory_is_rebuilt(
 
 
 def test_withdrawn_track_never_appears_in_results(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     keep, drop = catalogue.add_track(6), catalogue.add_track(6)
-    manager = _manager(sessions, tmp_path)
+    manager = make_index(tmp_path)
     manager.start()
     assert drop in _top_tracks(manager, catalogue.vectors[drop])
 
@@ -204,24 +253,24 @@ def test_withdrawn_track_never_appears_in_results(
 
 
 def test_only_vectors_of_the_indexs_embedder_are_loaded(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     mine = catalogue.add_track(4)
     catalogue.add_track(4, spec=IndexSpec(embedder="test", embedder_version="0", dim=DIM))
     catalogue.add_track(3, spec=IndexSpec(embedder="other", embedder_version="1", dim=32))
-    manager = _manager(sessions, tmp_path)
+    manager = make_index(tmp_path)
     manager.start()
     assert manager.size == 4
     assert _top_tracks(manager, catalogue.vectors[mine]) == [mine] * 4
 
 
 def test_vectors_of_the_wrong_size_are_refused(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     catalogue.add_track(4, spec=IndexSpec(embedder="test", embedder_version="1", dim=DIM * 2))
     with pytest.raises(IndexMismatch, match="has 32 values"):
-        _manager(sessions, tmp_path).start()
-    manager = _manager(sessions, tmp_path / "x", IndexSpec("none", "1", DIM))
+        make_index(tmp_path).start()
+    manager = make_index(tmp_path / "x", IndexSpec("none", "1", DIM))
     manager.start()
     with pytest.raises(IndexMismatch, match="dim 16"):
         manager.search(np.zeros((1, 8), dtype=np.float32), k=1)
@@ -277,10 +326,10 @@ def test_snapshot_of_the_untrained_fallback_is_rebuilt_and_trained(
 
 
 def test_sync_is_cheap_when_nothing_changed(
-    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+    catalogue: SyntheticCatalogue, make_index: MakeIndex, tmp_path: Path
 ) -> None:
     catalogue.add_track(3)
-    manager = _manager(sessions, tmp_path)
+    manager = make_index(tmp_path)
     manager.start()
     assert manager.save_snapshot()
     stats = manager.sync()
@@ -329,3 +378,45 @@ def test_the_store_reads_more_segments_than_one_statement_can_bind(
     starts, windows = store.track_windows([track_id])[track_id]
     np.testing.assert_array_equal(windows, catalogue.vectors[track_id])
     assert starts[-1] == 69_999
+
+
+def test_snapshot_keeps_the_index_in_a_file_of_its_own_and_drops_the_previous_one(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    assert manager.save_snapshot()
+    first = sorted(p.name for p in tmp_path.glob("*.faiss"))
+    assert len(first) == 1
+    catalogue.add_track(4)
+    manager.sync()
+    assert manager.save_snapshot()
+    second = sorted(p.name for p in tmp_path.glob("*.faiss"))
+    assert len(second) == 1
+    assert second != first  # a new file, the old one removed
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+    again = _manager(sessions, tmp_path)
+    again.start()
+    assert again.report().started_from == "snapshot"
+    assert again.size == 10
+
+
+def test_a_corrupt_index_file_is_rebuilt(
+    catalogue: SyntheticCatalogue,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    track = catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    manager.save_snapshot()
+    (index_file,) = tmp_path.glob("*.faiss")
+    index_file.write_bytes(index_file.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again = _manager(sessions, tmp_path)
+        again.start()
+    assert again.report().started_from == "rebuild"
+    assert _top_tracks(again, catalogue.vectors[track]) == [track] * 6
+    assert any("index.snapshot_unusable" in str(r.msg) for r in caplog.records)

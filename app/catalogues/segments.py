@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalogues.models import Segment, Track
 from app.config import Settings
 from app.embedding import Embedder
+from app.index.backend import SegmentIndex
 from app.index.base import FloatArray, IdArray, IndexMismatch, SegmentBatch
 from app.index.manager import IndexManager, spec_for
 
@@ -138,6 +139,11 @@ class SegmentStore:
                 first = i
         return out
 
+    def segment_count(self) -> int:
+        with self.sessions() as session:
+            count = session.scalar(sa.select(sa.func.count()).where(self._ours()))
+        return int(count or 0)
+
     def sample_ids(self, n: int) -> IdArray:
         # Ids are picked first and the vectors read after: ordering whole rows, vectors
         # included, by hash made a rebuild of a million segments sort gigabytes. Withdrawn
@@ -167,11 +173,22 @@ class SegmentStore:
 
 def segment_index(
     settings: Settings, embedder: Embedder, sessions: sessionmaker[Session]
-) -> IndexManager:
+) -> SegmentIndex:
     """The similarity index of the current embedder's segments (not started yet)."""
     source = SegmentStore(
         sessions, embedder=embedder.name, version=embedder.version, dim=embedder.dim
     )
-    return IndexManager(
-        spec_for(settings, embedder), source=source, snapshot_dir=settings.index_dir
-    )
+    spec = spec_for(settings, embedder)
+    if settings.index_backend == "milvus":
+        from app.index.milvus import MilvusIndex
+
+        settings.index_dir.mkdir(parents=True, exist_ok=True)
+        return MilvusIndex(
+            spec,
+            source=source,
+            uri=settings.milvus_uri or str(settings.index_dir / "milvus.db"),
+            token=settings.milvus_token,
+            index_type=settings.milvus_index_type,
+            search_params=settings.index_search_params,
+        )
+    return IndexManager(spec, source=source, snapshot_dir=settings.index_dir)

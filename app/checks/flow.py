@@ -34,7 +34,7 @@ from app.checks.attribution import Calibration
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.embedding import Embedder
-from app.index.manager import IndexManager
+from app.index.backend import SegmentIndex
 from app.ledger import service as ledger
 from app.ledger.appender import LedgerAppender
 from app.ledger.models import LedgerPosting, LedgerTransaction
@@ -69,7 +69,7 @@ class CheckFlow:
         sessions: sessionmaker[Session],
         blobs: BlobStore,
         embedder: Embedder,
-        index: IndexManager,
+        index: SegmentIndex,
         calibration: Calibration,
         appender: LedgerAppender,
         clock: Clock = system_clock,

@@ -49,8 +49,8 @@ from app.conflicts import service as conflicts
 from app.db import transaction, utcnow
 from app.embedding import Embedder, embed_audio
 from app.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
+from app.index.backend import SegmentIndex
 from app.index.base import SearchResult
-from app.index.manager import IndexManager
 from app.ledger import movements
 from app.ledger import service as ledger
 from app.ledger.models import AccountKind, LedgerTransaction
@@ -196,7 +196,7 @@ def analyse(
     *,
     settings: Settings,
     embedder: Embedder,
-    index: IndexManager,
+    index: SegmentIndex,
     params: AttributionParams,
     sessions: sessionmaker[Session],
     at: dt.datetime,
@@ -273,7 +273,7 @@ class _LicensedSearch:
 
     def __init__(
         self,
-        index: IndexManager,
+        index: SegmentIndex,
         sessions: sessionmaker[Session],
         *,
         at: dt.datetime,

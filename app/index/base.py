@@ -103,6 +103,10 @@ class SegmentSource(Protocol):
         segments of this embedder are left out."""
         ...
 
+    def segment_count(self) -> int:
+        """Stored segments of this embedder (withdrawn tracks' included)."""
+        ...
+
     def sample_ids(self, n: int) -> IdArray:
         """Up to `n` segment ids, the same ones for the same table (for training)."""
         ...

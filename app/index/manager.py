@@ -11,6 +11,7 @@ live in an index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -27,28 +28,77 @@ import numpy.typing as npt
 
 from app.config import Settings
 from app.embedding.base import Embedder
-from app.index import factory, tuning
+from app.index import factory, tiers, tuning
 from app.index.base import IdArray, IndexMismatch, SearchResult, SegmentBatch, SegmentSource
 from app.index.rwlock import ReadWriteLock
 from app.logging import get_logger
 
+if TYPE_CHECKING:
+    from app.index.backend import SegmentIndex
+
 log = get_logger(__name__)
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+# Snapshots of format 1 hold the index inside the .npz; they are still read.
+_READABLE_FORMATS = (1, 2)
 _BATCH = 20_000
 
-__all__ = ["IndexManager", "IndexMismatch", "IndexSpec", "SearchResult", "SyncStats"]
+__all__ = [
+    "IndexManager",
+    "IndexMismatch",
+    "IndexReport",
+    "IndexSpec",
+    "SearchResult",
+    "SyncStats",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
-    """What an index holds and how it is built."""
+    """What an index holds and how it is built.
+
+    factory : a FAISS factory string, or "auto": the index is chosen by segment count
+        (`app.index.tiers`) and retrained as the catalogue grows
+    search_params : query-time parameters for a forced factory; with "auto", when given,
+        they replace the chosen ones on inverted-file tiers (never on Flat)
+    tier_policy : the segment counts at which "auto" moves to the next kind of index
+    """
 
     embedder: str
     embedder_version: str
     dim: int
     factory: str = "Flat"
     search_params: str = ""
+    tier_policy: tiers.TierPolicy = field(default_factory=tiers.TierPolicy)
+
+    @property
+    def auto(self) -> bool:
+        return self.factory == tiers.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    """What the index is and how it came to be (for /readyz and logs).
+
+    chosen_by : "auto" (by segment count) or "setting" (a forced factory)
+    segments_at_choice : the segment count the factory was chosen for (auto), else None
+    trained_at : when its codebooks were trained (unix seconds), None for indexes that
+        learn nothing (Flat)
+    training_sample : segments its codebooks were trained on (0 for Flat)
+    retraining_to : the factory a background retraining is building, if one runs
+    started_from : "snapshot" or "rebuild"
+    """
+
+    factory: str
+    search_params: str
+    chosen_by: str
+    segments: int
+    segments_at_choice: int | None
+    trained_at: float | None
+    training_sample: int
+    retraining_to: str | None
+    started_from: str | None
+    start_seconds: float | None
 
 
 @dataclass(slots=True)
@@ -64,6 +114,10 @@ class _State:
 
     index: Any
     effective_factory: str
+    search_params: str = ""
+    segments_at_choice: int | None = None
+    trained_at: float | None = None
+    training_sample: int = 0
     segment_ids: IdArray = field(default_factory=lambda: np.zeros(0, np.int64))
     segment_tracks: IdArray = field(default_factory=lambda: np.zeros(0, np.int64))
     segment_starts: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -95,12 +149,19 @@ class IndexManager:
         self._sync_lock = threading.Lock()
         # 60-row query batches must take FAISS's BLAS path (see tuning.prefer_blas).
         tuning.prefer_blas(spec.dim)
-        self._state = self._empty(spec.factory)
+        initial = tiers.IndexChoice("Flat", "", 0) if spec.auto else self._forced()
+        self._state = self._empty(initial)
+        # The factory a background retraining is building (None when none runs).
+        self._retraining: str | None = None
+        self._started_from: str | None = None
+        self._start_seconds: float | None = None
         # Changes since start vs. the count the last snapshot captured: a snapshot is due when
         # they differ (a counter, not a flag, so a change during a save is never lost).
         self._changes = 0
         self._saved_changes = 0
         self._saved_at = 0.0
+        # The index file of the snapshot this process last read or wrote.
+        self._index_file: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -117,7 +178,7 @@ class IndexManager:
             source = "snapshot"
         except FileNotFoundError:
             log.info("index.snapshot_missing", path=str(self.snapshot_path))
-            state, source = self._build(), "rebuild"
+            state, source = self._build(self._choice()), "rebuild"
             self._changes += 1
         except Exception as exc:
             log.warning(
@@ -125,17 +186,19 @@ class IndexManager:
                 path=str(self.snapshot_path),
                 error=f"{type(exc).__name__}: {exc}",
             )
-            state, source = self._build(), "rebuild"
+            state, source = self._build(self._choice()), "rebuild"
             self._changes += 1
         with self._lock.writing():
             self._state = state
         stats = self.sync()
+        self._started_from = source
+        self._start_seconds = round(time.perf_counter() - started, 3)
         log.info(
             "index.ready",
             source=source,
             segments=self.size,
             watermark=self.watermark,
-            seconds=round(time.perf_counter() - started, 2),
+            seconds=round(self._start_seconds, 2),
             factory=state.effective_factory,
         )
         return stats
@@ -143,10 +206,92 @@ class IndexManager:
     def rebuild(self) -> None:
         """Build a fresh index from PostgreSQL and swap it in (searches go on meanwhile)."""
         with self._sync_lock:  # a sync running against the old state would be lost
-            state = self._build()
+            state = self._build(self._choice())
             with self._lock.writing():
                 self._state = state
                 self._changes += 1
+
+    # -- choosing and retraining -------------------------------------------------------------
+
+    def _forced(self) -> tiers.IndexChoice:
+        return tiers.IndexChoice(self.spec.factory, self.spec.search_params, 0)
+
+    def _choice(self, segments: int | None = None) -> tiers.IndexChoice:
+        """The factory to build now: the setting's, or the tier of the stored segment count."""
+        if not self.spec.auto:
+            return self._forced()
+        count = self.source.segment_count() if segments is None else segments
+        chosen = tiers.choose(count, self.spec.dim, self.spec.tier_policy)
+        if self.spec.search_params and chosen.factory != "Flat":
+            chosen = tiers.IndexChoice(chosen.factory, self.spec.search_params, chosen.segments)
+        return chosen
+
+    def retrain_needed(self) -> tiers.IndexChoice | None:
+        """The index to retrain into, when the catalogue has outgrown the current one.
+
+        With "auto": the tier of the current segment count, when it is a later tier than the
+        one serving. With a forced factory: that factory, when the service fell back to Flat
+        for want of training data and there is enough now.
+        """
+        state = self._state
+        size = int(state.index.ntotal)
+        if self.spec.auto:
+            wanted = self._choice(size)
+            if tiers.is_upgrade(state.effective_factory, wanted.factory):
+                return wanted
+            return None
+        if state.effective_factory == self.spec.factory:
+            return None
+        probe = factory.create_index(self.spec.factory, self.spec.dim)
+        return self._forced() if size >= factory.min_training_size(probe) else None
+
+    @property
+    def retraining(self) -> bool:
+        return self._retraining is not None
+
+    def retrain(self, choice: tiers.IndexChoice) -> bool:
+        """Build `choice` from PostgreSQL beside the serving index, then swap it in.
+
+        Searches and syncs go on against the old index while the new one trains and fills;
+        the new one then takes in what was committed meanwhile and replaces the old under the
+        write lock, so no search sees half of either. Returns False if one already runs.
+        """
+        with self._sync_lock:
+            if self._retraining is not None:
+                return False
+            self._retraining = choice.factory
+        try:
+            log.info(
+                "index.retraining",
+                current=self._state.effective_factory,
+                to=choice.factory,
+                segments=self.size,
+            )
+            state = self._build(choice)
+            with self._sync_lock:
+                self._catch_up_state(state, live=False)
+                with self._lock.writing():
+                    self._state = state
+                    self._changes += 1
+            log.info("index.retrained", factory=state.effective_factory, segments=self.size)
+            return True
+        finally:
+            self._retraining = None
+
+    def report(self) -> IndexReport:
+        state = self._state
+        return IndexReport(
+            factory=state.effective_factory,
+            search_params=state.search_params,
+            chosen_by="auto" if self.spec.auto else "setting",
+            segments=int(state.index.ntotal),
+            segments_at_choice=state.segments_at_choice,
+            trained_at=state.trained_at,
+            training_sample=state.training_sample,
+            retraining_to=self._retraining,
+            started_from=self._started_from,
+            start_seconds=self._start_seconds,
+        )
 
     @property
     def size(self) -> int:
@@ -201,23 +346,7 @@ class IndexManager:
             return self._sync()
 
     def _sync(self) -> SyncStats:
-        stats = SyncStats()
-        while True:
-            batch = self.source.segments_after(self._state.segment_watermark, limit=_BATCH)
-            if not len(batch):
-                break
-            with self._lock.writing():
-                stats.added += self._append(self._state, batch)
-                self._changes += 1
-        withdrawals = self.source.withdrawals_after(self._state.withdrawal_watermark)
-        if withdrawals:
-            segment_ids = self.source.segment_ids_of([track for track, _ in withdrawals])
-            with self._lock.writing():
-                if segment_ids.size:
-                    stats.removed = factory.remove(self._state.index, segment_ids)
-                self._state.withdrawal_watermark = withdrawals[-1][1]
-                self._changes += 1
-            stats.withdrawn_tracks = len(withdrawals)
+        stats = self._catch_up_state(self._state, live=True)
         if stats.added or stats.withdrawn_tracks:
             log.info(
                 "index.synced",
@@ -226,6 +355,31 @@ class IndexManager:
                 withdrawn_tracks=stats.withdrawn_tracks,
                 watermark=self.watermark,
             )
+        return stats
+
+    def _catch_up_state(self, state: _State, *, live: bool) -> SyncStats:
+        """Add segments after `state`'s watermark, drop tracks withdrawn after its own.
+
+        live : `state` is the one searches read, so changes take the write lock
+        """
+        stats = SyncStats()
+        writing = self._lock.writing if live else contextlib.nullcontext
+        while True:
+            batch = self.source.segments_after(state.segment_watermark, limit=_BATCH)
+            if not len(batch):
+                break
+            with writing():
+                stats.added += self._append(state, batch)
+                self._changes += 1
+        withdrawals = self.source.withdrawals_after(state.withdrawal_watermark)
+        if withdrawals:
+            segment_ids = self.source.segment_ids_of([track for track, _ in withdrawals])
+            with writing():
+                if segment_ids.size:
+                    stats.removed = factory.remove(state.index, segment_ids)
+                state.withdrawal_watermark = withdrawals[-1][1]
+                self._changes += 1
+            stats.withdrawn_tracks = len(withdrawals)
         return stats
 
     def _append(self, state: _State, batch: SegmentBatch) -> int:
@@ -245,43 +399,45 @@ class IndexManager:
 
     # -- building ----------------------------------------------------------------------------
 
-    def _empty(self, factory_string: str) -> _State:
-        index = factory.create_index(factory_string, self.spec.dim)
-        self._apply_search_params(index, factory_string)
-        return _State(index=index, effective_factory=factory_string)
+    def _empty(self, choice: tiers.IndexChoice) -> _State:
+        index = factory.create_index(choice.factory, self.spec.dim)
+        factory.apply_search_params(index, choice.search_params)
+        return _State(
+            index=index,
+            effective_factory=choice.factory,
+            search_params=choice.search_params,
+            segments_at_choice=choice.segments if self.spec.auto else None,
+        )
 
-    def _apply_search_params(self, index: Any, effective_factory: str) -> None:
-        """Set the spec's search parameters, which are meant for the spec's factory only.
-
-        The untrained-IVF fallback (Flat) has no `nprobe` and the like.
-        """
-        if effective_factory == self.spec.factory:
-            factory.apply_search_params(index, self.spec.search_params)
-
-    def _build(self) -> _State:
+    def _build(self, choice: tiers.IndexChoice) -> _State:
         """A complete index of every live segment of this embedder, from PostgreSQL."""
         started = time.perf_counter()
-        state = self._empty(self.spec.factory)
+        state = self._empty(choice)
+        # Read before the segments: a withdrawal committed while they are read is applied
+        # again by the next catch-up (removing what is absent is harmless), never missed.
+        state.withdrawal_watermark = self.source.last_withdrawal()
         if factory.needs_training(state.index):
             sample = self._training_sample(factory.recommended_training_size(state.index))
             if len(sample) < factory.min_training_size(state.index):
                 log.warning(
                     "index.too_few_segments_to_train",
-                    factory=self.spec.factory,
+                    factory=choice.factory,
                     segments=len(sample),
                     needed=factory.min_training_size(state.index),
                     fallback="Flat",
                 )
-                state = self._empty("Flat")
+                flat = self._empty(tiers.IndexChoice("Flat", "", choice.segments))
+                flat.withdrawal_watermark = state.withdrawal_watermark
+                state = flat
             else:
                 factory.train(state.index, sample)
+                state.trained_at = time.time()
+                state.training_sample = len(sample)
         while True:
             batch = self.source.segments_after(state.segment_watermark, limit=_BATCH)
             if not len(batch):
                 break
             self._append(state, batch)
-        # Withdrawals up to now are reflected by skipping their segments above.
-        state.withdrawal_watermark = self.source.last_withdrawal()
         log.info(
             "index.built",
             segments=int(state.index.ntotal),
@@ -300,14 +456,23 @@ class IndexManager:
     # -- snapshots ---------------------------------------------------------------------------
 
     def save_snapshot(self, *, force: bool = False) -> bool:
-        """Write the index to its snapshot file (atomically) if it changed since the last one."""
+        """Write the index to its snapshot files (atomically) if it changed since the last one.
+
+        Two files: the FAISS index as `faiss.write_index` writes it (read back without a
+        second copy in memory) under a name of its own, and the `.npz` that names it, with the
+        segment arrays and the watermarks. The `.npz` is replaced last, so a reader finds
+        either the old pair or the new one.
+        """
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        index_name = f"{self.snapshot_path.stem}-{uuid.uuid4().hex[:12]}.faiss"
+        index_tmp = self.snapshot_dir / f".{index_name}.tmp"
         with self._lock.reading():
             if self._changes == self._saved_changes and not force:
                 return False
             changes = self._changes
             state = self._state
+            faiss.write_index(state.index, str(index_tmp))
             arrays = (
-                faiss.serialize_index(state.index),
                 state.segment_ids.copy(),
                 state.segment_tracks.copy(),
                 state.segment_starts.copy(),
@@ -320,19 +485,25 @@ class IndexManager:
                 "dim": self.spec.dim,
                 "factory": self.spec.factory,
                 "effective_factory": state.effective_factory,
+                "search_params": state.search_params,
+                "segments_at_choice": state.segments_at_choice,
+                "trained_at": state.trained_at,
+                "training_sample": state.training_sample,
                 "segment_watermark": state.segment_watermark,
                 "withdrawal_watermark": state.withdrawal_watermark,
                 "ntotal": int(state.index.ntotal),
+                "faiss_file": index_name,
             }
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.snapshot_dir, prefix=".snapshot-", suffix=".npz")
         try:
+            with index_tmp.open("rb+") as written:
+                os.fsync(written.fileno())
+            os.replace(index_tmp, self.snapshot_dir / index_name)
             with os.fdopen(fd, "wb") as out:
-                index_bytes, segment_ids, segment_tracks, segment_starts, track_ids = arrays
+                segment_ids, segment_tracks, segment_starts, track_ids = arrays
                 np.savez(
                     out,
                     meta=np.array(json.dumps(meta)),
-                    faiss=index_bytes,
                     segment_ids=segment_ids,
                     segment_tracks=segment_tracks,
                     segment_starts=segment_starts,
@@ -343,11 +514,26 @@ class IndexManager:
             os.replace(tmp, self.snapshot_path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            index_tmp.unlink(missing_ok=True)
+            (self.snapshot_dir / index_name).unlink(missing_ok=True)
             raise
+        self._remove_old_index_files(keep=index_name)
         self._saved_changes = changes
         self._saved_at = time.monotonic()
         log.info("index.snapshot_saved", path=str(self.snapshot_path), **meta)
         return True
+
+    def _remove_old_index_files(self, *, keep: str) -> None:
+        """Drop index files no snapshot names any more: this process's previous one at once,
+        others' (replicas sharing the directory) once they are an hour old."""
+        previous, self._index_file = self._index_file, keep
+        now = time.time()
+        for path in self.snapshot_dir.glob(f"{self.snapshot_path.stem}-*.faiss"):
+            if path.name == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.name == previous or now - path.stat().st_mtime > 3600:
+                    path.unlink()
 
     def snapshot_due(self, every_seconds: float) -> bool:
         changed = self._changes != self._saved_changes
@@ -363,8 +549,9 @@ class IndexManager:
         # From the file, not via read_bytes(): that would hold a second copy of it all.
         with np.load(self.snapshot_path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            if meta.get("format") not in _READABLE_FORMATS:
+                raise IndexMismatch(f"snapshot format {meta.get('format')!r} is not readable")
             expected = {
-                "format": SNAPSHOT_FORMAT,
                 "embedder": self.spec.embedder,
                 "embedder_version": self.spec.embedder_version,
                 "dim": self.spec.dim,
@@ -373,15 +560,28 @@ class IndexManager:
             stale = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
             if stale:
                 raise IndexMismatch(f"snapshot was made for {stale}, not {expected}")
-            if meta.get("effective_factory") != self.spec.factory:
+            if not self.spec.auto and meta.get("effective_factory") != self.spec.factory:
                 raise IndexMismatch(
                     f"snapshot holds a {meta.get('effective_factory')!r} index in place of "
                     f"{self.spec.factory!r} (too few segments to train it then); rebuilding"
                 )
-            index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
+            if "faiss_file" in meta:
+                name = Path(str(meta["faiss_file"])).name  # never a path out of the directory
+                index = faiss.read_index(str(self.snapshot_dir / name))
+                self._index_file = name
+            else:
+                index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
+            effective = str(meta["effective_factory"])
+            params = str(meta.get("search_params", ""))
+            if not self.spec.auto or (self.spec.search_params and effective != "Flat"):
+                params = self.spec.search_params
             state = _State(
                 index=index,
-                effective_factory=str(meta["effective_factory"]),
+                effective_factory=effective,
+                search_params=params,
+                segments_at_choice=meta.get("segments_at_choice"),
+                trained_at=meta.get("trained_at"),
+                training_sample=int(meta.get("training_sample", 0)),
                 segment_ids=data["segment_ids"].astype(np.int64, copy=False),
                 segment_tracks=data["segment_tracks"].astype(np.int64, copy=False),
                 segment_starts=data["segment_starts"].astype(np.float32, copy=False),
@@ -394,7 +594,7 @@ class IndexManager:
             raise IndexMismatch("snapshot index does not match its metadata")
         if not (len(state.segment_ids) == len(state.segment_tracks) == len(state.segment_starts)):
             raise IndexMismatch("snapshot segment arrays disagree in length")
-        self._apply_search_params(index, state.effective_factory)
+        factory.apply_search_params(index, state.search_params)
         return state
 
 
@@ -419,15 +619,28 @@ def spec_for(settings: Settings, embedder: Embedder) -> IndexSpec:
         dim=embedder.dim,
         factory=settings.index_factory,
         search_params=settings.index_search_params,
+        tier_policy=tiers.TierPolicy(
+            ivf_from=settings.index_ivf_from_segments, pq_from=settings.index_pq_from_segments
+        ),
     )
 
 
-async def keep_in_sync(manager: IndexManager, *, every: float, snapshot_every: float) -> None:
-    """Tail the database forever (until cancelled); snapshot now and then."""
+async def keep_in_sync(manager: SegmentIndex, *, every: float, snapshot_every: float) -> None:
+    """Tail the database forever (until cancelled); snapshot now and then; retrain in the
+    background when the catalogue has outgrown the index."""
+    retraining: asyncio.Task[bool] | None = None
     while True:
         await asyncio.sleep(every)
         try:
             await asyncio.to_thread(manager.sync)
+            if retraining is not None and retraining.done():
+                if retraining.exception() is not None:
+                    log.error("index.retrain_failed", error=repr(retraining.exception()))
+                retraining = None
+            if retraining is None:
+                choice = manager.retrain_needed()
+                if choice is not None:
+                    retraining = asyncio.create_task(asyncio.to_thread(manager.retrain, choice))
             if manager.snapshot_due(snapshot_every):
                 await asyncio.to_thread(manager.save_snapshot)
         except Exception:
