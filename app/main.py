@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import Scope
@@ -27,7 +28,10 @@ from app.clock import Clock, system_clock
 from app.config import Settings, get_settings
 from app.conflicts.flow import ConflictFlow
 from app.conflicts.routes import router as conflicts_router
+from app.console.routes import UPLOAD_PATH as CONSOLE_UPLOAD_PATH
+from app.console.routes import authenticate_upload as console_upload_caller
 from app.console.routes import router as console_router
+from app.console.routes import script_router as console_script_router
 from app.db import create_db_engine, resolve_database_url, transaction
 from app.disputes.flow import DisputeFlow
 from app.disputes.routes import router as disputes_router
@@ -160,14 +164,16 @@ async def _keep_boot(process: Boot) -> None:
             log.warning("boot.keep_failed", boot_id=process.id, exc_info=True)
 
 
-def _gates(settings: Settings) -> list[Gate]:
-    """Per-key limits on the two routes that take audio: checks and track uploads."""
+def _gates(settings: Settings, app: FastAPI) -> list[Gate]:
+    """Per-key limits on the routes that take audio: checks and track uploads, the latter
+    through the API or the console (one key's uploads count once, whichever way in)."""
 
     def buckets(per_minute: float) -> TokenBuckets:
         burst = max(1, math.ceil(per_minute / 60 * settings.rate_limit_burst_seconds))
         return TokenBuckets(per_minute=per_minute, burst=burst)
 
     bound = settings.max_concurrent_uploads_per_key
+    uploads, uploading = buckets(settings.rate_limit_uploads_per_minute), InFlight(bound)
     return [
         Gate(
             "POST",
@@ -176,23 +182,30 @@ def _gates(settings: Settings) -> list[Gate]:
             InFlight(bound),
             "checks",
         ),
+        Gate("POST", re.compile(r"^/v1/catalogues/[^/]+/tracks$"), uploads, uploading, "uploads"),
         Gate(
             "POST",
-            re.compile(r"^/v1/catalogues/[^/]+/tracks$"),
-            buckets(settings.rate_limit_uploads_per_minute),
-            InFlight(bound),
+            CONSOLE_UPLOAD_PATH,
+            uploads,
+            uploading,
             "uploads",
+            authenticate=_in_transaction(app, console_upload_caller),
         ),
     ]
 
 
 def _authenticate_first(app: FastAPI) -> Callable[[Scope], Principal]:
     """Authentication for the gate middleware, on a short transaction of its own."""
+    return _in_transaction(app, authenticate_request)
 
+
+def _in_transaction(
+    app: FastAPI, authenticate_with: Callable[[Session, Request], Principal]
+) -> Callable[[Scope], Principal]:
     def authenticate(scope: Scope) -> Principal:
         try:
             with transaction(app.state.service.sessions) as session:
-                return authenticate_request(session, Request(scope))
+                return authenticate_with(session, Request(scope))
         except (OperationalError, InterfaceError):
             # Outside the exception handlers here: answer as they would.
             raise ServiceUnavailable(
@@ -236,7 +249,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
         GateMiddleware,
         authenticate=_authenticate_first(app),
         routed=_routed(app),
-        gates=_gates(settings),
+        gates=_gates(settings, app),
     )
     app.add_middleware(
         BodySizeLimitMiddleware,
@@ -257,4 +270,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock = system_clock)
     app.include_router(conflicts_router)
     app.include_router(reports_router)
     app.include_router(console_router)  # HTML pages, outside the OpenAPI document
+    app.include_router(console_script_router)
     return app

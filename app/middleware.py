@@ -197,13 +197,20 @@ class Caller(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Gate:
-    """Requests matching `method` and `path` are rate-limited and bounded per key as `name`."""
+    """Requests matching `method` and `path` are rate-limited and bounded per key as `name`.
+
+    authenticate : for a route outside the API's prefix (a console route), how its caller is
+        authenticated before the body is read; None for the API's own bearer keys. Two gates
+        sharing `buckets` and `in_flight` count one key's requests through either way in
+        against the same limits.
+    """
 
     method: str
     path: re.Pattern[str]
     buckets: TokenBuckets
     in_flight: InFlight
     name: str
+    authenticate: Callable[[Scope], Caller] | None = None
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -212,7 +219,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class GateMiddleware:
     """Authenticate every API request that carries a body before the body is read (an
     anonymous 200 MB upload is refused at once), then apply the per-key rate limit and
-    in-flight bound of the gate its route falls under.
+    in-flight bound of the gate its route falls under. A gate outside the API's prefix (the
+    console's upload) brings its own authentication and is treated the same way.
 
     authenticate : called in a worker thread with the scope; returns the caller, stores it in
         the scope's state for the route's own dependency to reuse, or raises an AppError
@@ -236,23 +244,29 @@ class GateMiddleware:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in _BODY_METHODS
-            or not scope["path"].startswith(self.prefix)
-            or not self.routed(scope)
-        ):
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        api = scope["path"].startswith(self.prefix)
+        gate = next(
+            (
+                g
+                for g in self.gates
+                if g.method == scope["method"]
+                and g.path.match(scope["path"])
+                and (g.authenticate is None) == api
+            ),
+            None,
+        )
+        if not (api or gate is not None) or not self.routed(scope):
+            await self.app(scope, receive, send)
+            return
+        authenticate = gate.authenticate if gate and gate.authenticate else self.authenticate
         try:
-            caller = await anyio.to_thread.run_sync(self.authenticate, scope)
+            caller = await anyio.to_thread.run_sync(authenticate, scope)
         except AppError as error:
             await send_error(scope, send, error, close=True)
             return
-        gate = next(
-            (g for g in self.gates if g.method == scope["method"] and g.path.match(scope["path"])),
-            None,
-        )
         if gate is None:
             await self.app(scope, receive, send)
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from starlette.responses import FileResponse
 
 from app.catalogues import routes as catalogue_api
 from app.catalogues.models import TrackStatus
+from app.catalogues.schemas import TrackRead, TrackUpload
 from app.checks import routes as check_api
 from app.checks import service as checks
 from app.clock import Clock
@@ -49,6 +51,7 @@ from app.ledger import service as ledger
 from app.logging import get_logger
 from app.orgs import service as orgs
 from app.orgs.auth import (
+    LabelDep,
     LabelOrReaderDep,
     Principal,
     ReaderDep,
@@ -61,7 +64,7 @@ from app.pagination import Page
 from app.reports import routes as report_api
 from app.reports import service as reports
 from app.reports.schemas import GroupBy
-from app.state import SessionsDep, SettingsDep
+from app.state import BlobsDep, SessionsDep, SettingsDep
 
 log = get_logger(__name__)
 
@@ -107,6 +110,12 @@ class ConsoleRoute(APIRoute):
 
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
+# Routes called by the pages' scripts: they answer JSON, errors in the API's one error shape.
+script_router = APIRouter(prefix="/console", include_in_schema=False)
+
+# The console's track upload: the gate middleware authenticates it (`authenticate_upload`)
+# and counts it against the key's upload limits before its body is read.
+UPLOAD_PATH = re.compile(r"^/console/catalogues/[^/]+/tracks$")
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -271,6 +280,24 @@ async def check_csrf(request: Request, user: UserDep, signer: SignerDep) -> Cons
 
 
 CsrfUserDep = Annotated[ConsoleUser, Depends(check_csrf)]
+
+
+def authenticate_upload(session: SessionDep, request: Request) -> Principal:
+    """The caller of a console upload, before its body is read (the gate middleware calls
+    this): the session cookie's key admitted as for any page (401 without a live session),
+    the session's CSRF token in the `X-CSRF-Token` header (403 without), and the API upload
+    route's own role rule (403 for anyone but a label)."""
+    signer, clock = get_signer(request), get_clock(request)
+    found = signer.read(request.cookies.get(SESSION_COOKIE), now=clock())
+    if found is None:
+        raise SignInRequired("your console session has ended: sign in again")
+    principal = authenticate_key(session, found.key_id)
+    if principal is None:
+        raise SignInRequired("the API key of this session was revoked: sign in again")
+    request.state.org_id = str(principal.org_id)
+    signer.check_csrf(found.nonce, request.headers.get(CSRF_HEADER))
+    check: Callable[[Principal], Principal] = get_args(LabelDep)[1].dependency
+    return check(principal)
 
 
 # ---------------------------------------------------------------------------- sign-in
@@ -601,8 +628,33 @@ def catalogue_page(
         tracks=tracks,
         statuses=[s.value for s in TrackStatus],
         status=status,
+        max_upload_bytes=settings.max_upload_bytes,
         next_url=tracks.next_cursor and with_query(request, cursor=tracks.next_cursor),
     )
+
+
+@script_router.post("/catalogues/{catalogue_id}/tracks", status_code=202, response_model=TrackRead)
+def upload_track(
+    catalogue_id: uuid.UUID,
+    form: Annotated[TrackUpload, Form(media_type="multipart/form-data")],
+    session: SessionDep,
+    settings: SettingsDep,
+    blobs: BlobsDep,
+    user: CsrfUserDep,
+) -> TrackRead:
+    """One file from the catalogue page's uploader, through the API's own upload route: the
+    same validation, size limit, duplicate check and errors. The page polls the new track
+    until it is indexed or failed."""
+    track = catalogue_api.upload_track(
+        catalogue_id=catalogue_id,
+        form=form,
+        session=session,
+        principal=gate(LabelDep, user),
+        settings=settings,
+        blobs=blobs,
+    )
+    log.info("console.track_uploaded", track_id=str(track.id), catalogue_id=str(catalogue_id))
+    return track
 
 
 @router.get("/tracks/{track_id}", response_class=HTMLResponse)
