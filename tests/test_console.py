@@ -31,7 +31,7 @@ from app.db import create_db_engine
 from app.main import create_app
 from app.models import Base
 from tests.conftest import PROCRASTINATE_TABLES
-from tests.factories import Tenant, Tenants, run_jobs, submit_check, upload
+from tests.factories import Tenant, Tenants, audio_file, run_jobs, submit_check, upload
 from tests.worlds import RATE, Music, excerpt
 
 CHROMIUM = os.environ.get("ECHOLEDGER_CHROMIUM", "/usr/bin/chromium")
@@ -537,3 +537,117 @@ def test_a_pending_track_updates_in_the_page_until_indexed(
     swapped = page.inner_text(f"tr[data-track-id='{track_id}'] time")
     assert "GMT+9" in swapped or "JST" in swapped  # localised after the swap too
     shot(page, "label-catalogue-indexed")
+
+
+def _corrupted(path: Path) -> Path:
+    """A file whose header is sound and whose audio stream is not (refused only by decoding)."""
+    data = bytearray(path.read_bytes())
+    third = len(data) // 3
+    data[third : 2 * third] = bytes(third)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_label_uploads_tracks_from_the_catalogue_page(
+    page: Page, live: Live, database_url: str, tmp_path: Path
+) -> None:
+    ids = live.ids
+    label, tenants = ids["label_a"], ids["tenants"]
+    catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.3)
+    valid = audio_file(tmp_path, seed=31, seconds=8.0, name="Morning Tide.wav")
+    corrupt = _corrupted(audio_file(tmp_path, seed=32, seconds=8.0, fmt="FLAC", name="Reel.flac"))
+    not_audio = tmp_path / "liner-notes.mp3"
+    not_audio.write_bytes(b"these notes are not audio\n" * 400)
+    # What the API answers for the file it refuses at once: the page must say the same.
+    refused = upload(live.api, label, catalogue["id"], not_audio)  # type: ignore[arg-type]
+    assert refused.status_code == 422, refused.text
+    sign_in(page, live, label)
+    page.goto(f"{live.base}/console/catalogues/{catalogue['id']}")
+    assert "No tracks" in page.inner_text("#tracks")
+    page.fill("#uploader input[name=artist]", "Nordic Tapes Ensemble")
+    page.set_input_files("#uploader input[type=file]", [str(valid), str(corrupt), str(not_audio)])
+    page.click("#uploader button[type=submit]")
+    page.wait_for_function(
+        "() => { const rows = [...document.querySelectorAll('#uploads li')]; return "
+        "rows.length === 3 && rows.every(r => ['done', 'error'].includes(r.dataset.state)) }"
+    )
+    rows = page.eval_on_selector_all(
+        "#uploads li",
+        "els => els.map(e => ({file: e.dataset.file, state: e.dataset.state, track: "
+        "e.dataset.trackId || null, progress: e.querySelector('progress').value, "
+        "text: e.querySelector('.state').textContent}))",
+    )
+    by_file = {r["file"]: r for r in rows}
+    for name in (valid.name, corrupt.name):
+        assert by_file[name]["state"] == "done", by_file[name]
+        assert by_file[name]["progress"] == 100
+        assert by_file[name]["text"] == "uploaded: pending"
+    assert by_file[not_audio.name]["state"] == "error"
+    assert by_file[not_audio.name]["track"] is None
+    assert by_file[not_audio.name]["text"] == refused.json()["error"]["message"]
+    valid_id, corrupt_id = by_file[valid.name]["track"], by_file[corrupt.name]["track"]
+    # The new tracks appear in the list, pending, without a reload.
+    page.wait_for_selector(f"tr[data-track-id='{valid_id}'] .badge.pending")
+    page.wait_for_selector(f"tr[data-track-id='{corrupt_id}'] .badge.pending")
+    page.wait_for_function(
+        "() => document.querySelector('[data-status=pending]').textContent === '2'"
+    )
+    assert page.locator("#tracks").count() == 1
+    api_tracks = live.get(label, f"/v1/catalogues/{catalogue['id']}/tracks")["items"]
+    assert {t["id"] for t in api_tracks} == {valid_id, corrupt_id}
+    assert {t["title"] for t in api_tracks} == {"Morning Tide", "Reel"}
+    assert {t["artist"] for t in api_tracks} == {"Nordic Tapes Ensemble"}
+    shot(page, "label-catalogue-uploaded")
+    # The worker ingests them (in a thread: this one holds the browser's event loop); the
+    # page polls until one is indexed and the other failed, with its reason.
+    settings: Settings = live.app.state.settings
+    engine = create_db_engine(database_url, pool_size=1)
+    worker = threading.Thread(target=run_jobs, args=(settings, engine))
+    worker.start()
+    worker.join(timeout=120)
+    engine.dispose()
+    page.wait_for_selector(f"tr[data-track-id='{valid_id}'] .badge.indexed", timeout=30_000)
+    page.wait_for_selector(f"tr[data-track-id='{corrupt_id}'] .badge.failed", timeout=30_000)
+    reason = page.inner_text(f"tr[data-track-id='{corrupt_id}'] .error")
+    assert reason == live.get(label, f"/v1/tracks/{corrupt_id}")["error"]
+    assert "corrupt" in reason
+    # The uploader's rows follow their tracks too.
+    page.wait_for_selector(f"#uploads li[data-track-id='{corrupt_id}'][data-track-status=failed]")
+    assert page.inner_text(f"#uploads li[data-track-id='{valid_id}'] .state") == (
+        "uploaded: indexed"
+    )
+    assert reason in page.inner_text(f"#uploads li[data-track-id='{corrupt_id}'] .state")
+    shot(page, "label-catalogue-upload-ingested")
+
+    # The route itself: the CSRF token is required, another label's catalogue is not found.
+    csrf = page.get_attribute("#uploader", "data-csrf")
+    assert csrf
+    route = f"{live.base}/console/catalogues/{catalogue['id']}/tracks"
+    fresh = audio_file(tmp_path, seed=33, seconds=8.0)
+    files = {
+        "file": {"name": fresh.name, "mimeType": "audio/wav", "buffer": fresh.read_bytes()},
+        "title": "Unsent",
+        "artist": "Nobody",
+    }
+    for headers in ({}, {"X-CSRF-Token": "forged"}):
+        refused_csrf = page.request.post(route, multipart=files, headers=headers)
+        assert refused_csrf.status == 403, headers
+        assert refused_csrf.json()["error"]["code"] == "csrf_rejected"
+    stored = live.get(label, f"/v1/catalogues/{catalogue['id']}/tracks")["items"]
+    assert len(stored) == 2  # nothing stored
+    foreign = page.request.post(
+        f"{live.base}/console/catalogues/{ids['catalogue_b']}/tracks",
+        multipart=files,
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert foreign.status == 404, foreign.text()
+    theirs = live.get(ids["label_b"], f"/v1/catalogues/{ids['catalogue_b']}/tracks")["items"]
+    assert len(theirs) == 1
+    # An AI company uploads nothing, through the console or the API.
+    page.click("text=Sign out")
+    page.wait_for_load_state("networkidle")
+    sign_in(page, live, ids["company"])
+    company_csrf = page.input_value("form.who input[name=csrf_token]")
+    denied = page.request.post(route, multipart=files, headers={"X-CSRF-Token": company_csrf})
+    assert denied.status == 403, denied.text()
+    assert len(live.get(label, f"/v1/catalogues/{catalogue['id']}/tracks")["items"]) == 2

@@ -192,6 +192,144 @@ def test_checks_and_uploads_have_separate_per_key_rate_limits(
         assert upload(client, label, catalogue["id"], piece).status_code == 429
 
 
+def console_sign_in(client: TestClient, tenant: Tenant) -> str:
+    """Sign in to the console as `tenant` through its form; returns the session's CSRF token."""
+    form = client.get("/console/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None, form.text
+    signed_in = client.post(
+        "/console/sign-in",
+        data={"api_key": tenant.key, "csrf_token": token.group(1), "next": "/console/"},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    page = client.get("/console/catalogues")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None, page.text
+    return csrf.group(1)
+
+
+def console_upload(client: TestClient, catalogue_id: str, path: Path, csrf: str | None) -> Any:
+    headers = {} if csrf is None else {"X-CSRF-Token": csrf}
+    with path.open("rb") as f:
+        return client.post(
+            f"/console/catalogues/{catalogue_id}/tracks",
+            files={"file": (path.name, f, "application/octet-stream")},
+            data={"title": path.stem, "artist": "Test Artist"},
+            headers=headers,
+        )
+
+
+def test_console_uploads_pass_the_same_gate_as_api_uploads(
+    settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    limited = settings.model_copy(
+        update={"rate_limit_uploads_per_minute": 6.0, "rate_limit_burst_seconds": 20.0}
+    )  # a burst of two
+    first, second = (audio_file(tmp_path, seed=s, seconds=3.0) for s in (1, 2))
+    with TestClient(create_app(limited)) as client:
+        tenants = Tenants(client, engine)
+        label = tenants.label()
+        catalogue = tenants.catalogue(label)
+        csrf = console_sign_in(client, label)
+        # Refused before the body is read: no CSRF token, a forged one, no session.
+        reads = 0
+
+        async def receive() -> Message:
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": b"x" * 1_000_000, "more_body": True}
+
+        path = f"/console/catalogues/{catalogue['id']}/tracks"
+        cookie = f"el_console={client.cookies['el_console']}"
+        for headers, status in (
+            ({"Cookie": cookie}, 403),
+            ({"Cookie": cookie, "X-CSRF-Token": "forged"}, 403),
+            ({"X-CSRF-Token": csrf}, 401),
+            ({"Cookie": "el_console=eyJrIjoxfQ.AAAA", "X-CSRF-Token": csrf}, 401),
+        ):
+            answer, sent, _ = _asgi_call(client, _scope(path, headers, length=199 * 2**20), receive)
+            assert (answer, sent["connection"]) == (status, "close"), headers
+        assert reads == 0
+        # The key's upload bucket is one, whichever way in: the console's upload and the
+        # API's spend it together, and the limit reads the same.
+        accepted = console_upload(client, catalogue["id"], first, csrf)
+        assert accepted.status_code == 202, accepted.text
+        assert upload(client, label, catalogue["id"], second).status_code == 202
+        limited_console = console_upload(client, catalogue["id"], second, csrf)
+        limited_api = upload(client, label, catalogue["id"], second)
+        for answer in (limited_console, limited_api):
+            assert answer.status_code == 429, answer.text
+            assert answer.json()["error"]["details"]["limit"] == "uploads"
+            assert 1 <= int(answer.headers["Retry-After"]) <= 10
+        # Another label's console session has its own bucket.
+        other = tenants.label()
+        client.cookies.clear()
+        other_csrf = console_sign_in(client, other)
+        theirs = tenants.catalogue(other)
+        assert console_upload(client, theirs["id"], second, other_csrf).status_code == 202
+        listed = client.get(f"/v1/catalogues/{catalogue['id']}/tracks", headers=label.headers)
+        assert len(listed.json()["items"]) == 2
+
+
+def test_console_uploads_share_the_in_flight_bound_of_api_uploads() -> None:
+    bound = InFlight(1)
+    app_reached: list[str] = []
+
+    class Key:
+        def __init__(self, key: str) -> None:
+            self.key_id = key
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        app_reached.append(scope["path"])
+
+    buckets = TokenBuckets(per_minute=600, burst=10)
+    gates = [
+        Gate("POST", re.compile(r"^/v1/up$"), buckets, bound, "uploads"),
+        Gate(
+            "POST",
+            re.compile(r"^/console/up$"),
+            buckets,
+            bound,
+            "uploads",
+            authenticate=lambda scope: Key("k1"),  # type: ignore[arg-type,return-value]
+        ),
+    ]
+    gate = GateMiddleware(
+        app,
+        authenticate=lambda scope: Key("k1"),  # type: ignore[arg-type,return-value]
+        routed=lambda scope: True,
+        gates=gates,
+    )
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def run() -> None:
+        assert bound.enter("k1")  # an API upload of the key is in progress
+        await gate(
+            {"type": "http", "method": "POST", "path": "/console/up", "headers": []}, receive, send
+        )
+        bound.leave("k1")
+        await gate(
+            {"type": "http", "method": "POST", "path": "/console/up", "headers": []}, receive, send
+        )
+        # A console path no gate names is not the gate's business.
+        await gate(
+            {"type": "http", "method": "POST", "path": "/console/other", "headers": []},
+            receive,
+            send,
+        )
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 429
+    assert app_reached == ["/console/up", "/console/other"]
+
+
 def test_key_guessing_is_locked_out_per_address_and_logged(
     settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -46,10 +46,20 @@
     list.appendChild(li);
     return li;
   }
+  // One refresh of the track list at a time; one asked for meanwhile runs after it (so the
+  // list always ends up showing every accepted file).
+  var refreshing = false;
+  var again = false;
   function refresh() {
     if (!window.htmx || !document.getElementById("tracks")) return;
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    var settle = function () {
+      refreshing = false;
+      if (again) { again = false; refresh(); }
+    };
     window.htmx.ajax("GET", window.location.pathname + window.location.search,
-      { target: "#tracks", select: "#tracks", swap: "outerHTML" });
+      { target: "#tracks", select: "#tracks", swap: "outerHTML" }).then(settle, settle);
   }
   function send(form, file, artist, li, next) {
     var bar = li.querySelector("progress");
@@ -92,6 +102,19 @@
     state.textContent = "uploading";
     xhr.send(body);
   }
+  // Each accepted file follows its track's status as the polled list shows it.
+  function follow() {
+    document.querySelectorAll("#uploads li[data-track-id]").forEach(function (li) {
+      var row = document.querySelector("tr[data-track-id='" + li.dataset.trackId + "']");
+      var badge = row && row.querySelector(".badge");
+      if (!badge) return;
+      var reason = row.querySelector(".error");
+      li.dataset.trackStatus = badge.textContent;
+      li.querySelector(".state").textContent = "uploaded: " + badge.textContent +
+        (reason ? " (" + reason.textContent + ")" : "");
+    });
+  }
+  document.addEventListener("htmx:load", follow);
   function uploader(form) {
     var list = document.getElementById("uploads");
     var input = form.querySelector("input[type=file]");
