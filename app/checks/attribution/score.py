@@ -4,7 +4,10 @@ Scoring
 -------
 Each query window's best inlier similarity ``s`` maps to a quality
 ``u = clip((s - similarity_floor) / (similarity_full - similarity_floor), 0, 1)``; query
-windows inside a run's span without an inlier count as 0. A run covers the windows of its span
+windows inside a run's span without an inlier count as 0. Each window then takes the best
+quality within ``quality_dilation_hops`` of it in its run: the catalogue is stored at a coarser
+hop than the query, so every other window of a verbatim reuse lies between two stored windows
+and would otherwise score below its aligned neighbours. A run covers the windows of its span
 with its mean quality; where runs overlap the best counts. Each window stands for one query hop
 of time (its centre slot), so the query offers ``offered = n_windows * hop`` seconds to cover,
 its duration minus about one window. Then
