@@ -128,3 +128,17 @@ def test_a_constrained_use_is_priced_at_the_rate_and_names_its_policy(
     top = result["matches"][0]
     assert (top["preference"], top["preference_policy"]) == ("constrained", POLICY)
     assert result["charge_micros"] == RATE
+
+
+def test_the_spending_cap_is_checked_at_the_penalty_rate_a_refused_use_is_charged(
+    client: TestClient, world: dict[str, Any], music: Music, engine: Engine
+) -> None:
+    """A penalty above the per-check cap (10 USD by default) is refused before anything is
+    written, like any other runaway charge: the cap sees what the check would be charged."""
+    _terms(client, world, penalty_rate_per_use_micros=100_000_000)
+    _refuse(client, world, 12)
+    refused = submit_check(client, world["company"], _piece(music, 12))
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["details"]["charge_micros"] == 100_000_000
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM checks").scalar_one() == 0

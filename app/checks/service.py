@@ -426,11 +426,15 @@ def _ranked_uses(analysis: Analysis) -> Uses:
     return Uses(ranked, sorted(uses, key=_by_strength), counted_with, held_by)
 
 
+def _candidates(uses: list[tuple[TrackMatch, Licensed]]) -> list[UseCandidate]:
+    """What pricing reads of each use: its resemblance and the rate it is charged at (the
+    penalty rate for a track whose preferences refuse the use, where the label set one)."""
+    return [UseCandidate(quantise(m.resemblance), lic.applied_rate_micros) for m, lic in uses]
+
+
 def charge_for(analysis: Analysis, *, fee_bps: int) -> int:
     """What recording this analysis would charge (the same pricing `record` applies)."""
-    uses = _ranked_uses(analysis).uses
-    candidates = [UseCandidate(quantise(m.resemblance), lic.rate_per_use_micros) for m, lic in uses]
-    return price(candidates, fee_bps=fee_bps).charge_micros
+    return price(_candidates(_ranked_uses(analysis).uses), fee_bps=fee_bps).charge_micros
 
 
 def enforce_spending_limits(
@@ -531,11 +535,7 @@ def record(
     sub = submission
     found = _ranked_uses(analysis)
     ranked, uses = found.ranked, found.uses
-    pricing = price(
-        [UseCandidate(quantise(m.resemblance), lic.applied_rate_micros)
-         for m, lic in uses],
-        fee_bps=sub.fee_bps,
-    )  # fmt: skip
+    pricing = price(_candidates(uses), fee_bps=sub.fee_bps)
     tx_id = head.next_id() if pricing.charge_micros > 0 else None
     use_ids = {lic.track_id: uuid.uuid4() for _, lic in uses}
     share_of = {lic.track_id: s for (_, lic), s in zip(uses, pricing.shares, strict=True)}
