@@ -40,7 +40,7 @@ from app.audio.decode import resample
 from app.catalogues.ingest import store_segments
 from app.catalogues.models import Catalogue, LicenseTerms, Track
 from app.db import create_db_engine, make_sessionmaker, transaction
-from app.embedding import embed_audio, get_embedder
+from app.embedding import Embedder, embed_audio, get_embedder
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
 from bench import metrics
@@ -117,38 +117,10 @@ def populate(url: str, size: int, *, sr: int = 22050) -> dict[str, Any]:
         queries.append(buffer.getvalue())
 
     filler = max(0, size - segments)
-    tracks_needed = -(-filler // FILLER_SEGMENTS_PER_TRACK)
     started = time.perf_counter()
     with engine.raw_connection() as raw:
         cursor = raw.cursor()
-        filler_tracks = [uuid.uuid4() for _ in range(tracks_needed)]
-        cursor.executemany(
-            "INSERT INTO tracks (id, catalogue_id, title, artist, status, audio_sha256, "
-            "audio_format, size_bytes, duration_s, sample_rate, channels, embedder, "
-            "embedder_version, segment_count, created_at) VALUES (%s, %s, %s, 'filler', "
-            "'indexed', %s, 'wav', 0, 200, 22050, 1, %s, %s, %s, now())",
-            [
-                (t, catalogue_id, f"filler-{i}", uuid.uuid4().hex * 2, embedder.name,
-                 embedder.version, FILLER_SEGMENTS_PER_TRACK)
-                for i, t in enumerate(filler_tracks)
-            ],
-        )  # fmt: skip
-        with cursor.copy(
-            "COPY segments (track_id, embedder, embedder_version, start_s, duration_s, vector) "
-            "FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["uuid", "varchar", "varchar", "float8", "float8", "bytea"])
-            written = 0
-            for t in filler_tracks:
-                n = min(FILLER_SEGMENTS_PER_TRACK, filler - written)
-                vectors = rng.standard_normal((n, embedder.dim)).astype(np.float32)
-                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-                for i in range(n):
-                    copy.write_row(
-                        (t, embedder.name, embedder.version, float(i), embedder.window_s,
-                         vectors[i].astype("<f4").tobytes())
-                    )  # fmt: skip
-                written += n
+        write_filler(cursor, catalogue_id, embedder, filler, rng)
         raw.commit()
         # As after any bulk load: fresh statistics, so the planner knows the table's size.
         cursor.execute("ANALYZE segments")
@@ -161,6 +133,41 @@ def populate(url: str, size: int, *, sr: int = 22050) -> dict[str, Any]:
         "segments": segments + filler,
         "populate_s": round(time.perf_counter() - started, 1),
     }
+
+
+def write_filler(
+    cursor: Any, catalogue_id: uuid.UUID, embedder: Embedder, count: int, rng: np.random.Generator
+) -> None:
+    """`count` random unit-vector segments under new filler tracks of the catalogue, with COPY
+    (a raw psycopg cursor; the caller commits)."""
+    tracks = [uuid.uuid4() for _ in range(-(-count // FILLER_SEGMENTS_PER_TRACK))]
+    cursor.executemany(
+        "INSERT INTO tracks (id, catalogue_id, title, artist, status, audio_sha256, "
+        "audio_format, size_bytes, duration_s, sample_rate, channels, embedder, "
+        "embedder_version, segment_count, created_at) VALUES (%s, %s, %s, 'filler', "
+        "'indexed', %s, 'wav', 0, 200, 22050, 1, %s, %s, %s, now())",
+        [
+            (t, catalogue_id, f"filler-{i}", uuid.uuid4().hex * 2, embedder.name,
+             embedder.version, FILLER_SEGMENTS_PER_TRACK)
+            for i, t in enumerate(tracks)
+        ],
+    )  # fmt: skip
+    with cursor.copy(
+        "COPY segments (track_id, embedder, embedder_version, start_s, duration_s, vector) "
+        "FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["uuid", "varchar", "varchar", "float8", "float8", "bytea"])
+        written = 0
+        for t in tracks:
+            n = min(FILLER_SEGMENTS_PER_TRACK, count - written)
+            vectors = rng.standard_normal((n, embedder.dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            for i in range(n):
+                copy.write_row(
+                    (t, embedder.name, embedder.version, float(i), embedder.window_s,
+                     vectors[i].astype("<f4").tobytes())
+                )  # fmt: skip
+            written += n
 
 
 def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -215,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated segment counts")
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--factory", default=os.environ.get("ECHOLEDGER_INDEX_FACTORY", "Flat"))
+    parser.add_argument("--factory", default=os.environ.get("ECHOLEDGER_INDEX_FACTORY", "auto"))
     parser.add_argument(
         "--search-params", default=os.environ.get("ECHOLEDGER_INDEX_SEARCH_PARAMS", "")
     )

@@ -26,7 +26,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import sqlalchemy as sa
 from app.embedding import get_embedder
 from bench import _service
 from bench._db import scratch_database
-from bench.checks import FILLER_SEGMENTS_PER_TRACK, populate
+from bench.checks import populate, write_filler
 
 BAR_S = 30.0
 
@@ -53,34 +52,7 @@ def add_filler(url: str, segments: int, *, seed: int = 1) -> None:
         cursor = raw.cursor()
         cursor.execute("SELECT id FROM catalogues LIMIT 1")
         catalogue_id = cursor.fetchone()[0]
-        tracks = [uuid.uuid4() for _ in range(-(-segments // FILLER_SEGMENTS_PER_TRACK))]
-        cursor.executemany(
-            "INSERT INTO tracks (id, catalogue_id, title, artist, status, audio_sha256, "
-            "audio_format, size_bytes, duration_s, sample_rate, channels, embedder, "
-            "embedder_version, segment_count, created_at) VALUES (%s, %s, 'late', 'filler', "
-            "'indexed', %s, 'wav', 0, 200, 22050, 1, %s, %s, %s, now())",
-            [
-                (t, catalogue_id, uuid.uuid4().hex * 2, embedder.name, embedder.version,
-                 FILLER_SEGMENTS_PER_TRACK)
-                for t in tracks
-            ],
-        )  # fmt: skip
-        with cursor.copy(
-            "COPY segments (track_id, embedder, embedder_version, start_s, duration_s, vector) "
-            "FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["uuid", "varchar", "varchar", "float8", "float8", "bytea"])
-            written = 0
-            for t in tracks:
-                n = min(FILLER_SEGMENTS_PER_TRACK, segments - written)
-                vectors = rng.standard_normal((n, embedder.dim)).astype(np.float32)
-                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-                for i in range(n):
-                    copy.write_row(
-                        (t, embedder.name, embedder.version, float(i), embedder.window_s,
-                         vectors[i].astype("<f4").tobytes())
-                    )  # fmt: skip
-                written += n
+        write_filler(cursor, catalogue_id, embedder, segments, rng)
         raw.commit()
     engine.dispose()
 
