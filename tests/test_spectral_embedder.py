@@ -173,6 +173,19 @@ def test_embedding_is_deterministic() -> None:
     np.testing.assert_array_equal(a.starts, b.starts)
 
 
+def test_frame_features_pool_into_the_same_vectors() -> None:
+    audio = melody_track(5, seconds=14.0, sr=SR)
+    frames = EMBEDDER.frames(audio)
+    assert frames.chroma.shape == (frames.level.shape[0], 12)
+    direct = EMBEDDER.embed(audio, SR, hop_s=0.5)
+    pooled = EMBEDDER.embed_frames(frames, hop_s=0.5)
+    np.testing.assert_array_equal(pooled.vectors, direct.vectors)
+    np.testing.assert_array_equal(pooled.starts, direct.starts)
+    short = type(frames)(frames.chroma[:10], frames.level[:10], frames.bands[:10])
+    with pytest.raises(EmbeddingError, match="at least"):
+        EMBEDDER.embed_frames(short)
+
+
 def test_gain_does_not_change_the_vectors() -> None:
     audio = melody_track(4, seconds=12.0, sr=SR)
     loud = EMBEDDER.embed(audio, SR).vectors

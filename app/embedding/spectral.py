@@ -90,6 +90,20 @@ class SpectralConfig:
         return self.steps * 12 + self.timbre_bands
 
 
+@dataclass(frozen=True, slots=True)
+class FrameFeatures:
+    """Per-frame features of one piece of audio (one row per 50 ms frame).
+
+    chroma : np.ndarray [shape=(frames, 12)], pitch-class magnitudes
+    level : np.ndarray [shape=(frames,)], summed pitch magnitudes (decides what is silence)
+    bands : np.ndarray [shape=(frames, timbre_bands)], log-band powers before the log
+    """
+
+    chroma: FloatArray
+    level: FloatArray
+    bands: FloatArray
+
+
 class SpectralEmbedder:
     """Chroma sequence patches plus a low-weighted spectral-envelope block.
 
@@ -127,11 +141,33 @@ class SpectralEmbedder:
         before the end of the audio.
         """
         hop_frames = self._check(audio, sr, hop_s)
+        return self._embed_frames(self.frames(audio), hop_frames)
+
+    def frames(self, audio: FloatArray) -> FrameFeatures:
+        """The per-frame features `embed` pools into windows (steps 1-2 of the pipeline).
+
+        audio : np.ndarray [shape=(n_samples,), dtype=float32], mono at `sample_rate`
+        Benchmarks recombine real music at this level (bench/music_vectors.py).
+        """
         chroma, level, bands = self._spectra(audio)
-        n_frames = chroma.shape[0]
+        return FrameFeatures(chroma=chroma, level=level, bands=bands)
+
+    def embed_frames(self, frames: FrameFeatures, *, hop_s: float | None = None) -> Embedding:
+        """The window vectors of per-frame features (`frames`), as `embed` computes them."""
+        if frames.chroma.shape[0] < self.config.window_frames:
+            raise EmbeddingError(
+                f"need at least {self.config.window_frames} frames, got {frames.chroma.shape[0]}"
+            )
+        hop = self.hop_s if hop_s is None else hop_s
+        if not (math.isfinite(hop) and hop > 0):
+            raise EmbeddingError(f"hop_s must be a positive number of seconds, got {hop!r}")
+        return self._embed_frames(frames, max(1, math.floor(hop / self.config.frame_s + 0.5)))
+
+    def _embed_frames(self, frames: FrameFeatures, hop_frames: int) -> Embedding:
         cfg = self.config
+        n_frames = frames.chroma.shape[0]
         starts_f = np.arange(0, n_frames - cfg.window_frames + 1, hop_frames, dtype=np.int64)
-        vectors = self._windows(chroma, level, bands, starts_f)
+        vectors = self._windows(frames.chroma, frames.level, frames.bands, starts_f)
         starts = (starts_f * cfg.frame_s).astype(np.float32)
         return Embedding(vectors=vectors, starts=starts, window_s=self.window_s)
 
