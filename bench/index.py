@@ -39,6 +39,18 @@ equal numbers:
 
 Ground truth is the exact inner-product top-10 (the Flat option, which runs first).
 
+Real music (``--data music --corpus DIR``)
+------------------------------------------
+The vectors are windows of tracks recombined from the frame features of a built evaluation
+corpus's catalogue (`bench/music_vectors.py`: real passages, transposed, re-timed, layered),
+embedded by the spectral embedder's own pooling; the queries are real checks: 45 windows
+(30 s at the 0.5-s check hop) of the corpus's query files (derived: edits of catalogue
+recordings) and negatives (novel), each at all twelve transpositions, 540 vectors per
+search call, as `attribute_vectors` sends them::
+
+    python -m bench.index --data music --corpus /work/corpus-full --sizes 10000000 \
+        --dims 128 --options flat,ivf-sq8 --queries 24 --search-threads 1,2
+
 Notes on measurement
 --------------------
 * Latency: one ``search`` per 30-s query, after 3 warm-up calls; median and p95. Each
@@ -71,6 +83,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -307,6 +320,24 @@ def similarity_stats(index: faiss.Index, corpus: Corpus, per_kind: int = 20) -> 
     return stats
 
 
+def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
+    """Recombined real music and real checks (`bench/music_vectors.py`)."""
+    from bench.corpus import load_manifest
+    from bench.music_vectors import check_queries, describe, music_vectors
+
+    if args.corpus is None:
+        raise SystemExit("--data music needs --corpus, a built bench.corpus directory")
+    manifest = load_manifest(args.corpus)
+    vectors = music_vectors(manifest, n, seed=args.seed)
+    if vectors.shape[1] != dim:
+        raise SystemExit(f"the spectral embedder gives {vectors.shape[1]} dimensions, not {dim}")
+    queries, derived = check_queries(
+        manifest, count=args.queries, windows=args.check_windows, seed=args.seed
+    )
+    stats = describe(vectors, np.random.default_rng(args.seed))
+    return Corpus(vectors=vectors, queries=queries, derived=derived, stats=stats)
+
+
 # --- options --------------------------------------------------------------------------------
 
 
@@ -431,15 +462,18 @@ def run_size(
     if not args.faiss_blas_default:
         tuning.prefer_blas(dim)
     t0 = time.perf_counter()
-    corpus = make_corpus(
-        n,
-        dim,
-        n_queries=args.queries,
-        windows=args.windows,
-        styles=args.styles,
-        track_len=args.track_len,
-        seed=args.seed + dim * 7 + n,
-    )
+    if args.data == "music":
+        corpus = music_corpus(n, dim, args)
+    else:
+        corpus = make_corpus(
+            n,
+            dim,
+            n_queries=args.queries,
+            windows=args.windows,
+            styles=args.styles,
+            track_len=args.track_len,
+            seed=args.seed + dim * 7 + n,
+        )
     gen_s = time.perf_counter() - t0
     log(
         f"\n== dim={dim} n={n:,}  (data {gen_s:.1f}s; BLAS threshold "
@@ -682,6 +716,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--faiss-blas-default",
         action="store_true",
         help="keep faiss' BLAS threshold instead of tuning.prefer_blas(dim)",
+    )
+    p.add_argument(
+        "--data",
+        choices=("synthetic", "music"),
+        default="synthetic",
+        help="synthetic clusters (below) or recombined real music from --corpus",
+    )
+    p.add_argument("--corpus", type=Path, help="a built bench.corpus directory (--data music)")
+    p.add_argument(
+        "--check-windows",
+        type=int,
+        default=45,
+        help="--data music: query windows per check (45 = 30 s), searched at 12 transpositions",
     )
     p.add_argument("--styles", type=int, default=256)
     p.add_argument("--track-len", type=int, default=240)
