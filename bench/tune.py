@@ -48,9 +48,9 @@ from app.checks.attribution import (
 )
 from app.embedding.base import Embedder, Embedding
 from app.embedding.spectral import SpectralEmbedder
-from app.index import factory, tuning
+from app.index import factory, tiers, tuning
 from bench import attribution, metrics
-from bench.corpus import Manifest, load_manifest
+from bench.corpus import Manifest, Negative, load_manifest
 
 MAX_SECONDS = 3600.0
 
@@ -138,10 +138,36 @@ class Catalogue:
         return out
 
 
+@dataclass(frozen=True)
+class Filler:
+    """Other labels' music in the index beside the corpus catalogue.
+
+    segments : window vectors of tracks recombined from every other negative of the corpus
+        (`bench.music_vectors`, `filler_negatives`): music in the catalogue's styles that
+        holds none of its passages, so every proposal has to beat it. The negatives it is
+        made of leave the evaluation (they would be explained away by their own passages).
+    factory, search_params : the index they are searched with, as the service would choose
+    """
+
+    segments: int
+    factory: str = "auto"
+    search_params: str = ""
+    seed: int = 0
+
+
+FILLER_PREFIX = "filler-"
+
+
 def build_catalogue(
-    manifest: Manifest, embedder: Embedder, *, cache_dir: Path | None, verbose: bool = False
+    manifest: Manifest,
+    embedder: Embedder,
+    *,
+    cache_dir: Path | None,
+    verbose: bool = False,
+    filler: Filler | None = None,
 ) -> Catalogue:
-    """Embed every catalogue piece at the embedder's hop into a flat inner-product index."""
+    """Embed every catalogue piece at the embedder's hop into an inner-product index: flat,
+    or with `filler` the index the service would choose for that many segments."""
     vectors: list[np.ndarray] = []
     tracks: list[np.ndarray] = []
     starts: list[np.ndarray] = []
@@ -156,16 +182,20 @@ def build_catalogue(
         seconds += duration
         if verbose and (i + 1) % 50 == 0:
             print(f"  embedded {i + 1}/{len(manifest.catalogue)} pieces", file=sys.stderr)
+    piece_ids = [p.id for p in manifest.catalogue]
+    if filler is not None:
+        piece_ids += _add_filler(manifest, filler, vectors, tracks, starts)
     all_vectors = np.ascontiguousarray(np.concatenate(vectors))
     tuning.prefer_blas(embedder.dim)  # as the service does: query batches take the BLAS path
-    index = factory.create_index("Flat", embedder.dim)
-    factory.add(index, all_vectors, np.arange(all_vectors.shape[0], dtype=np.int64))
+    index = _index(all_vectors, filler, verbose=verbose)
     search_dir = None
     if cache_dir is not None:  # one folder per catalogue: its embeddings, in order
         fingerprint = hashlib.sha256(all_vectors.tobytes()).hexdigest()[:24]
+        if filler is not None:
+            fingerprint += f"-{index_spec(filler, all_vectors.shape[0])}"
         search_dir = cache_dir / "search" / f"{embedder.name}-{embedder.version}-{fingerprint}"
     return Catalogue(
-        piece_ids=[p.id for p in manifest.catalogue],
+        piece_ids=piece_ids,
         index=index,
         vectors=all_vectors,
         track_of=np.concatenate(tracks),
@@ -173,6 +203,59 @@ def build_catalogue(
         seconds=seconds,
         search_dir=search_dir,
     )
+
+
+def _add_filler(
+    manifest: Manifest,
+    filler: Filler,
+    vectors: list[np.ndarray],
+    tracks: list[np.ndarray],
+    starts: list[np.ndarray],
+) -> list[str]:
+    """Append `filler.segments` recombined windows; returns the filler tracks' names."""
+    from bench.music_vectors import Recombiner, frames_of
+
+    library = frames_of(manifest, [n.file for n in filler_negatives(manifest)[0]])
+    gen = Recombiner(library, np.random.default_rng(filler.seed))
+    first = len(manifest.catalogue)
+    names: list[str] = []
+    for j, emb in enumerate(gen.tracks(filler.segments)):
+        vectors.append(emb.vectors)
+        tracks.append(np.full(emb.starts.shape, first + j, dtype=np.int64))
+        starts.append(emb.starts)
+        names.append(f"{FILLER_PREFIX}{j}")
+    return names
+
+
+def filler_negatives(manifest: Manifest) -> tuple[list[Negative], list[Negative]]:
+    """The negatives filler is made of (every other one), and those left to evaluate."""
+    return manifest.negatives[::2], manifest.negatives[1::2]
+
+
+def index_spec(filler: Filler | None, segments: int) -> str:
+    """The factory and search parameters a catalogue of `segments` is searched with."""
+    if filler is None:
+        return "Flat"
+    if filler.factory != tiers.AUTO:
+        return f"{filler.factory}|{filler.search_params}"
+    choice = tiers.choose(segments, SpectralEmbedder().dim, tiers.TierPolicy())
+    return f"{choice.factory}|{filler.search_params or choice.search_params}"
+
+
+def _index(vectors: np.ndarray, filler: Filler | None, *, verbose: bool) -> Any:
+    spec, _, search_params = index_spec(filler, vectors.shape[0]).partition("|")
+    index = factory.create_index(spec, vectors.shape[1])
+    if factory.needs_training(index):
+        rng = np.random.default_rng(1)
+        size = min(vectors.shape[0], factory.recommended_training_size(index))
+        sample = np.ascontiguousarray(vectors[np.sort(rng.choice(len(vectors), size, False))])
+        if verbose:
+            print(f"training {spec} on {size} vectors", file=sys.stderr)
+        factory.train(index, sample)
+    factory.add(index, vectors, np.arange(vectors.shape[0], dtype=np.int64))
+    if search_params:
+        factory.apply_search_params(index, search_params)
+    return index
 
 
 @dataclass
@@ -206,9 +289,12 @@ def prepare(
     cache_dir: Path | None,
     transformations: Sequence[str] | None = None,
     verbose: bool = False,
+    filler: Filler | None = None,
 ) -> Run:
     """Embed the catalogue, the queries of `transformations` (default all) and every negative."""
-    catalogue = build_catalogue(manifest, embedder, cache_dir=cache_dir, verbose=verbose)
+    catalogue = build_catalogue(
+        manifest, embedder, cache_dir=cache_dir, verbose=verbose, filler=filler
+    )
     if verbose:
         print(
             f"catalogue: {len(catalogue.piece_ids)} pieces, {catalogue.seconds / 3600:.2f} h, "
@@ -225,9 +311,16 @@ def prepare(
     selected = [
         q for q in manifest.queries if not transformations or q.transformation in transformations
     ]
+    kept = filler_negatives(manifest)[1] if filler is not None else manifest.negatives
     queries = {q.id: embed(q.id, q.file) for q in selected}
-    negatives = {n.id: embed(n.id, n.file) for n in manifest.negatives}
-    return Run(replace(manifest, queries=selected), embedder, catalogue, queries, negatives)
+    negatives = {n.id: embed(n.id, n.file) for n in kept}
+    return Run(
+        replace(manifest, queries=selected, negatives=kept),
+        embedder,
+        catalogue,
+        queries,
+        negatives,
+    )
 
 
 def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.Prediction]:
@@ -243,6 +336,7 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
         transpose=run.embedder.transpose,
         windows=cat.windows,
     )
+    # Matches with filler tracks are other labels' music: outside what the corpus can judge.
     return [
         metrics.Prediction(
             piece_id=cat.piece_ids[m.track],
@@ -255,6 +349,7 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
             ),
         )
         for m in matches
+        if not cat.piece_ids[m.track].startswith(FILLER_PREFIX)
     ]
 
 
@@ -297,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".echoledger/cache/tune"),
                         help="embedding cache directory")  # fmt: skip
     parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--filler", type=int, default=0,
+                        help="add this many segments of other music (recombined negatives) "
+                        "and search with the index the service would choose")  # fmt: skip
+    parser.add_argument("--factory", default="auto", help="with --filler: force a factory")
+    parser.add_argument("--search-params", default="",
+                        help="with --filler: e.g. nprobe=8 (default: the tier's)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -315,12 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = SpectralEmbedder()
     cache_dir = None if args.no_cache else args.cache
     wanted = [t for t in args.transformations.split(",") if t]
+    filler = Filler(args.filler, args.factory, args.search_params) if args.filler else None
     run = prepare(manifest, embedder, query_hop_s=params.query_hop_s, cache_dir=cache_dir,
-                  transformations=wanted, verbose=args.verbose)  # fmt: skip
+                  transformations=wanted, verbose=args.verbose, filler=filler)  # fmt: skip
 
     outcome = predict_all(run, params)
     threshold = params.abstain_threshold
-    use_threshold = float(extra.get("use_threshold", threshold))
+    use_threshold = float(extra.get("use_threshold", params.use_threshold))
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
     if args.calibrate:
@@ -342,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"corpus {args.corpus} (seed {manifest.seed}, {manifest.size}): "
-        f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments; "
+        f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments "
+        f"({index_spec(filler, run.catalogue.index.ntotal)}); "
         f"embedder {embedder.name} v{embedder.version} dim {embedder.dim}; "
         f"abstain_threshold {threshold:.4f}, use_threshold {use_threshold:.4f}"
     )
