@@ -287,6 +287,23 @@ def test_a_short_query_needs_min_evidence_for_full_resemblance() -> None:
     assert strict.resemblance == pytest.approx(6.5 / 12.0, abs=0.05)
 
 
+def test_a_query_shorter_than_min_run_s_is_matched_by_a_run_across_all_of_it() -> None:
+    table = HitTable(WINDOW_S + 1.5)  # four windows, 1.5 s of window starts
+    table.diagonal(2, offset=40.0, sim=0.9)
+    assert table.starts[-1] - table.starts[0] < PARAMS.min_run_s
+
+    (match,) = table.attribute()
+
+    assert match.track == 2
+    assert match.resemblance == pytest.approx(1.0)
+    (evidence,) = match.evidence
+    assert evidence.reference_start == pytest.approx(40.0, abs=0.5)
+    # Part of the query is not enough: three windows of a longer query stay below min_run_s.
+    longer = HitTable(WINDOW_S + 6.0)
+    longer.diagonal(2, offset=40.0, sim=0.9, q_to=WINDOW_S + 1.0)
+    assert longer.attribute() == []
+
+
 def test_runs_do_not_join_hits_of_different_variants() -> None:
     table = HitTable(20.0)
     table.diagonal(4, offset=30.0, sim=0.85)

@@ -8,9 +8,10 @@ over query speed) in ``[tempo_min, tempo_max]``. For each track (and query varia
 transposition), hits are voted into a (ratio, offset) grid, one vote per query window,
 weighted by similarity. The best cell's inliers (hits within ``offset_tolerance_s`` of the line)
 are split into runs wherever the query skips more than ``max_gap_s``; runs of at least
-``min_run_hits`` windows spanning at least ``min_run_s`` become evidence. The inliers are
-removed and the search repeats (a track can be used more than once). Hits scattered over a
-track (music that is merely similar) do not line up and yield no runs.
+``min_run_hits`` windows spanning at least ``min_run_s`` (or the whole query, where it is
+shorter) become evidence. The inliers are removed and the search repeats (a track can be used
+more than once). Hits scattered over a track (music that is merely similar) do not line up and
+yield no runs.
 """
 
 from __future__ import annotations
@@ -324,11 +325,13 @@ def _split_runs(
     refined = _subgrid_refs(ranked, best)
     t_all = q[best.window]
     gaps = np.flatnonzero(np.diff(t_all) > params.max_gap_s) + 1
+    # A query too short to offer `min_run_s` is matched by a run across all of it.
+    min_span = min(params.min_run_s, float(q[-1] - q[0]))
     runs: list[Run] = []
     for part in np.split(np.arange(best.window.size), gaps):
         run = best.take(part)
         t = q[run.window]
-        if run.window.size < params.min_run_hits or t[-1] - t[0] < params.min_run_s:
+        if run.window.size < params.min_run_hits or t[-1] - t[0] < min_span:
             continue
         r_ratio, r_offset = _fit_line(t, refined[part], run.sim, ratio, params)
         q_start = float(t[0])
