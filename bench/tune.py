@@ -20,6 +20,11 @@ but writes nothing: the threshold the service reads comes from the
 run through the service, ``python -m bench.attribution --size full --calibrate`` (README,
 "Attribution quality").
 
+``--filler 1000000`` measures the same at scale: the catalogue is searched beside a million
+segments of other music (recombined from half of the negatives, `bench/music_vectors.py`; the
+other half is evaluated) through the index the service would choose for that many segments
+(``--factory`` and ``--search-params`` force another, e.g. ``nprobe=8``).
+
 Embeddings are cached per (embedder version, file) under ``.echoledger/cache/tune``, and so
 are the nearest-neighbour searches (per catalogue, query vectors and k): a run after the first
 re-does only the alignment and scoring, which is what the attribution parameters change.
