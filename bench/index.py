@@ -809,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "omp_max_threads_default": tuning.get_search_threads(),
         "loadavg_start": os.getloadavg(),
-        "args": dict(vars(args)),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "generator": {"rho": RHO, "s_track": S_TRACK, "s_seg": S_SEG, "s_query": S_QUERY},
     }
     log(f"faiss {faiss.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
