@@ -181,9 +181,11 @@ def check_queries(
 
 
 def describe(vectors: F32, rng: np.random.Generator, sample: int = 2000) -> dict[str, float]:
-    """Neighbourhood statistics: how clustered the vectors are."""
-    rows = vectors[rng.choice(vectors.shape[0], min(sample, vectors.shape[0]), replace=False)]
-    sims = rows @ vectors[: min(vectors.shape[0], 200_000)].T
+    """Neighbourhood statistics: how clustered the vectors are (within the first 200,000, so
+    that every sampled row meets itself: the largest similarity of a row is its own)."""
+    pool = vectors[: min(vectors.shape[0], 200_000)]
+    rows = pool[rng.choice(pool.shape[0], min(sample, pool.shape[0]), replace=False)]
+    sims = rows @ pool.T
     sims.sort(axis=1)
     adjacent = np.einsum("ij,ij->i", vectors[1:sample], vectors[: sample - 1])
     return {
