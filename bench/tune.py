@@ -88,6 +88,26 @@ def embed_file(
     return emb, duration
 
 
+def embed_octaves(
+    embedder: SpectralEmbedder, path: Path, *, hop_s: float, cache_dir: Path | None
+) -> dict[int, np.ndarray]:
+    """The octave views -1 and +1 of one file's windows (`SpectralEmbedder.embed_octaves`)."""
+    cached = _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None
+    cached = cached.with_name(cached.stem + "-octaves.npz") if cached is not None else None
+    if cached is not None and cached.exists():
+        with np.load(cached) as z:
+            return {-1: z["down"], 1: z["up"]}
+    audio = load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
+    views = embedder.embed_octaves(audio, embedder.sample_rate, hop_s=hop_s, octaves=(-1, 1))
+    out = {o: e.vectors for o, e in views.items()}
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, down=out[-1], up=out[1])
+        tmp.replace(cached)
+    return out
+
+
 @dataclass
 class Catalogue:
     """The embedded catalogue: a flat index plus what a check needs to map its hits."""
@@ -270,6 +290,7 @@ class Query:
     id: str
     embedding: Embedding
     duration_s: float
+    octave_views: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -295,6 +316,7 @@ def prepare(
     transformations: Sequence[str] | None = None,
     verbose: bool = False,
     filler: Filler | None = None,
+    octave_views: bool = False,
 ) -> Run:
     """Embed the catalogue, the queries of `transformations` (default all) and every negative."""
     catalogue = build_catalogue(
@@ -311,7 +333,12 @@ def prepare(
         emb, duration = embed_file(
             embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
         )
-        return Query(item_id, emb, duration)
+        views = {}
+        if octave_views:
+            views = embed_octaves(
+                embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
+            )
+        return Query(item_id, emb, duration, views)
 
     selected = [
         q for q in manifest.queries if not transformations or q.transformation in transformations
@@ -331,7 +358,9 @@ def prepare(
 def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.Prediction]:
     """The check's attribution for one embedded query, with the pieces named."""
     cat = run.catalogue
+    views = query.octave_views if params.octave_views else {}
     matches = attribute_vectors(
+        octave_views={o: v for o, v in views.items() if o in params.octave_views},
         vectors=query.embedding.vectors,
         query_starts=query.embedding.starts,
         window_s=query.embedding.window_s,
@@ -423,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [t for t in args.transformations.split(",") if t]
     filler = Filler(args.filler, args.factory, args.search_params) if args.filler else None
     run = prepare(manifest, embedder, query_hop_s=params.query_hop_s, cache_dir=cache_dir,
-                  transformations=wanted, verbose=args.verbose, filler=filler)  # fmt: skip
+                  transformations=wanted, verbose=args.verbose, filler=filler,
+                  octave_views=bool(params.octave_views))  # fmt: skip
 
     outcome = predict_all(run, params)
     threshold = params.abstain_threshold

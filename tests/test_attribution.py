@@ -468,6 +468,107 @@ def test_query_side_transposition_labels_the_evidence() -> None:
         )
 
 
+def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> None:
+    cat = TinyCatalogue(dim=36)
+
+    def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
+        out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)
+        return out
+
+    n = 24
+    # Track 2 transposed up 3 semitones (found at shift -3), track 4 down 5 (found at +5),
+    # mixed at levels 3 dB apart.
+    loud = rotate(np.stack([cat.window(2, 4 + i) for i in range(n)]), 3)
+    quiet = rotate(np.stack([cat.window(4, 10 + i) for i in range(n)]), -5)
+    mix = loud + 0.7 * quiet
+    mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
+    shifts = tuple(range(-5, 7))
+    base = replace(
+        PARAMS, transpositions=shifts, query_hop_s=1.0, similarity_floor=0.5, abstain_threshold=0.3,
+        explain_threshold=0.3, residual_passes=1,
+        propose_min_windows=8,  # more than the scan's six windows: the chosen keys must be right
+        key_scan_stride=1,
+    )  # fmt: skip
+    rows: list[int] = []
+
+    def search(q: np.ndarray) -> SearchResult:
+        rows.append(q.shape[0])
+        return cat.search(q)
+
+    def run(params: AttributionParams) -> dict[int, set[int]]:
+        rows.clear()
+        matches = attribute_vectors(
+            vectors=mix,
+            query_starts=np.arange(n, dtype=np.float64),
+            window_s=WINDOW_S,
+            query_duration_s=n + WINDOW_S - 1,
+            search=search,
+            windows=cat.windows,
+            params=params,
+            transpose=rotate,
+        )
+        return {m.track: {e.variant for e in m.evidence} for m in matches}
+
+    everywhere = run(base)
+    searched_everywhere = sum(rows)
+    scanned = run(replace(base, key_scan_stride=4, scan_keys=2))
+
+    assert everywhere == {2: {-3}, 4: {5}}
+    assert scanned == everywhere
+    # Two proposals, each 24 windows x 12 keys without the scan; with it, 6 windows x 12 keys
+    # and the other 18 windows at two keys.
+    assert searched_everywhere == 2 * n * len(shifts)
+    assert sum(rows) == 2 * (6 * len(shifts) + 18 * 2)
+
+
+def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clearly_more() -> None:
+    cat = TinyCatalogue()
+    rng = np.random.default_rng(3)
+    n = 20
+    source = np.stack([cat.window(3, 6 + i) for i in range(n)])
+    # As it is, the query has lost part of the source (notes out of range); its octave view
+    # +1 holds all of it, as for a piece played an octave higher.
+    blurred = source + 0.9 * rng.standard_normal(source.shape) / np.sqrt(source.shape[1])
+    blurred = (blurred / np.linalg.norm(blurred, axis=1, keepdims=True)).astype(np.float32)
+    params = replace(PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.3,
+                     abstain_threshold=0.3, octave_views=(1,))  # fmt: skip
+
+    def run(margin: float, views: dict[int, np.ndarray] | None) -> TrackMatch:
+        matches = attribute_vectors(
+            vectors=blurred,
+            query_starts=np.arange(n, dtype=np.float64),
+            window_s=WINDOW_S,
+            query_duration_s=n + WINDOW_S - 1,
+            search=cat.search,
+            windows=cat.windows,
+            params=replace(params, octave_margin=margin),
+            octave_views=views,
+        )
+        assert matches[0].track == 3
+        return matches[0]
+
+    plain = run(0.04, None)
+    viewed = run(0.04, {1: source})
+    unconvinced = run(1.0, {1: source})
+
+    assert {e.variant for e in plain.evidence} == {0}
+    assert {e.variant for e in viewed.evidence} == {-12}  # the piece sounds an octave higher
+    assert viewed.evidence[0].similarity > plain.evidence[0].similarity + 0.2
+    assert unconvinced.evidence == plain.evidence
+    assert {e.variant for e in unconvinced.evidence} == {0}
+    with pytest.raises(ValueError, match="octave views"):
+        attribute_vectors(
+            vectors=blurred,
+            query_starts=np.arange(n, dtype=np.float64),
+            window_s=WINDOW_S,
+            query_duration_s=n + WINDOW_S - 1,
+            search=cat.search,
+            windows=cat.windows,
+            params=params,
+            octave_views={1: source[:-1]},
+        )
+
+
 def test_mismatched_shapes_are_rejected() -> None:
     table = HitTable(20.0)
     with pytest.raises(ValueError, match="same shape"):

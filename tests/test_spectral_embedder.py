@@ -240,6 +240,25 @@ def test_transposed_vectors_stand_for_the_transposed_audio() -> None:
     assert np.all(undone > as_is)
 
 
+def test_octave_views_read_the_pitch_range_an_octave_away() -> None:
+    original = EMBEDDER.embed(melody_track(8, seconds=20.0, sr=SR), SR).vectors
+    views = EMBEDDER.embed_octaves(melody_track(8, seconds=20.0, sr=SR), SR, octaves=(-1, 0, 1))
+    np.testing.assert_allclose(views[0].vectors, original, atol=1e-5)
+
+    for octave in (1, -1):
+        moved = melody_track(8, seconds=20.0, sr=SR, transpose=12 * octave)
+        seen = EMBEDDER.embed_octaves(moved, SR, octaves=(0, octave))
+        as_is = np.sum(original * seen[0].vectors, axis=1)
+        through_view = np.sum(original * seen[octave].vectors, axis=1)
+        # Played an octave away, some notes leave the range `embed` reads; the view that
+        # reads an octave away finds them again.
+        assert np.mean(through_view) > np.mean(as_is) + 0.01, octave
+        assert np.median(through_view) > 0.85
+
+    with pytest.raises(EmbeddingError, match="octave"):
+        EMBEDDER.embed_octaves(melody_track(8, seconds=20.0, sr=SR), SR, octaves=(2,))
+
+
 @pytest.mark.parametrize("hop", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_hop_is_rejected(hop: float) -> None:
     with pytest.raises(EmbeddingError, match="hop_s"):

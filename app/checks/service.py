@@ -47,7 +47,7 @@ from app.checks.schemas import CheckResult, EmbedderOut, EvidenceOut, MatchOut
 from app.config import Settings
 from app.conflicts import service as conflicts
 from app.db import transaction, utcnow
-from app.embedding import Embedder, embed_audio
+from app.embedding import Embedder, Embedding, OctaveViews, embed_audio, embed_audio_octaves
 from app.errors import AppError, Conflict, NotFound, PaymentRequired, Unprocessable
 from app.index.backend import SegmentIndex
 from app.index.base import SearchResult
@@ -185,9 +185,12 @@ class Analysis:
 def params_for(params: AttributionParams, embedder: Embedder) -> AttributionParams:
     """The attribution parameters as this embedder can use them: query-side transpositions
     need an embedder that can transpose its vectors (the spectral one); without, the query is
-    searched as it is. The result is what each check records."""
+    searched as it is; octave views need one that has them (the spectral one). The result is
+    what each check records."""
     if not embedder.can_transpose and params.transpositions != (0,):
-        return replace(params, transpositions=(0,))
+        params = replace(params, transpositions=(0,))
+    if params.octave_views and not isinstance(embedder, OctaveViews):
+        params = replace(params, octave_views=())
     return params
 
 
@@ -214,7 +217,14 @@ def analyse(
         max_seconds=settings.max_check_seconds,
     )
     duration_s = len(audio) / embedder.sample_rate
-    embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
+    octaves: dict[int, Embedding] = {}
+    if params.octave_views:
+        octaves = embed_audio_octaves(
+            embedder, audio, hop_s=params.query_hop_s, octaves=params.octave_views
+        )
+        embedding = octaves.pop(0)
+    else:
+        embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
     index.catch_up()
     search = _LicensedSearch(
         index,
@@ -233,6 +243,7 @@ def analyse(
         windows=search.windows,
         params=params,
         transpose=embedder.transpose if embedder.can_transpose else None,
+        octave_views={o: e.vectors for o, e in octaves.items()},
     )
     licensed = [(m, search.licensed[search.track_ids[m.track]]) for m in matches]
     matched = [lic.track_id for _, lic in licensed]

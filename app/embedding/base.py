@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -66,6 +67,16 @@ class Embedder(Protocol):
         Raises EmbeddingError when `can_transpose` is False.
         """
         ...
+
+
+@runtime_checkable
+class OctaveViews(Protocol):
+    """An embedder that can also read a query with its pitch range moved by whole octaves
+    (the spectral one): view o is what `embed` gives of the same music o octaves lower."""
+
+    def embed_octaves(
+        self, audio: FloatArray, sr: int, *, hop_s: float | None = None, octaves: Sequence[int]
+    ) -> dict[int, Embedding]: ...
 
 
 def check_audio(audio: object, sr: int, *, sample_rate: int, window_s: float = 0.0) -> FloatArray:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -125,6 +126,8 @@ class SpectralEmbedder:
         self._samples_per_frame = cfg.sample_rate * cfg.frame_s
         self._pitch_fb, self._pitch_bins = _pitch_filterbank(cfg)
         self._band_fb, self._band_bins = _band_filterbank(cfg)
+        self._wide_fb: FloatArray | None = None  # an octave wider each side (embed_octaves)
+        self._wide_bins = 0
         self._fft_window = np.hanning(cfg.n_fft).astype(np.float32)
         # Chroma of one step of a full-scale sine: the reference for the silence floor.
         full_scale = cfg.n_fft / 4 * cfg.step_frames
@@ -187,6 +190,31 @@ class SpectralEmbedder:
         out[:, : cfg.steps * 12] = np.roll(chroma, semitones, axis=2).reshape(-1, cfg.steps * 12)
         return out
 
+    def embed_octaves(
+        self, audio: FloatArray, sr: int, *, hop_s: float | None = None, octaves: Sequence[int]
+    ) -> dict[int, Embedding]:
+        """The windows of `audio` with the pitch range moved by whole octaves (query side).
+
+        View o folds the pitches of [midi_low + 12 o, midi_high + 12 o) into chroma: what
+        `embed` gives of the same music played o octaves lower, as far as its notes go. A
+        query transposed up an octave has its top notes above the range `embed` reads, so
+        its view +1 matches the recording better than view 0 does; rotation (`transpose`)
+        covers the other semitones. View 0 equals `embed`. `octaves` within -1..1.
+        """
+        if any(o not in (-1, 0, 1) for o in octaves):
+            raise EmbeddingError(f"octave views go from -1 to 1, got {tuple(octaves)}")
+        hop_frames = self._check(audio, sr, hop_s)
+        if self._wide_fb is None:
+            self._wide_fb, self._wide_bins = _pitch_filterbank(self.config, extra_octaves=1)
+        pitch, bands = self._pitch_octaves(audio, self._wide_fb, self._wide_bins)
+        span = (self.config.midi_high - self.config.midi_low) // 12
+        out: dict[int, Embedding] = {}
+        for o in dict.fromkeys(octaves):
+            chroma = pitch[:, 1 + o : 1 + o + span].sum(axis=1)
+            frames = FrameFeatures(chroma=chroma, level=chroma.sum(axis=1), bands=bands)
+            out[o] = self._embed_frames(frames, hop_frames)
+        return out
+
     def _check(self, audio: object, sr: int, hop_s: float | None) -> int:
         check_audio(audio, sr, sample_rate=self.sample_rate, window_s=self.window_s)
         hop = self.hop_s if hop_s is None else hop_s
@@ -206,6 +234,15 @@ class SpectralEmbedder:
         The level (summed pitch magnitudes) decides what is silence; it does not change when
         the pitch classes are rotated.
         """
+        pitch, bands = self._pitch_octaves(audio, self._pitch_fb, self._pitch_bins)
+        chroma = pitch.sum(axis=1)
+        return chroma, chroma.sum(axis=1), bands
+
+    def _pitch_octaves(
+        self, audio: FloatArray, pitch_fb: FloatArray, pitch_bins: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per frame: pitch magnitudes by octave [frames, octaves, 12] through `pitch_fb`, and
+        band power [frames, bands]."""
         cfg = self.config
         n_frames = self._n_frames(audio.shape[0])
         half = cfg.n_fft // 2
@@ -213,11 +250,10 @@ class SpectralEmbedder:
         # Frame j is centred on sample round(j * samples_per_frame): exact times on the grid.
         centres = np.floor(np.arange(n_frames) * self._samples_per_frame + 0.5).astype(np.int64)
         offsets = np.arange(cfg.n_fft)
-        n_pitch_bins = self._pitch_bins
         n_band_bins = self._band_bins
-        n_bins = max(n_pitch_bins, n_band_bins)
-        chroma = np.empty((n_frames, 12), dtype=np.float32)
-        level = np.empty(n_frames, dtype=np.float32)
+        n_bins = max(pitch_bins, n_band_bins)
+        octaves = pitch_fb.shape[1] // 12
+        pitch = np.empty((n_frames, octaves, 12), dtype=np.float32)
         bands = np.empty((n_frames, cfg.timbre_bands), dtype=np.float32)
         for b0 in range(0, n_frames, _BLOCK_FRAMES):
             b1 = min(n_frames, b0 + _BLOCK_FRAMES)
@@ -225,10 +261,8 @@ class SpectralEmbedder:
             spectrum = np.fft.rfft(frames, axis=1)[:, :n_bins]
             mag = np.abs(spectrum).astype(np.float32)
             bands[b0:b1] = np.square(mag[:, :n_band_bins]) @ self._band_fb
-            pitch = mag[:, :n_pitch_bins] @ self._pitch_fb
-            chroma[b0:b1] = pitch.reshape(b1 - b0, -1, 12).sum(axis=1)
-            level[b0:b1] = chroma[b0:b1].sum(axis=1)
-        return chroma, level, bands
+            pitch[b0:b1] = (mag[:, :pitch_bins] @ pitch_fb).reshape(b1 - b0, octaves, 12)
+        return pitch, bands
 
     def _windows(
         self, chroma: FloatArray, level: FloatArray, bands: FloatArray, starts: IntArray
@@ -283,14 +317,15 @@ def _pool_triangular(values: FloatArray, starts: IntArray, length: int, count: i
     return out
 
 
-def _pitch_filterbank(cfg: SpectralConfig) -> tuple[FloatArray, int]:
+def _pitch_filterbank(cfg: SpectralConfig, extra_octaves: int = 0) -> tuple[FloatArray, int]:
     """Triangular semitone filters on the log-frequency axis: [bins, pitches] and bins used.
 
-    Columns run midi_low..midi_high-1, so reshaping to (octaves, 12) groups pitch classes.
+    Columns run midi_low..midi_high-1 (widened by `extra_octaves` on each side), so reshaping
+    to (octaves, 12) groups pitch classes.
     """
     freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
     midi = 69.0 + 12.0 * np.log2(np.maximum(freqs, 1e-6) / 440.0)
-    pitches = np.arange(cfg.midi_low, cfg.midi_high)
+    pitches = np.arange(cfg.midi_low - 12 * extra_octaves, cfg.midi_high + 12 * extra_octaves)
     weights = np.maximum(0.0, 1.0 - np.abs(midi[:, None] - pitches[None, :]))
     used = int(np.flatnonzero(weights.any(axis=1)).max()) + 1
     return np.ascontiguousarray(weights[:used], dtype=np.float32), used

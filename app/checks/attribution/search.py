@@ -79,6 +79,55 @@ class _Verified:
     window: I64
 
 
+@dataclass(frozen=True, slots=True)
+class _Hits:
+    """Proposal-search hits above the similarity floor, one entry per hit: the track, the
+    query window it answered, the transposition it was searched at, the similarity."""
+
+    track: I64
+    window: I64
+    variant: I64
+    sim: F64
+
+    @staticmethod
+    def concat(parts: Sequence[_Hits]) -> _Hits:
+        return _Hits(
+            track=np.concatenate([p.track for p in parts]),
+            window=np.concatenate([p.window for p in parts]),
+            variant=np.concatenate([p.variant for p in parts]),
+            sim=np.concatenate([p.sim for p in parts]),
+        )
+
+
+def _keys(hits: _Hits, count: int, floor: float) -> list[int]:
+    """The transpositions the key scan found strongest: (track, transposition) pairs ranked by
+    their summed similarity above the floor (each query window counted once, at its best hit),
+    and the transpositions of the best pairs taken in that order until there are `count`.
+
+    Ranking pairs rather than summing per transposition keeps a mix of two sources in
+    different keys from being decided by how much of the catalogue shares the louder one's
+    key. When the scan found fewer than `count`, transposition 0 is added if missing: an
+    untransposed reuse is the commonest.
+    """
+    keys: list[int] = []
+    if hits.track.size:
+        order = np.lexsort((-hits.sim, hits.window, hits.variant, hits.track))
+        t, v, w, s = hits.track[order], hits.variant[order], hits.window[order], hits.sim[order]
+        first = np.r_[True, (t[1:] != t[:-1]) | (v[1:] != v[:-1]) | (w[1:] != w[:-1])]
+        pairs: dict[tuple[int, int], float] = {}
+        for track, shift, sim in zip(t[first].tolist(), v[first].tolist(), s[first].tolist(),
+                                     strict=True):  # fmt: skip
+            pairs[(track, shift)] = pairs.get((track, shift), 0.0) + sim - floor + 1e-3
+        for (_, shift), _ in sorted(pairs.items(), key=lambda x: (-x[1], x[0])):
+            if shift not in keys:
+                keys.append(shift)
+                if len(keys) == count:
+                    return keys
+    if 0 not in keys:
+        keys.append(0)
+    return keys
+
+
 def attribute_vectors(
     *,
     vectors: F32,
@@ -89,6 +138,7 @@ def attribute_vectors(
     windows: Windows,
     params: AttributionParams,
     transpose: Transpose | None = None,
+    octave_views: Mapping[int, F32] | None = None,
 ) -> list[TrackMatch]:
     """Propose, verify, align and score the window vectors of one query.
 
@@ -98,6 +148,9 @@ def attribute_vectors(
     windows : track numbers -> their stored windows (`TrackWindows`)
     transpose : (vectors, semitones) -> the vectors of the query transposed by that much;
         needed when params.transpositions is not (0,) (SpectralEmbedder.transpose)
+    octave_views : octave -> the query's windows with its pitch range moved by that many
+        octaves (`SpectralEmbedder.embed_octaves`, rows as `vectors`): verification compares
+        each candidate with these too, and keeps the view that resembles it most
 
     Returns the tracks at or above ``params.abstain_threshold``, best first. Evidence
     ``variant`` is the transposition (semitones) the run was found at.
@@ -110,8 +163,12 @@ def attribute_vectors(
         raise ValueError(
             f"vectors {base.shape} and query_starts {np.shape(query_starts)} do not match"
         )
+    views = {o: np.ascontiguousarray(v, dtype=np.float32)
+             for o, v in (octave_views or {}).items() if o != 0}  # fmt: skip
+    if any(v.shape != base.shape for v in views.values()):
+        raise ValueError("octave views must have the shape of the query's vectors")
     check = _Check(base, query_starts, window_s, query_duration_s, search, windows, params,
-                   transpose)  # fmt: skip
+                   transpose, views)  # fmt: skip
     return check.run()
 
 
@@ -128,8 +185,10 @@ class _Check:
         windows: Windows,
         params: AttributionParams,
         transpose: Transpose | None,
+        octave_views: dict[int, F32],
     ) -> None:
         self.base = base
+        self.octave_views = octave_views
         self.query_starts = query_starts
         self.window_s = window_s
         self.duration_s = duration_s
@@ -221,32 +280,28 @@ class _Check:
     def propose(self, q: F32, *, exclude: set[int]) -> set[int]:
         """Candidate tracks for `q`: hits in enough query windows, the most covering first.
 
-        Records, per candidate, the transpositions its hits came at.
+        Records, per candidate, the transpositions its hits came at. With
+        ``params.key_scan_stride`` > 1, every transposition is searched on every n-th window
+        only (the key scan), and the other windows at the ``params.scan_keys`` transpositions
+        the scan found strongest (`_keys`).
         """
         params = self.params
         shifts = params.transpositions
-        rows = q[:: params.propose_stride]
-        views = [
-            rows if s == 0 or self.transpose is None else self.transpose(rows, s) for s in shifts
-        ]
-        found = self.search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
-        n = rows.shape[0]
-        tracks = np.asarray(found.tracks, dtype=np.int64)
-        sims = np.asarray(found.similarities, dtype=np.float64)
-        variant = np.repeat(np.asarray(shifts, dtype=np.int64), n)[:, None]
-        window = np.tile(np.arange(n), len(shifts))[:, None]
-        ok = (tracks >= 0) & np.isfinite(sims) & (sims >= params.similarity_floor)
-        if exclude:
-            ok &= ~np.isin(tracks, np.fromiter(exclude, dtype=np.int64))
-        hit_track = tracks[ok]
-        if hit_track.size == 0:
+        rows = np.arange(0, q.shape[0], params.propose_stride)
+        if params.key_scan_stride > 1 and len(shifts) > params.scan_keys:
+            scan = rows[:: params.key_scan_stride]
+            hits = self._search(q, [(scan, s) for s in shifts], exclude)
+            rest = np.setdiff1d(rows, scan)
+            keys = _keys(hits, params.scan_keys, params.similarity_floor)
+            if rest.size:
+                hits = _Hits.concat([hits, self._search(q, [(rest, s) for s in keys], exclude)])
+        else:
+            hits = self._search(q, [(rows, s) for s in shifts], exclude)
+        if hits.track.size == 0:
             return set()
-        hit_window = np.broadcast_to(window, tracks.shape)[ok]
-        hit_variant = np.broadcast_to(variant, tracks.shape)[ok]
-        hit_sim = sims[ok]
         # Per track: the query windows its hits touch, each counted once at its best hit.
-        order = np.lexsort((-hit_sim, hit_window, hit_track))
-        t, w, s = hit_track[order], hit_window[order], hit_sim[order]
+        order = np.lexsort((-hits.sim, hits.window, hits.track))
+        t, w, s = hits.track[order], hits.window[order], hits.sim[order]
         first = np.r_[True, (t[1:] != t[:-1]) | (w[1:] != w[:-1])]
         ids, counts = np.unique(t[first], return_counts=True)
         mass = np.bincount(
@@ -256,10 +311,32 @@ class _Check:
         ranked = sorted(zip(ids[keep].tolist(), mass[keep].tolist(), strict=True),
                         key=lambda x: (-x[1], x[0]))  # fmt: skip
         chosen = {track for track, _ in ranked[: params.max_candidates]}
-        for track, shift in set(zip(hit_track.tolist(), hit_variant.tolist(), strict=True)):
+        for track, shift in set(zip(hits.track.tolist(), hits.variant.tolist(), strict=True)):
             if track in chosen:
                 self.rotations.setdefault(track, set()).add(shift)
         return chosen
+
+    def _search(self, q: F32, blocks: list[tuple[I64, int]], exclude: set[int]) -> _Hits:
+        """One batched index call for `blocks` of (query window numbers, transposition);
+        the hits at or above the similarity floor, tracks in `exclude` left out."""
+        params = self.params
+        views = [
+            q[w] if s == 0 or self.transpose is None else self.transpose(q[w], s) for w, s in blocks
+        ]
+        found = self.search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
+        tracks = np.asarray(found.tracks, dtype=np.int64)
+        sims = np.asarray(found.similarities, dtype=np.float64)
+        window = np.concatenate([w for w, _ in blocks]).astype(np.int64)[:, None]
+        variant = np.concatenate([np.full(w.size, s, dtype=np.int64) for w, s in blocks])[:, None]
+        ok = (tracks >= 0) & np.isfinite(sims) & (sims >= params.similarity_floor)
+        if exclude:
+            ok &= ~np.isin(tracks, np.fromiter(exclude, dtype=np.int64))
+        return _Hits(
+            track=tracks[ok],
+            window=np.broadcast_to(window, tracks.shape)[ok],
+            variant=np.broadcast_to(variant, tracks.shape)[ok],
+            sim=sims[ok],
+        )
 
     # -- verification ----------------------------------------------------------------------
 
@@ -276,17 +353,28 @@ class _Check:
         missing = [t for t in sorted(candidates) if t not in self.cache]
         if missing:
             self.cache.update(self.windows(missing))
-        views: dict[int, F32] = {}
+        # With octave views, the query as it is is compared in each octave view too.
+        octaves = self.octave_views if q is self.base else {}
+        views: dict[tuple[int, int], F32] = {}
+
+        def view(octave: int, shift: int) -> F32:
+            if (octave, shift) not in views:
+                v = octaves[octave] if octave else q
+                views[octave, shift] = (
+                    v if shift == 0 or self.transpose is None else self.transpose(v, shift)
+                )
+            return views[octave, shift]
+
         blocks: list[_Verified] = []
         for track in sorted(candidates):
             stored = self.cache.get(track)
             if stored is None or stored.vectors.shape[0] == 0:
                 continue
-            shifts = sorted(self.rotations.get(track, {0}))
-            for s in shifts:
-                if s not in views:
-                    views[s] = q if s == 0 or self.transpose is None else self.transpose(q, s)
-            blocks.extend(self._compare(track, shifts, [views[s] for s in shifts], stored))
+            groups = [
+                [(s, view(0, s))] + [(s - 12 * o, view(o, s)) for o in sorted(octaves)]
+                for s in sorted(self.rotations.get(track, {0}))
+            ]
+            blocks.extend(self._compare(track, groups, stored))
         if not blocks:
             return {}
         hits = _Verified(
@@ -309,29 +397,44 @@ class _Check:
         return {m.track: (m, hits) for m in matches}
 
     def _compare(
-        self, track: int, shifts: list[int], views: list[F32], stored: TrackWindows
+        self, track: int, groups: list[list[tuple[int, F32]]], stored: TrackWindows
     ) -> list[_Verified]:
-        """The best `verify_k` windows of one track for each query window, per shift (one
-        matrix product for all the shifts)."""
-        n = views[0].shape[0]
-        sims = np.concatenate(views) @ stored.vectors.T  # [len(shifts) * n, m]
+        """The best `verify_k` windows of one track for each query window, per group of
+        (variant, query view) options (one matrix product for all of them).
+
+        A group holds one transposition's views (the query, then its octave views); the
+        option whose windows resemble the track most on average (their best similarity,
+        averaged over the query's windows) is kept, an octave view only when it beats the query
+        as it is by ``params.octave_margin``, and its variant (semitones, octaves included)
+        labels its hits.
+        """
+        options = [option for group in groups for option in group]
+        n = options[0][1].shape[0]
+        sims = np.concatenate([v for _, v in options]) @ stored.vectors.T  # [options * n, m]
         k = min(self.params.verify_k, sims.shape[1])
-        if k < sims.shape[1]:
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            top = np.broadcast_to(np.arange(sims.shape[1]), (sims.shape[0], k))
-        best = np.take_along_axis(sims, top, axis=1).astype(np.float64)
-        starts = np.asarray(stored.starts, dtype=np.float64)[top]
-        return [
-            _Verified(
-                similarities=best[i * n : (i + 1) * n],
-                tracks=np.full((n, k), track, dtype=np.int64),
-                reference_starts=starts[i * n : (i + 1) * n],
-                variants=np.full((n, k), shift, dtype=np.int64),
-                window=np.asarray(top[i * n : (i + 1) * n], dtype=np.int64),
+        out: list[_Verified] = []
+        first = 0
+        for group in groups:
+            blocks = [sims[(first + i) * n : (first + i + 1) * n] for i in range(len(group))]
+            fit = [float(b.max(axis=1).mean()) for b in blocks]
+            fit[1:] = [f - self.params.octave_margin for f in fit[1:]]
+            pick = max(range(len(group)), key=lambda i: (fit[i], -i))
+            first += len(group)
+            block = blocks[pick]
+            if k < block.shape[1]:
+                top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            else:
+                top = np.broadcast_to(np.arange(block.shape[1]), (n, k))
+            out.append(
+                _Verified(
+                    similarities=np.take_along_axis(block, top, axis=1).astype(np.float64),
+                    tracks=np.full((n, k), track, dtype=np.int64),
+                    reference_starts=np.asarray(stored.starts, dtype=np.float64)[top],
+                    variants=np.full((n, k), group[pick][0], dtype=np.int64),
+                    window=np.asarray(top, dtype=np.int64),
+                )
             )
-            for i, shift in enumerate(shifts)
-        ]
+        return out
 
     # -- explaining away -------------------------------------------------------------------
 
