@@ -45,8 +45,9 @@ The vectors are windows of tracks recombined from the frame features of a built 
 corpus's catalogue (`bench/music_vectors.py`: real passages, transposed, re-timed, layered),
 embedded by the spectral embedder's own pooling; the queries are real checks: 45 windows
 (30 s at the 0.5-s check hop) of the corpus's query files (derived: edits of catalogue
-recordings) and negatives (novel), each at all twelve transpositions, 540 vectors per
-search call, as `attribute_vectors` sends them::
+recordings) and negatives (novel), searched as a check's key scan sends them: every third
+window at all twelve transpositions and the others at three, 270 vectors per search call
+(``--all-keys``: every window at twelve, 540, the search before the key scan)::
 
     python -m bench.index --data music --corpus .echoledger/corpus-full --sizes 10000000 \
         --dims 128 --options flat,ivf-sq8 --queries 16 --truth-rows 2000 --search-threads 1
@@ -330,6 +331,7 @@ def similarity_stats(index: faiss.Index, corpus: Corpus, per_kind: int = 20) -> 
 
 def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
     """Recombined real music and real checks (`bench/music_vectors.py`)."""
+    from app.checks.attribution import AttributionParams
     from bench.corpus import load_manifest
     from bench.music_vectors import check_queries, describe, music_vectors
 
@@ -339,8 +341,13 @@ def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
     vectors = music_vectors(manifest, n, seed=args.seed)
     if vectors.shape[1] != dim:
         raise SystemExit(f"the spectral embedder gives {vectors.shape[1]} dimensions, not {dim}")
+    scan = AttributionParams()
     queries, derived = check_queries(
-        manifest, count=args.queries, windows=args.check_windows, seed=args.seed
+        manifest,
+        count=args.queries,
+        windows=args.check_windows,
+        seed=args.seed,
+        key_scan=None if args.all_keys else (scan.key_scan_stride, scan.scan_keys),
     )
     stats = describe(vectors, np.random.default_rng(args.seed))
     return Corpus(vectors=vectors, queries=queries, derived=derived, stats=stats)
@@ -784,6 +791,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=45,
         help="--data music: query windows per check (45 = 30 s), searched at 12 transpositions",
+    )
+    p.add_argument(
+        "--all-keys",
+        action="store_true",
+        help="--data music: every window at all 12 transpositions (540 vectors), not the key "
+        "scan a check runs by default (every third window at 12, the rest at 3: 270)",
     )
     p.add_argument("--styles", type=int, default=256)
     p.add_argument("--track-len", type=int, default=240)

@@ -54,6 +54,7 @@ LAYER_P = 0.35
 LAYER_DB = (0.0, 9.0)
 TILT_DB = 6.0  # band-power tilt across the bands, at most this many dB either way
 QUERY_HOP_S = 0.5
+KEYS = tuple(range(-5, 7))  # a check's twelve transpositions
 
 
 def _load(embedder: SpectralEmbedder, path: Path) -> FrameFeatures:
@@ -145,14 +146,22 @@ def music_vectors(manifest: Manifest, n: int, *, seed: int = 0) -> F32:
 
 
 def check_queries(
-    manifest: Manifest, *, count: int, windows: int, seed: int = 0
+    manifest: Manifest,
+    *,
+    count: int,
+    windows: int,
+    seed: int = 0,
+    key_scan: tuple[int, int] | None = None,
 ) -> tuple[F32, npt.NDArray[np.bool_]]:
-    """The searches of `count` checks: [count, windows * 12, dim], and which are derived.
+    """The searches of `count` checks: [count, vectors, dim], and which are derived.
 
     Half are made of corpus queries (edits of catalogue recordings), half of negatives; a
     check is `windows` consecutive check-side windows of one file, or of two or more played
     one after the other where one is too short (most corpus files are 10-30 s), each window
-    at every transposition.
+    at every transposition (windows * 12 vectors). With `key_scan` (stride, keys), as a check
+    searches by default (`AttributionParams.key_scan_stride`, `scan_keys`): every stride-th
+    window at every transposition, the others at `keys` of them (transposition 0 and others
+    drawn at random: what the scan picks changes which vectors, not how many).
     """
     embedder = SpectralEmbedder()
     rng = np.random.default_rng(seed)
@@ -164,7 +173,12 @@ def check_queries(
         True: [q.file for q in manifest.queries],
         False: [n.file for n in manifest.negatives],
     }
-    out = np.empty((count, windows * 12, embedder.dim), dtype=np.float32)
+    if key_scan is None:
+        per_check = windows * len(KEYS)
+    else:
+        scanned = len(range(0, windows, key_scan[0]))
+        per_check = scanned * len(KEYS) + (windows - scanned) * key_scan[1]
+    out = np.empty((count, per_check, embedder.dim), dtype=np.float32)
     for row, kind in enumerate(kinds):
         parts: list[FrameFeatures] = []
         while sum(f.chroma.shape[0] for f in parts) < need:
@@ -176,7 +190,16 @@ def check_queries(
             bands=np.concatenate([f.bands for f in parts]),
         )
         base = embedder.embed_frames(frames, hop_s=QUERY_HOP_S).vectors[:windows]
-        out[row] = np.concatenate([embedder.transpose(base, s) for s in range(-5, 7)])
+        if key_scan is None:
+            out[row] = np.concatenate([embedder.transpose(base, s) for s in KEYS])
+            continue
+        stride, keys = key_scan
+        scan, rest = base[::stride], np.delete(base, np.s_[::stride], axis=0)
+        chosen = [0, *rng.choice([s for s in KEYS if s != 0], keys - 1, replace=False).tolist()]
+        out[row] = np.concatenate(
+            [embedder.transpose(scan, s) for s in KEYS]
+            + [embedder.transpose(rest, s) for s in chosen]
+        )
     return out, kinds
 
 
