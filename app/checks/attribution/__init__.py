@@ -13,9 +13,9 @@ The parts, in the order a check runs them:
 
 * `params`: the constants (`AttributionParams`), read from the calibration file;
 * `search`: `attribute_vectors`, the whole check after embedding: the index proposes
-  candidate tracks (every transposition searched in one call), each candidate is verified
-  exactly against its own stored windows, and the sources found are explained away before
-  proposing again;
+  candidate tracks (a key scan finds the likely transpositions), each candidate is verified
+  exactly against its own stored windows (octave views included), and the sources found are
+  explained away before proposing again;
 * `align`: `attribute`, top-k hits per track grouped into time-consistent runs (evidence);
 * `score`: the resemblance of a track from its runs.
 """

@@ -5,18 +5,25 @@ Proposal and verification
 Searching a million segments is approximate and crowded: in a query window's top-k, the true
 reference window of a quiet source (the second piece of a mix, a re-instrumented passage)
 competes with every other window that resembles the blend, and often loses. So the index only
-*proposes* tracks: every query window is searched as it is and at every transposition of
+*proposes* tracks: query windows are searched as they are and at the transpositions of
 ``params.transpositions`` (all twelve by default: chroma fold octaves, so twelve rotations
-cover every key), in one batched call, and the tracks with hits in at least
-``propose_min_windows`` query windows are candidates, ranked by how much of the query their hits
-touch (at most ``max_candidates``).
+cover every key), and the tracks with hits in at least ``propose_min_windows`` query windows are
+candidates, ranked by how much of the query their hits touch (at most ``max_candidates``).
+Searching every window in twelve keys is most of a check's cost, so a *key scan* searches every
+``key_scan_stride``-th window in all of them (one batched call), picks the ``scan_keys`` keys of
+the (track, key) pairs with the most evidence, and searches the other windows in those only
+(a second call).
 
 Each candidate is then *verified* exactly: its stored windows are read (a few hundred vectors),
 every query window is compared with every one of them at each transposition the candidate was
 proposed at, and the best ``verify_k`` reference windows per query window become the hits the
 alignment (`align.attribute`) groups into time-consistent runs. The similarities are exact and
 complete for the candidate, whatever else the catalogue holds, so coverage and resemblance
-depend on the query and the track alone, not on the size of the index.
+depend on the query and the track alone, not on the size of the index. Rotation cannot bring
+back notes a transposition carried out of the embedder's pitch range, so the query's *octave
+views* (its windows read an octave lower or higher, ``octave_views``) are compared too, and one
+is kept for a track when it resembles it clearly better (``octave_margin``) than the query as
+it is.
 
 Explaining away
 ---------------
