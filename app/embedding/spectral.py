@@ -19,7 +19,9 @@ Pipeline (default `SpectralConfig`, version "3", 128 dimensions):
 
 Key changes are handled on the query side, not in the vectors: transposing the audio rotates
 the pitch axis of the chroma block and nothing else, so `transpose` produces the vectors of a
-transposed query exactly, for the price of a permutation (see app/checks/attribution.py).
+transposed query exactly, for the price of a permutation (see app/checks/attribution/). A
+rotation cannot bring back notes a transposition carried out of the pitch range; for that,
+`embed_octaves` reads a query with the range moved an octave down or up.
 Why these choices (measured on rendered corpora, bench/tune.py): 8 s windows separate a piece
 from others of its style far better than 4 s ones (window-level top-1 0.61 -> 0.93 on clean
 excerpts); triangular pooling tolerates the up-to-0.5 s misalignment between query and
@@ -126,8 +128,8 @@ class SpectralEmbedder:
         self._samples_per_frame = cfg.sample_rate * cfg.frame_s
         self._pitch_fb, self._pitch_bins = _pitch_filterbank(cfg)
         self._band_fb, self._band_bins = _band_filterbank(cfg)
-        self._wide_fb: FloatArray | None = None  # an octave wider each side (embed_octaves)
-        self._wide_bins = 0
+        # An octave wider each side, for `embed_octaves` (queries only).
+        self._wide_fb, self._wide_bins = _pitch_filterbank(cfg, extra_octaves=1)
         self._fft_window = np.hanning(cfg.n_fft).astype(np.float32)
         # Chroma of one step of a full-scale sine: the reference for the silence floor.
         full_scale = cfg.n_fft / 4 * cfg.step_frames
@@ -204,8 +206,6 @@ class SpectralEmbedder:
         if any(o not in (-1, 0, 1) for o in octaves):
             raise EmbeddingError(f"octave views go from -1 to 1, got {tuple(octaves)}")
         hop_frames = self._check(audio, sr, hop_s)
-        if self._wide_fb is None:
-            self._wide_fb, self._wide_bins = _pitch_filterbank(self.config, extra_octaves=1)
         pitch, bands = self._pitch_octaves(audio, self._wide_fb, self._wide_bins)
         span = (self.config.midi_high - self.config.midi_low) // 12
         out: dict[int, Embedding] = {}
