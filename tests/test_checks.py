@@ -307,7 +307,31 @@ def test_transpositions_are_searched_only_with_an_embedder_that_can_transpose() 
 
     adapted = check_service.params_for(params, Plain())  # type: ignore[arg-type]
     assert adapted.transpositions == (0,)
+    assert params.octave_views
+    assert adapted.octave_views == ()  # nor octave views
     assert adapted.k == params.k
+
+
+def test_a_piece_played_an_octave_higher_is_paid_and_its_evidence_says_so(
+    settings: Settings, engine: Engine, music: Music
+) -> None:
+    # A recording in a high register: played an octave higher, its top notes leave the range
+    # the embedder reads (C2-C7), and only the query's octave view finds them again.
+    high = music.write("track-31-high", lambda: melody_track(31, seconds=30.0, sr=SR, transpose=12))
+    higher = music.write("query-31-octave-up", lambda: excerpt(31, 4.0, 16.0, transpose=24))
+    with TestClient(create_app(settings)) as client:
+        tenants = Tenants(client, engine)
+        label, company = tenants.label(), tenants.ai_company()
+        catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.3)
+        track_id = upload(client, label, catalogue["id"], high).json()["id"]
+        run_jobs(settings, engine)
+        client.app.state.service.index.sync()
+
+        result = submit_check(client, company, higher).json()
+        match = next(m for m in result["matches"] if m["track_id"] == track_id)
+        assert match["is_use"] is True
+        assert match["evidence"]
+        assert {ev["transposition"] for ev in match["evidence"]} == {12}
 
 
 def test_a_track_matches_in_the_very_next_check_once_it_reads_indexed(
