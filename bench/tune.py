@@ -360,7 +360,6 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
     cat = run.catalogue
     views = query.octave_views if params.octave_views else {}
     matches = attribute_vectors(
-        octave_views={o: v for o, v in views.items() if o in params.octave_views},
         vectors=query.embedding.vectors,
         query_starts=query.embedding.starts,
         window_s=query.embedding.window_s,
@@ -369,6 +368,7 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
         params=params,
         transpose=run.embedder.transpose,
         windows=cat.windows,
+        octave_views={o: v for o, v in views.items() if o in params.octave_views},
     )
     # Matches with filler tracks are other labels' music: outside what the corpus can judge.
     return [
