@@ -432,12 +432,14 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
     assert set(with_residual) == {2, 4}
 
 
+def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
+    """Transposition of TinyCatalogue(dim=36) vectors: three blocks of twelve pitch classes."""
+    out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)
+    return out
+
+
 def test_query_side_transposition_labels_the_evidence() -> None:
     cat = TinyCatalogue(dim=36)
-
-    def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
-        out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)
-        return out
 
     n = 16
     query = rotate(np.stack([cat.window(1, 3 + i) for i in range(n)]), 2)  # "up 2 semitones"
@@ -470,10 +472,6 @@ def test_query_side_transposition_labels_the_evidence() -> None:
 
 def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> None:
     cat = TinyCatalogue(dim=36)
-
-    def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
-        out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)
-        return out
 
     n = 24
     # Track 2 transposed up 3 semitones (found at shift -3), track 4 down 5 (found at +5),
