@@ -201,7 +201,8 @@ class SpectralEmbedder:
         `embed` gives of the same music played o octaves lower, as far as its notes go. A
         query transposed up an octave has its top notes above the range `embed` reads, so
         its view +1 matches the recording better than view 0 does; rotation (`transpose`)
-        covers the other semitones. View 0 equals `embed`. `octaves` within -1..1.
+        covers the other semitones. View 0 equals `embed` (to float rounding). `octaves` within
+        -1..1.
         """
         if any(o not in (-1, 0, 1) for o in octaves):
             raise EmbeddingError(f"octave views go from -1 to 1, got {tuple(octaves)}")
