@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -347,6 +348,19 @@ def test_residual_vectors_remove_the_explained_direction() -> None:
     assert np.all(np.sum(out[:4] * b[:4], axis=1) > np.sum(mix[:4] * b[:4], axis=1))
 
 
+def attribute_tiny(vectors: np.ndarray, **kw: Any) -> list[TrackMatch]:
+    """`attribute_vectors` on a query of one window a second from 0 s, as TinyCatalogue's
+    tracks are laid out (window i starts at i seconds)."""
+    n = len(vectors)
+    return attribute_vectors(
+        vectors=np.asarray(vectors, dtype=np.float32),
+        query_starts=np.arange(n, dtype=np.float64),
+        window_s=WINDOW_S,
+        query_duration_s=n + WINDOW_S - 1,
+        **kw,
+    )
+
+
 class TinyCatalogue:
     """Exact search over random unit vectors: track t, window j starts at j seconds."""
 
@@ -405,11 +419,8 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
 
     def run(passes: int) -> dict[int, float]:
         read.clear()
-        matches = attribute_vectors(
-            vectors=mix,
-            query_starts=np.arange(n, dtype=np.float64),
-            window_s=WINDOW_S,
-            query_duration_s=n + WINDOW_S - 1,
+        matches = attribute_tiny(
+            mix,
             search=search,
             windows=windows,
             params=replace(params, residual_passes=passes),
@@ -445,11 +456,8 @@ def test_query_side_transposition_labels_the_evidence() -> None:
     query = rotate(np.stack([cat.window(1, 3 + i) for i in range(n)]), 2)  # "up 2 semitones"
     params = replace(PARAMS, transpositions=(-2, 0, 2), query_hop_s=1.0, abstain_threshold=0.3)
 
-    matches = attribute_vectors(
-        vectors=query.astype(np.float32),
-        query_starts=np.arange(n, dtype=np.float64),
-        window_s=WINDOW_S,
-        query_duration_s=n + WINDOW_S - 1,
+    matches = attribute_tiny(
+        query,
         search=cat.search,
         windows=cat.windows,
         params=params,
@@ -459,11 +467,8 @@ def test_query_side_transposition_labels_the_evidence() -> None:
     assert matches[0].track == 1
     assert {e.variant for e in matches[0].evidence} == {-2}
     with pytest.raises(ValueError, match="transpose"):
-        attribute_vectors(
-            vectors=query.astype(np.float32),
-            query_starts=np.arange(n, dtype=np.float64),
-            window_s=WINDOW_S,
-            query_duration_s=n + WINDOW_S - 1,
+        attribute_tiny(
+            query,
             search=cat.search,
             windows=cat.windows,
             params=params,
@@ -495,11 +500,8 @@ def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> 
 
     def run(params: AttributionParams) -> dict[int, set[int]]:
         rows.clear()
-        matches = attribute_vectors(
-            vectors=mix,
-            query_starts=np.arange(n, dtype=np.float64),
-            window_s=WINDOW_S,
-            query_duration_s=n + WINDOW_S - 1,
+        matches = attribute_tiny(
+            mix,
             search=search,
             windows=cat.windows,
             params=params,
@@ -532,11 +534,8 @@ def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clea
                      abstain_threshold=0.3, octave_views=(1,))  # fmt: skip
 
     def run(margin: float, views: dict[int, np.ndarray] | None) -> TrackMatch:
-        matches = attribute_vectors(
-            vectors=blurred,
-            query_starts=np.arange(n, dtype=np.float64),
-            window_s=WINDOW_S,
-            query_duration_s=n + WINDOW_S - 1,
+        matches = attribute_tiny(
+            blurred,
             search=cat.search,
             windows=cat.windows,
             params=replace(params, octave_margin=margin),
@@ -555,11 +554,8 @@ def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clea
     assert unconvinced.evidence == plain.evidence
     assert {e.variant for e in unconvinced.evidence} == {0}
     with pytest.raises(ValueError, match="octave views"):
-        attribute_vectors(
-            vectors=blurred,
-            query_starts=np.arange(n, dtype=np.float64),
-            window_s=WINDOW_S,
-            query_duration_s=n + WINDOW_S - 1,
+        attribute_tiny(
+            blurred,
             search=cat.search,
             windows=cat.windows,
             params=params,
