@@ -95,6 +95,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
+from app.checks.attribution import AttributionParams
 from app.index import factory as fx
 from app.index import tiers, tuning
 
@@ -108,9 +109,10 @@ S_QUERY = 0.5
 RECALL_AT = 10
 BAR_MS = 50.0
 BAR_RECALL = 0.95
-# The attribution's similarity floor: hits below it never propose a track
-# (AttributionParams.similarity_floor).
-FLOOR = 0.6
+# What a check runs with (the shipped calibration): its similarity floor (hits below it never
+# propose a track) and its key scan.
+CHECK_PARAMS = AttributionParams.load()
+FLOOR = CHECK_PARAMS.similarity_floor
 
 
 # --- synthetic data -----------------------------------------------------------------------
@@ -329,9 +331,21 @@ def similarity_stats(index: faiss.Index, corpus: Corpus, per_kind: int = 20) -> 
     return stats
 
 
+def synthetic_corpus(n: int, dim: int, args: argparse.Namespace, *, seed: int) -> Corpus:
+    """`make_corpus` with the command line's query and catalogue shape."""
+    return make_corpus(
+        n,
+        dim,
+        n_queries=args.queries,
+        windows=args.windows,
+        styles=args.styles,
+        track_len=args.track_len,
+        seed=seed,
+    )
+
+
 def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
     """Recombined real music and real checks (`bench/music_vectors.py`)."""
-    from app.checks.attribution import AttributionParams
     from bench.corpus import load_manifest
     from bench.music_vectors import check_queries, describe, music_vectors
 
@@ -341,13 +355,12 @@ def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
     vectors = music_vectors(manifest, n, seed=args.seed)
     if vectors.shape[1] != dim:
         raise SystemExit(f"the spectral embedder gives {vectors.shape[1]} dimensions, not {dim}")
-    scan = AttributionParams()
     queries, derived = check_queries(
         manifest,
         count=args.queries,
         windows=args.check_windows,
         seed=args.seed,
-        key_scan=None if args.all_keys else (scan.key_scan_stride, scan.scan_keys),
+        key_scan=None if args.all_keys else (CHECK_PARAMS.key_scan_stride, CHECK_PARAMS.scan_keys),
     )
     stats = describe(vectors, np.random.default_rng(args.seed))
     return Corpus(vectors=vectors, queries=queries, derived=derived, stats=stats)
@@ -498,15 +511,7 @@ def run_size(
     if args.data == "music":
         corpus = music_corpus(n, dim, args)
     else:
-        corpus = make_corpus(
-            n,
-            dim,
-            n_queries=args.queries,
-            windows=args.windows,
-            styles=args.styles,
-            track_len=args.track_len,
-            seed=args.seed + dim * 7 + n,
-        )
+        corpus = synthetic_corpus(n, dim, args, seed=args.seed + dim * 7 + n)
     gen_s = time.perf_counter() - t0
     log(
         f"\n== dim={dim} n={n:,}  (data {gen_s:.1f}s; BLAS threshold "
@@ -669,15 +674,7 @@ def run_concurrency(
     """Throughput and latency with several Python threads searching one index at once."""
     if not args.faiss_blas_default:
         tuning.prefer_blas(dim)
-    corpus = make_corpus(
-        n,
-        dim,
-        n_queries=args.queries,
-        windows=args.windows,
-        styles=args.styles,
-        track_len=args.track_len,
-        seed=args.seed + 99,
-    )
+    corpus = synthetic_corpus(n, dim, args, seed=args.seed + 99)
     out: list[dict[str, Any]] = []
     specs = [(OPTIONS["ivf-flat"], f"nprobe={args.concurrency_nprobe}", args.queries)]
     specs.append((OPTIONS["flat"], "", min(args.queries, args.brute_queries)))
@@ -790,7 +787,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--check-windows",
         type=int,
         default=45,
-        help="--data music: query windows per check (45 = 30 s), searched at 12 transpositions",
+        help="--data music: query windows per check (45 = 30 s)",
     )
     p.add_argument(
         "--all-keys",
