@@ -36,7 +36,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,45 +67,60 @@ def _cache_path(cache_dir: Path, embedder: Embedder, path: Path, hop_s: float) -
     return cache_dir / f"{embedder.name}-{embedder.version}" / f"{digest}.npz"
 
 
+def _cached_arrays(cached: Path | None, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The arrays of an .npz cache file, or `compute`d and written there (atomically)."""
+    if cached is not None and cached.exists():
+        with np.load(cached) as z:
+            return {name: z[name] for name in z.files}
+    arrays = compute()
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(cached)
+    return arrays
+
+
+def _load_audio(embedder: Embedder, path: Path) -> np.ndarray:
+    return load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
+
+
 def embed_file(
     embedder: Embedder, path: Path, *, hop_s: float, cache_dir: Path | None
 ) -> tuple[Embedding, float]:
     """Decode, resample and embed one file; returns (embedding, duration s)."""
-    cached = _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None
-    if cached is not None and cached.exists():
-        with np.load(cached) as z:
-            emb = Embedding(vectors=z["vectors"], starts=z["starts"], window_s=float(z["window"]))
-            return emb, float(z["duration"])
-    audio = load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
-    emb = embedder.embed(audio, embedder.sample_rate, hop_s=hop_s)
-    duration = audio.shape[0] / embedder.sample_rate
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, vectors=emb.vectors, starts=emb.starts, window=emb.window_s,
-                 duration=duration)  # fmt: skip
-        tmp.replace(cached)
-    return emb, duration
+
+    def compute() -> dict[str, Any]:
+        audio = _load_audio(embedder, path)
+        emb = embedder.embed(audio, embedder.sample_rate, hop_s=hop_s)
+        return {"vectors": emb.vectors, "starts": emb.starts, "window": emb.window_s,
+                "duration": audio.shape[0] / embedder.sample_rate}  # fmt: skip
+
+    z = _cached_arrays(
+        _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None, compute
+    )
+    emb = Embedding(vectors=z["vectors"], starts=z["starts"], window_s=float(z["window"]))
+    return emb, float(z["duration"])
 
 
-def embed_octaves(
+def embed_file_octaves(
     embedder: SpectralEmbedder, path: Path, *, hop_s: float, cache_dir: Path | None
-) -> dict[int, np.ndarray]:
-    """The octave views -1 and +1 of one file's windows (`SpectralEmbedder.embed_octaves`)."""
+) -> tuple[Embedding, float, dict[int, np.ndarray]]:
+    """As `embed_file`, and the octave views -1 and +1, in one pass as a check computes them
+    (`embed_audio_octaves`: view 0 is the embedding)."""
+
+    def compute() -> dict[str, Any]:
+        audio = _load_audio(embedder, path)
+        views = embedder.embed_octaves(audio, embedder.sample_rate, hop_s=hop_s,
+                                       octaves=(-1, 0, 1))  # fmt: skip
+        return {"vectors": views[0].vectors, "starts": views[0].starts,
+                "window": views[0].window_s, "duration": audio.shape[0] / embedder.sample_rate,
+                "down": views[-1].vectors, "up": views[1].vectors}  # fmt: skip
+
     cached = _cache_path(cache_dir, embedder, path, hop_s) if cache_dir else None
-    cached = cached.with_name(cached.stem + "-octaves.npz") if cached is not None else None
-    if cached is not None and cached.exists():
-        with np.load(cached) as z:
-            return {-1: z["down"], 1: z["up"]}
-    audio = load(path, sample_rate=embedder.sample_rate, min_seconds=0.0, max_seconds=MAX_SECONDS)
-    views = embedder.embed_octaves(audio, embedder.sample_rate, hop_s=hop_s, octaves=(-1, 1))
-    out = {o: e.vectors for o, e in views.items()}
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, down=out[-1], up=out[1])
-        tmp.replace(cached)
-    return out
+    z = _cached_arrays(cached.with_name(f"{cached.stem}-views.npz") if cached else None, compute)
+    emb = Embedding(vectors=z["vectors"], starts=z["starts"], window_s=float(z["window"]))
+    return emb, float(z["duration"]), {-1: z["down"], 1: z["up"]}
 
 
 @dataclass
@@ -330,15 +345,15 @@ def prepare(
         )
 
     def embed(item_id: str, file: str) -> Query:
+        if octave_views:
+            emb, duration, views = embed_file_octaves(
+                embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
+            )
+            return Query(item_id, emb, duration, views)
         emb, duration = embed_file(
             embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
         )
-        views = {}
-        if octave_views:
-            views = embed_octaves(
-                embedder, manifest.path(file), hop_s=query_hop_s, cache_dir=cache_dir
-            )
-        return Query(item_id, emb, duration, views)
+        return Query(item_id, emb, duration)
 
     selected = [
         q for q in manifest.queries if not transformations or q.transformation in transformations
