@@ -252,7 +252,7 @@ def test_octave_views_read_the_pitch_range_an_octave_away() -> None:
         through_view = np.sum(original * seen[octave].vectors, axis=1)
         # Played an octave away, some notes leave the range `embed` reads; the view that
         # reads an octave away finds them again.
-        assert np.mean(through_view) > np.mean(as_is) + 0.01, octave
+        assert np.mean(through_view) > np.mean(as_is) + 0.005, octave  # measured: +0.011, +0.029
         assert np.median(through_view) > 0.85
 
     with pytest.raises(EmbeddingError, match="octave"):
