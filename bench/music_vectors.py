@@ -165,6 +165,8 @@ def check_queries(
     """
     embedder = SpectralEmbedder()
     rng = np.random.default_rng(seed)
+    # The scan's keys come from a stream of their own, so both modes draw the same files.
+    key_rng = np.random.default_rng([seed, 1])
     need = embedder.config.window_frames + math.ceil(
         (windows - 1) * QUERY_HOP_S / embedder.config.frame_s
     )
@@ -195,7 +197,8 @@ def check_queries(
             continue
         stride, keys = key_scan
         scan, rest = base[::stride], np.delete(base, np.s_[::stride], axis=0)
-        chosen = [0, *rng.choice([s for s in KEYS if s != 0], keys - 1, replace=False).tolist()]
+        others = key_rng.choice([s for s in KEYS if s != 0], keys - 1, replace=False)
+        chosen = [0, *others.tolist()]
         out[row] = np.concatenate(
             [embedder.transpose(scan, s) for s in KEYS]
             + [embedder.transpose(rest, s) for s in chosen]
