@@ -192,6 +192,32 @@ def test_one_track_used_twice_gives_two_runs() -> None:
     assert [e.reference_start for e in match.evidence] == pytest.approx([50.0, 20.0], abs=0.5)
 
 
+def test_stretches_matched_at_other_places_of_a_track_count_at_other_line_weight() -> None:
+    # Two halves of a query matched at two unrelated places of one track (music in one style
+    # lines up by chance at one place, then another) against the same coverage on one line.
+    stitched = HitTable(40.0)
+    stitched.diagonal(6, offset=50.0, q_to=20.0)
+    stitched.diagonal(6, offset=5.0, q_from=20.0)
+    aligned = HitTable(40.0)
+    aligned.diagonal(6, offset=50.0)
+
+    def score(table: HitTable, weight: float) -> float:
+        (match,) = table.attribute(replace(PARAMS, full_coverage_s=40.0, other_line_weight=weight))
+        return match.resemblance
+
+    both = score(stitched, 1.0)  # every line counted in full, as before the weight
+    assert both > 0.85 * score(aligned, 1.0)
+    # One line alone covers about half; the weaker adds half of what it covers beyond it.
+    one_line = score(stitched, 0.0)
+    assert one_line < 0.6 * both
+    assert score(stitched, 0.5) == pytest.approx(one_line + 0.5 * (both - one_line), abs=0.02)
+    # Where the other line covers the same windows (a passage the track repeats), nothing is lost.
+    repeated = HitTable(40.0)
+    repeated.diagonal(6, offset=50.0)
+    repeated.diagonal(6, offset=120.0, sim=0.8)
+    assert score(repeated, 0.0) == pytest.approx(score(aligned, 1.0), abs=1e-6)
+
+
 def test_no_hits_give_no_match() -> None:
     table = HitTable(20.0)
     assert table.attribute() == []

@@ -214,6 +214,7 @@ class Run:
     last: int  # last query window index in the run
     quality: dict[int, float]  # query window -> quality of its inlier hit
     hits: dict[int, tuple[float, int]]  # query window -> (similarity, column) of that hit
+    line: int = 0  # which of the track's lines (alignments) it lies on, strongest first
 
 
 def _viable_groups(hits: _Hits, q: F64, ratios: F64, params: AttributionParams) -> set[int]:
@@ -273,7 +274,7 @@ def _find_runs(
     alive = np.ones(hits.window.size, dtype=bool)
     weight = np.maximum(score.quality(hits.sim, params), 1e-3)
     n_q = int(q.size)
-    for _ in range(params.max_runs_per_track):
+    for line_no in range(params.max_runs_per_track):
         idx = np.flatnonzero(alive)
         if idx.size < params.min_run_hits:
             break
@@ -299,7 +300,14 @@ def _find_runs(
         inliers = idx[np.abs(line - offset) <= tol]
         alive[inliers] = False
         found = _split_runs(
-            hits.take(inliers), q, float(ratios[r_best]), window_s, duration_s, variant, params
+            hits.take(inliers),
+            q,
+            float(ratios[r_best]),
+            window_s,
+            duration_s,
+            variant,
+            params,
+            line_no,
         )
         if not found:
             # The best remaining line holds no run long enough: nothing better can follow.
@@ -316,6 +324,7 @@ def _split_runs(
     duration_s: float,
     variant: int,
     params: AttributionParams,
+    line: int,
 ) -> list[Run]:
     # Best inlier hit per query window, in query order.
     order = np.lexsort((-inliers.sim, inliers.window))
@@ -357,6 +366,7 @@ def _split_runs(
                     w: (s, c)
                     for w, s, c in zip(windows, run.sim.tolist(), run.column.tolist(), strict=True)
                 },
+                line=line,
             )
         )
     return runs

@@ -47,6 +47,10 @@ class AttributionParams:
     min_run_s: float = 2.0
     min_run_hits: int = 3
     max_runs_per_track: int = 4
+    # A use is one alignment of query and track: the runs of the line that covers most count in
+    # full, those of its other lines (the same track matched at other places, as music in one
+    # style does by chance) count this much where they cover what that line does not.
+    other_line_weight: float = 0.5
     full_coverage_s: float = 16.0
     quality_dilation_hops: int = 1  # each query window takes the best quality this many hops near
     min_evidence_s: float = 4.0
@@ -108,6 +112,8 @@ class AttributionParams:
             problems.append(f"max_runs_per_track={self.max_runs_per_track} must be >= 1")
         if self.residual_passes < 0:
             problems.append(f"residual_passes={self.residual_passes} must be >= 0")
+        if not 0.0 <= self.other_line_weight <= 1.0:
+            problems.append(f"other_line_weight={self.other_line_weight} must be in 0..1")
         if not 0.0 <= self.explain_threshold <= 1.0:
             problems.append(f"explain_threshold={self.explain_threshold} must be in 0..1")
         for name in ("abstain_threshold", "use_threshold"):

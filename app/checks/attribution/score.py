@@ -8,7 +8,12 @@ windows inside a run's span without an inlier count as 0. Each window then takes
 quality within ``quality_dilation_hops`` of it in its run: the catalogue is stored at a coarser
 hop than the query, so every other window of a verbatim reuse lies between two stored windows
 and would otherwise score below its aligned neighbours. A run covers the windows of its span
-with its mean quality; where runs overlap the best counts. Each window stands for one query hop
+with its mean quality; where runs overlap the best counts. A track's runs lie on one or more
+lines (alignments, `align`): the line that covers most counts in full, and the others add
+``other_line_weight`` of what they cover beyond it. A repeated passage matched at each of its
+places adds nothing and loses nothing; stretches of the query matched at unrelated places of
+one track, which is how music in the same style adds up by chance, count less than one
+consistent borrowing. Each window stands for one query hop
 of time (its centre slot), so the query offers ``offered = n_windows * hop`` seconds to cover,
 its duration minus about one window. Then
 
@@ -53,9 +58,10 @@ def resemblance(
     runs: list[Run], n_windows: int, query_hop_s: float, window_s: float, params: AttributionParams
 ) -> float:
     """Quality-weighted share of the query the runs cover, see the module docstring."""
-    covered = np.zeros(n_windows)
+    per_line: dict[int, F64] = {}
     hops = params.quality_dilation_hops
     for run in runs:
+        covered = per_line.setdefault(run.line, np.zeros(n_windows))
         span = covered[run.first : run.last + 1]
         per_window = np.zeros(span.size)
         for w, u in run.quality.items():
@@ -67,6 +73,12 @@ def resemblance(
             padded = np.pad(per_window, hops)
             per_window = np.max([padded[i : i + span.size] for i in range(2 * hops + 1)], axis=0)
         np.maximum(span, float(per_window.mean()), out=span)
+    if not per_line:
+        return 0.0
+    lines = list(per_line.values())
+    best = max(lines, key=lambda c: float(c.sum()))
+    union = np.max(lines, axis=0)
+    covered = best + params.other_line_weight * (union - best)
     seconds = float(covered.sum()) * query_hop_s
     offered = n_windows * query_hop_s
     full = max(params.full_coverage_s - window_s, 0.0) + query_hop_s
