@@ -435,6 +435,20 @@ OPTIONS: dict[str, Option] = {
             lambda n: [f"nprobe={p}" for p in (16, 32, 64)],
         ),
         Option(
+            # 4-bit PQ codes scanned with SIMD lookups (two dimensions per sub-quantizer),
+            # an eighth of SQ8's bytes to scan per list entry.
+            "ivf-pqfs",
+            lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs",
+            lambda n: [f"nprobe={p}" for p in (32, 64, 128, 256)],
+        ),
+        Option(
+            # The same, the top k * k_factor_rf re-ranked on SQ8 codes.
+            "ivf-pqfs-rsq8",
+            lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs,Refine(SQ8)",
+            lambda n: [f"nprobe={p},k_factor_rf=4" for p in (64, 128, 256, 512)],
+            removal=False,
+        ),
+        Option(
             "ivf-hnsw-flat",
             lambda n, d: f"IVF{4 * nlist_for(n)}_HNSW32,Flat",
             lambda n: [f"nprobe={p},quantizer_efSearch=128" for p in (16, 32, 64, 128)],
