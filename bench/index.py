@@ -436,7 +436,7 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             # 4-bit PQ codes scanned with SIMD lookups (two dimensions per sub-quantizer),
-            # an eighth of SQ8's bytes to scan per list entry.
+            # 32 bytes a segment at 128 dimensions, a quarter of SQ8's.
             "ivf-pqfs",
             lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs",
             lambda n: [f"nprobe={p}" for p in (32, 64, 128, 256)],
