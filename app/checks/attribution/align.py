@@ -214,7 +214,7 @@ class Run:
     last: int  # last query window index in the run
     quality: dict[int, float]  # query window -> quality of its inlier hit
     hits: dict[int, tuple[float, int]]  # query window -> (similarity, column) of that hit
-    line: int = 0  # which of the track's lines (alignments) it lies on, strongest first
+    line: int  # which of the track's lines (alignments) it lies on, most votes first
 
 
 def _viable_groups(hits: _Hits, q: F64, ratios: F64, params: AttributionParams) -> set[int]:
