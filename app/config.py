@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     index_ivf_from_segments: int = Field(
         default=50_000, ge=1, description="With `auto`: segments from which an IVF+SQ8 serves."
     )
+    index_rerank_from_segments: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="With `auto`: segments from which 4-bit fast-scan codes re-ranked on SQ8 "
+        "serve.",
+    )
     index_pq_from_segments: int = Field(
         default=20_000_000, ge=1, description="With `auto`: segments from which OPQ+IVF+PQ serves."
     )

@@ -77,6 +77,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import io
 import json
 import math
 import os
@@ -98,6 +99,7 @@ import psutil
 from app.checks.attribution import AttributionParams
 from app.index import factory as fx
 from app.index import tiers, tuning
+from app.index.reranked import RerankedIndex
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -297,7 +299,7 @@ class OptionResult:
 
 
 def time_queries(
-    index: faiss.Index, queries: F32, *, k: int, threads: int, warmup: int = 3
+    index: fx.Index, queries: F32, *, k: int, threads: int, warmup: int = 3
 ) -> tuple[list[float], list[float], I64]:
     """Run one search per query; returns per-query wall and thread-CPU seconds, and ids.
 
@@ -319,7 +321,7 @@ def time_queries(
     return times, cpu, np.concatenate(ids)
 
 
-def similarity_stats(index: faiss.Index, corpus: Corpus, per_kind: int = 20) -> dict[str, float]:
+def similarity_stats(index: fx.Index, corpus: Corpus, per_kind: int = 20) -> dict[str, float]:
     """Mean exact top-1 and top-10 similarity of derived and novel query windows."""
     stats: dict[str, float] = {}
     for kind, mask in (("derived", corpus.derived), ("novel", ~corpus.derived)):
@@ -366,7 +368,7 @@ def music_corpus(n: int, dim: int, args: argparse.Namespace) -> Corpus:
     return Corpus(vectors=vectors, queries=queries, derived=derived, stats=stats)
 
 
-def sample_truth(index: faiss.Index, corpus: Corpus, rows: I64, *, k: int) -> tuple[I64, I64]:
+def sample_truth(index: fx.Index, corpus: Corpus, rows: I64, *, k: int) -> tuple[I64, I64]:
     """Exact top-k of sampled query rows in one batched search (BLAS at full block size), and
     their similarity statistics; a stand-in for searching every query at ten million.
 
@@ -442,11 +444,11 @@ OPTIONS: dict[str, Option] = {
             lambda n: [f"nprobe={p}" for p in (32, 64, 128, 256)],
         ),
         Option(
-            # The same, the top k * k_factor_rf re-ranked on SQ8 codes.
+            # The same, the top k * k_factor_rf re-ranked on SQ8 codes: the service's
+            # RerankedIndex (removable), what `auto` picks from ECHOLEDGER_INDEX_RERANK_FROM.
             "ivf-pqfs-rsq8",
             lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs,Refine(SQ8)",
-            lambda n: [f"nprobe={p},k_factor_rf=4" for p in (64, 128, 256, 512)],
-            removal=False,
+            lambda n: [f"nprobe={p},k_factor_rf=4" for p in (32, 64, 128, 256, 512)],
         ),
         Option(
             "ivf-hnsw-flat",
@@ -458,13 +460,35 @@ OPTIONS: dict[str, Option] = {
 DEFAULT_OPTIONS = "flat,sq8,hnsw32,ivf-flat,ivf-sq8,ivf-pq"
 
 
+class _ByteCounter(io.RawIOBase):
+    """A sink that counts what is written to it (no copy of a 10M-segment index)."""
+
+    written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.written += size
+        return size
+
+
+def _serialised_size(index: fx.Index) -> int:
+    if isinstance(index, RerankedIndex):
+        counter = _ByteCounter()
+        index.write(counter)  # type: ignore[arg-type]
+        return counter.written
+    return int(faiss.serialize_index(index).nbytes)
+
+
 def build(
     option: Option,
     corpus: Corpus,
     shared_centroids: dict[int, F32],
     log: Callable[[str], None],
     build_threads: int,
-) -> tuple[faiss.Index, OptionResult]:
+) -> tuple[fx.Index, OptionResult]:
     n, dim = corpus.vectors.shape
     spec = option.factory(n, dim)
     load = os.getloadavg()[0]
@@ -475,7 +499,7 @@ def build(
     note = ""
     t0 = time.perf_counter()
     if fx.needs_training(index):
-        ivf = faiss.try_extract_index_ivf(index)
+        ivf = faiss.try_extract_index_ivf(index.base if isinstance(index, RerankedIndex) else index)
         nlist = int(ivf.nlist) if ivf is not None else 0
         reuse = ivf is not None and nlist in shared_centroids and "HNSW" not in spec
         if reuse and ivf is not None:
@@ -494,7 +518,7 @@ def build(
     fx.add(index, corpus.vectors, np.arange(n, dtype=np.int64))
     add_s = time.perf_counter() - t0
     rss_delta = _rss() - rss0
-    serialised = int(faiss.serialize_index(index).nbytes)
+    serialised = _serialised_size(index)
     _trim()
     result = OptionResult(
         option=option.name,
@@ -641,7 +665,7 @@ def run_size(
 
 
 def concurrent_searches(
-    index: faiss.Index, queries: F32, *, workers: int, omp: int, k: int
+    index: fx.Index, queries: F32, *, workers: int, omp: int, k: int
 ) -> dict[str, Any]:
     """``workers`` Python threads each run every query once, at the same time."""
     lat: list[float] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -102,6 +103,111 @@ def test_ivf_fast_scan_cannot_reconstruct_but_can_remove() -> None:
     assert fx.remove(index, ids[:10]) == 10
 
 
+# --- re-ranked fast scan --------------------------------------------------------------------
+
+RERANKED = "IVF16,PQ8x4fs,Refine(SQ8)"
+
+
+def _recall_at_10(found: npt.NDArray[np.int64], truth: npt.NDArray[np.int64]) -> float:
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def test_reranked_candidates_are_reordered_on_the_finer_codes() -> None:
+    """Recall@10 against exact search: the 4-bit codes alone, then re-ranked on SQ8."""
+    x = unit_vectors(5000)
+    ids = segment_ids(5000)
+    queries = unit_vectors(200, seed=5)
+    exact, _, _ = filled("Flat", n=5000)
+    _, truth = fx.search(exact, queries, k=10)
+
+    alone = fx.create_index("IVF16,PQ8x4fs", DIM, require_reconstruct=False)
+    reranked = fx.create_index(RERANKED, DIM)
+    for index in (alone, reranked):
+        fx.train(index, x)
+        fx.add(index, x, ids)
+        fx.apply_search_params(index, "nprobe=16")
+    # 8 two-dimensional 4-bit codes order random 16-d neighbours poorly (recall ~0.47); the
+    # best 160 of them re-scored on SQ8 hold nearly all of the true ten.
+    fx.apply_search_params(reranked, "k_factor_rf=16")
+    _, coarse = fx.search(alone, queries, k=10)
+    sims, found = fx.search(reranked, queries, k=10)
+    assert _recall_at_10(coarse, truth) < 0.6
+    assert _recall_at_10(found, truth) > 0.95
+    # Similarities are the SQ8 codes' cosines, in decreasing order, under the right ids.
+    assert np.all(np.diff(sims, axis=1) <= 0)
+    top = np.searchsorted(ids, found[:, 0])
+    np.testing.assert_allclose(sims[:, 0], np.sum(x[top] * queries, axis=1), atol=0.02)
+
+    # k_factor_rf sets how many candidates are re-ranked: with one per result, the coarse
+    # order decides which ten are re-scored, and recall falls back towards the codes alone.
+    fx.apply_search_params(reranked, "k_factor_rf=1")
+    _, narrow = fx.search(reranked, queries, k=10)
+    assert _recall_at_10(narrow, truth) < _recall_at_10(found, truth) - 0.1
+
+
+def test_reranked_index_pads_like_faiss_and_reconstructs() -> None:
+    index, x, ids = filled(RERANKED, n=300)
+    fx.apply_search_params(index, "nprobe=16")
+    assert fx.capabilities(index) == fx.IndexCapabilities(True, True, True, True)
+    sims, found = fx.search(index, x[:2], k=400)
+    assert np.all(found[:, 300:] == -1)
+    assert np.all(sims[:, 300:] < -1e38)
+    assert set(found[:, :300].ravel()) == set(ids.tolist())
+    np.testing.assert_allclose(index.reconstruct(int(ids[5])), x[5], atol=0.02)
+
+
+def test_reranked_index_takes_ids_in_increasing_order() -> None:
+    """Its store finds an id's row by binary search, so ids must arrive sorted."""
+    index, x, ids = filled(RERANKED, n=300)
+    with pytest.raises(ValueError, match="increasing order"):
+        fx.add(index, x[:2], ids[:2])
+    with pytest.raises(ValueError, match="increasing order"):
+        fx.add(index, x[:2], np.array([ids[-1] + 9, ids[-1] + 5], dtype=np.int64))
+    assert index.ntotal == 300
+    fx.add(index, x[:2], ids[-1] + np.array([1, 2], dtype=np.int64))
+    assert index.ntotal == 302
+
+
+def test_reranked_index_survives_its_file_with_removal_and_parameters(tmp_path: Path) -> None:
+    index, x, ids = filled(RERANKED)
+    fx.apply_search_params(index, "nprobe=4,k_factor_rf=3")
+    assert fx.remove(index, ids[:100]) == 100
+    path = tmp_path / "index.faiss"
+    fx.write_index(index, path)
+    copy = fx.read_index(path)
+    assert copy.k_factor == 3
+    fx.apply_search_params(copy, "nprobe=4")
+    np.testing.assert_array_equal(fx.search(copy, x, k=5)[1], fx.search(index, x, k=5)[1])
+    assert fx.remove(copy, ids[100:110]) == 10
+    # The codes kept for re-ranking go with the removed ids too.
+    assert copy.store.ntotal == copy.ntotal == ids.size - 110
+    assert not np.isin(fx.search(copy, x[100:120], k=5)[1], ids[:110]).any()
+    # A plain FAISS index goes through the same two functions.
+    flat, _, _ = filled("Flat", n=20)
+    fx.write_index(flat, tmp_path / "flat.faiss")
+    assert fx.read_index(tmp_path / "flat.faiss").ntotal == 20
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("Flat,Refine(SQ8)", "only an inverted file"),
+        ("IVF16,Flat,Refine(HNSW16)", "flat codes"),
+        ("IVF16,Flat,Refine(SQ9)", "invalid re-ranking codes"),
+        ("IVF16,PQ8x4fs,Refine(SQ8)x", "invalid index factory string"),
+    ],
+)
+def test_reranked_factory_errors_name_the_string(factory: str, message: str) -> None:
+    with pytest.raises(fx.IndexSetupError, match=re.escape(message)):
+        fx.create_index(factory, DIM)
+
+
+def test_reranked_k_factor_must_be_a_whole_number() -> None:
+    index = fx.create_index(RERANKED, DIM)
+    with pytest.raises(fx.IndexSetupError, match="k_factor_rf"):
+        fx.apply_search_params(index, "k_factor_rf=2.5")
+
+
 # --- flat search ----------------------------------------------------------------------------
 
 
@@ -145,7 +251,9 @@ def test_empty_query_batch() -> None:
 # --- removal --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factory", ["Flat", "SQ8", "IVF16,Flat", "IVF16,SQ8"])
+@pytest.mark.parametrize(
+    "factory", ["Flat", "SQ8", "IVF16,Flat", "IVF16,SQ8", "IVF16,PQ8x4fs,Refine(SQ8)"]
+)
 def test_remove_ids_removes_and_keeps_the_rest_findable(factory: str) -> None:
     index, x, ids = filled(factory)
     fx.apply_search_params(index, "nprobe=16" if "IVF" in factory else "")

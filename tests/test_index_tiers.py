@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -22,6 +23,8 @@ from app.config import Settings
 from app.db import make_sessionmaker
 from app.embedding import get_embedder
 from app.index import tiers
+from app.index.factory import capabilities, create_index
+from app.index.reranked import RerankedIndex
 from app.index.base import FloatArray, IdArray
 from app.index.manager import IndexManager, IndexSpec
 from app.main import create_app
@@ -66,20 +69,27 @@ def _top1_share(
 
 
 def test_the_choice_moves_from_exact_to_inverted_files_to_product_codes() -> None:
-    policy = tiers.TierPolicy(ivf_from=50_000, pq_from=20_000_000)
+    policy = tiers.TierPolicy(ivf_from=50_000, rerank_from=2_000_000, pq_from=20_000_000)
     assert tiers.choose(49_999, 128, policy) == tiers.IndexChoice("Flat", "", 49_999)
     assert tiers.choose(50_000, 128, policy).factory == "IVF1024,SQ8"
     million = tiers.choose(1_000_000, 128, policy)
     assert (million.factory, million.search_params) == ("IVF4096,SQ8", "nprobe=16")
     ten = tiers.choose(10_000_000, 128, policy)
-    assert (ten.factory, ten.search_params) == ("IVF16384,SQ8", "nprobe=32")
+    assert (ten.factory, ten.search_params) == (
+        "IVF16384,PQ64x4fs,Refine(SQ8)",
+        "nprobe=128",
+    )
     big = tiers.choose(50_000_000, 128, policy)
     assert (big.factory, big.search_params) == ("OPQ32,IVF32768,PQ32", "nprobe=45")
     assert tiers.choose(10**12, 512, policy).factory == "OPQ64,IVF65536,PQ64"
     # Every tier is a valid, removable index of that dimension.
-    for n in (50_000, 1_000_000, 50_000_000):
-        tiers_factory = tiers.choose(n, 128, policy).factory
-        assert faiss.index_factory(128, tiers_factory, faiss.METRIC_INNER_PRODUCT).d == 128
+    for n in (50_000, 1_000_000, 10_000_000, 50_000_000):
+        index = create_index(tiers.choose(n, 128, policy).factory, 128)
+        assert index.d == 128
+        assert capabilities(index).removable
+    # Without a re-ranked tier (rerank_from at or past pq_from), SQ8 runs up to the PQ tier.
+    no_rerank = tiers.TierPolicy(rerank_from=20_000_000, pq_from=20_000_000)
+    assert tiers.choose(10_000_000, 128, no_rerank).factory == "IVF16384,SQ8"
 
 
 def test_lists_grow_by_powers_of_two_and_only_upgrades_retrain() -> None:
@@ -89,10 +99,14 @@ def test_lists_grow_by_powers_of_two_and_only_upgrades_retrain() -> None:
     assert tiers.is_upgrade("Flat", "IVF64,SQ8")
     assert tiers.is_upgrade("IVF64,SQ8", "IVF128,SQ8")
     assert tiers.is_upgrade("IVF65536,SQ8", "OPQ32,IVF1024,PQ32")
+    assert tiers.is_upgrade("IVF65536,SQ8", "IVF1024,PQ64x4fs,Refine(SQ8)")
+    assert tiers.is_upgrade("IVF65536,PQ64x4fs,Refine(SQ8)", "OPQ32,IVF1024,PQ32")
+    assert not tiers.is_upgrade("IVF1024,PQ64x4fs,Refine(SQ8)", "IVF65536,SQ8")
     assert not tiers.is_upgrade("IVF128,SQ8", "IVF64,SQ8")
     assert not tiers.is_upgrade("IVF128,SQ8", "Flat")
     assert not tiers.is_upgrade("IVF128,SQ8", "IVF128,SQ8")
     assert [tiers.pq_bytes(d) for d in (16, 100, 6, 512)] == [4, 25, 1, 64]
+    assert [tiers.fast_scan_subquantizers(d) for d in (16, 128, 512, 100)] == [8, 64, 256, 50]
 
 
 # -- the manager ---------------------------------------------------------------------------
@@ -144,6 +158,42 @@ def test_a_catalogue_past_the_pq_tier_gets_product_codes(
     stored = faiss.downcast_index(faiss.extract_index_ivf(manager._state.index))
     assert isinstance(stored, faiss.IndexIVFPQ)
     assert _top1_share(manager, catalogue, tracks) > 0.9
+
+
+def test_a_catalogue_past_the_rerank_tier_gets_re_ranked_fast_scan(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    tracks = [catalogue.add_track(500) for _ in range(4)]
+    policy = tiers.TierPolicy(ivf_from=300, rerank_from=1000, pq_from=10**9)
+    spec = IndexSpec("test", "1", DIM, factory="auto", tier_policy=policy)
+    manager = _manager(sessions, tmp_path, spec)
+    manager.start()
+    report = manager.report()
+    assert (report.factory, report.search_params) == (
+        "IVF128,PQ8x4fs,Refine(SQ8)",
+        "nprobe=32",
+    )
+    assert isinstance(manager._state.index, RerankedIndex)
+    assert _top1_share(manager, catalogue, tracks) > 0.9
+    # A withdrawal reaches both the lists and the codes kept for re-ranking.
+    catalogue.withdraw(tracks[0])
+    assert manager.sync().removed == 500
+    result = manager.search(catalogue.vectors[tracks[0]], k=20)
+    assert tracks[0] not in {result.track_ids[t] for t in result.tracks.ravel() if t >= 0}
+    # The snapshot holds it as it is; a restart serves it without retraining.
+    assert manager.save_snapshot()
+    restarted = _manager(sessions, tmp_path, spec)
+    restarted.start()
+    again = restarted.report()
+    assert (again.factory, again.started_from, again.segments) == (
+        "IVF128,PQ8x4fs,Refine(SQ8)",
+        "snapshot",
+        1500,
+    )
+    assert again.trained_at == report.trained_at
+    before = manager.search(catalogue.vectors[tracks[1]], k=10)
+    after = restarted.search(catalogue.vectors[tracks[1]], k=10)
+    np.testing.assert_array_equal(before.segments, after.segments)
 
 
 def test_the_catalogue_outgrowing_its_tier_is_retrained_and_swapped(

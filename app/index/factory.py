@@ -15,8 +15,14 @@ Ids are int64 segment ids chosen by the caller. Two layouts are used, both with 
 * Everything else (``"Flat"``, ``"SQ8"``, ``"PQ32"``, ``"HNSW32"``...) is wrapped in
   ``faiss.IndexIDMap2``, which maps ids to positions and supports ``reconstruct(id)``.
 
-HNSW graphs and refine wrappers cannot remove vectors; ``create_index`` refuses them
-unless the caller passes ``require_removal=False`` (the benchmark does, to compare them).
+A third layout re-ranks: ``"IVF16384,PQ64x4fs,Refine(SQ8)"`` gives a
+`app.index.reranked.RerankedIndex`, a fast-scan inverted file whose candidates are re-scored
+on SQ8 codes kept beside it by id (FAISS's own ``IndexRefine`` pairs them by position and
+cannot remove). It has the same interface, and is written and read with ``write_index`` /
+``read_index`` here rather than FAISS's functions.
+
+HNSW graphs cannot remove vectors; ``create_index`` refuses them unless the caller passes
+``require_removal=False`` (the benchmark does, to compare them).
 
 Process-wide tuning (OpenMP threads, the BLAS threshold) lives in `app.index.tuning`.
 """
@@ -27,6 +33,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import faiss
@@ -34,8 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.index import tuning
+from app.index.reranked import RerankedIndex, is_reranked_file, split_factory
 
 __all__ = [
+    "Index",
     "IndexCapabilities",
     "IndexSetupError",
     "SearchParams",
@@ -46,10 +55,12 @@ __all__ = [
     "min_training_size",
     "needs_training",
     "parse_search_params",
+    "read_index",
     "recommended_training_size",
     "remove",
     "search",
     "train",
+    "write_index",
 ]
 
 # The type stubs in recent faiss-cpu wheels leave out DirectMap, the IDSelector classes,
@@ -59,6 +70,8 @@ _faiss: Any = faiss
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 SearchParams = dict[str, int | float]
+# What `create_index` returns: a FAISS index, or a re-ranked pair of them.
+Index = faiss.Index | RerankedIndex
 
 # Parameter names faiss.ParameterSpace understands that are useful at query time, with the
 # smallest allowed value. ParameterSpace casts to unsigned and silently wraps negatives.
@@ -111,9 +124,9 @@ def _faiss_message(exc: BaseException) -> str:
     return parts[-1] or type(exc).__name__
 
 
-def _walk(index: faiss.Index) -> Iterator[faiss.Index]:
+def _walk(index: Index) -> Iterator[faiss.Index]:
     """Yield ``index`` and every index nested inside it (wrappers, storages, bases)."""
-    stack = [index]
+    stack = list(index.parts()) if isinstance(index, RerankedIndex) else [index]
     while stack:
         node = faiss.downcast_index(stack.pop())
         yield node
@@ -123,19 +136,21 @@ def _walk(index: faiss.Index) -> Iterator[faiss.Index]:
                 stack.append(child)
 
 
-def _native_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+def _native_ivf(index: Index) -> faiss.IndexIVF | None:
     """The IVF index if ``index`` is an IVF, possibly behind vector transforms, else None.
 
     Only these layouts take ``add_with_ids``/``remove_ids`` directly; an IVF nested in a
     refine wrapper does not.
     """
+    if isinstance(index, RerankedIndex):
+        return None
     node = faiss.downcast_index(index)
     while isinstance(node, faiss.IndexPreTransform):
         node = faiss.downcast_index(node.index)
     return node if isinstance(node, faiss.IndexIVF) else None
 
 
-def _selector(index: faiss.Index, ids: IdArray) -> Any:
+def _selector(index: Index, ids: IdArray) -> Any:
     """An IDSelector over ``ids`` (which must stay alive while it is used).
 
     IVF hashtable direct maps accept only an IDSelectorArray; elsewhere a hashed
@@ -147,7 +162,7 @@ def _selector(index: faiss.Index, ids: IdArray) -> Any:
     return _faiss.IDSelectorBatch(ids.shape[0], faiss.swig_ptr(ids))
 
 
-def _probe_removal(index: faiss.Index) -> bool:
+def _probe_removal(index: Index) -> bool:
     """Whether ``remove_ids`` is implemented, checked by removing nothing from an empty index."""
     none = np.empty(0, dtype=np.int64)
     try:
@@ -163,11 +178,12 @@ def create_index(
     *,
     require_removal: bool = True,
     require_reconstruct: bool = True,
-) -> faiss.Index:
+) -> Index:
     """Build an empty inner-product index that takes int64 ids.
 
     factory : a faiss index_factory string without "IDMap", e.g. "Flat", "IVF4096,Flat",
-        "IVF4096,SQ8", "HNSW32"
+        "IVF4096,SQ8", "HNSW32"; or an IVF followed by ",Refine(<flat codes>)", e.g.
+        "IVF16384,PQ64x4fs,Refine(SQ8)", for a `RerankedIndex`
     dim : vector dimension (> 0)
     require_removal : refuse index types whose ``remove_ids`` is not implemented (HNSW,
         refine wrappers); the service needs it to withdraw tracks
@@ -190,6 +206,9 @@ def create_index(
             f"index factory string {factory!r} must not contain IDMap: ids are handled by "
             "create_index"
         )
+    refine = split_factory(spec)
+    if refine is not None:
+        return _create_reranked(factory, dim, *refine)
     try:
         inner = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -230,8 +249,33 @@ def create_index(
     return index
 
 
-def capabilities(index: faiss.Index) -> IndexCapabilities:
-    """Describe an index made by ``create_index`` (or read back with ``faiss.read_index``)."""
+def _create_reranked(factory: str, dim: int, base_spec: str, store_spec: str) -> RerankedIndex:
+    """An IVF (``base_spec``) re-ranked on id-mapped flat codes (``store_spec``, e.g. SQ8)."""
+    base = create_index(base_spec, dim, require_reconstruct=False)
+    if isinstance(base, RerankedIndex) or _native_ivf(base) is None:
+        raise IndexSetupError(
+            f"index factory string {factory!r}: only an inverted file (IVF...) can be re-ranked"
+        )
+    try:
+        codes = faiss.index_factory(dim, store_spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise IndexSetupError(
+            f"invalid re-ranking codes {store_spec!r} in {factory!r}: {_faiss_message(exc)}"
+        ) from exc
+    if not isinstance(codes, faiss.IndexFlatCodes):
+        raise IndexSetupError(
+            f"index factory string {factory!r}: re-ranking needs flat codes (SQ8, SQfp16, "
+            f"Flat...), not {type(codes).__name__}"
+        )
+    return RerankedIndex(base, faiss.IndexIDMap(codes))
+
+
+def capabilities(index: Index) -> IndexCapabilities:
+    """Describe an index made by ``create_index`` (or read back with ``read_index``)."""
+    if isinstance(index, RerankedIndex):
+        return IndexCapabilities(
+            native_ids=True, removable=True, reconstructable=True, trained=index.is_trained
+        )
     ivf = _native_ivf(index)
     if ivf is not None:
         map_type = ivf.direct_map.type
@@ -261,12 +305,12 @@ def capabilities(index: faiss.Index) -> IndexCapabilities:
     )
 
 
-def needs_training(index: faiss.Index) -> bool:
+def needs_training(index: Index) -> bool:
     """True until ``train`` has run for an index that learns from data (IVF, PQ, SQ)."""
     return not bool(index.is_trained)
 
 
-def _centroid_counts(index: faiss.Index) -> list[int]:
+def _centroid_counts(index: Index) -> list[int]:
     """Sizes of the k-means codebooks ``train`` must fit (IVF lists, PQ sub-codebooks)."""
     counts: list[int] = []
     for node in _walk(index):
@@ -278,12 +322,12 @@ def _centroid_counts(index: faiss.Index) -> list[int]:
     return counts
 
 
-def min_training_size(index: faiss.Index) -> int:
+def min_training_size(index: Index) -> int:
     """Smallest sample ``train`` accepts: one point per centroid of the largest codebook."""
     return max([1, *_centroid_counts(index)])
 
 
-def recommended_training_size(index: faiss.Index) -> int:
+def recommended_training_size(index: Index) -> int:
     """Training sample size to aim for.
 
     39 points per centroid of the largest codebook (below that faiss k-means warns), and
@@ -318,7 +362,7 @@ def _check_ids(ids: object, n: int) -> IdArray:
     return np.ascontiguousarray(ids)
 
 
-def train(index: faiss.Index, sample: FloatArray) -> None:
+def train(index: Index, sample: FloatArray) -> None:
     """Train the index's codebooks (IVF centroids, PQ/SQ quantizers) on ``sample``.
 
     sample : np.ndarray [shape=(n, index.d), dtype=float32], C-contiguous, finite; use
@@ -351,7 +395,7 @@ def train(index: faiss.Index, sample: FloatArray) -> None:
         raise IndexSetupError("index still reports is_trained=False after training")
 
 
-def add(index: faiss.Index, vectors: FloatArray, ids: IdArray) -> None:
+def add(index: Index, vectors: FloatArray, ids: IdArray) -> None:
     """Add ``vectors`` [n, index.d] float32 under int64 ``ids`` [n].
 
     Ids are not checked for duplicates: adding an id twice keeps both vectors and the
@@ -365,7 +409,7 @@ def add(index: faiss.Index, vectors: FloatArray, ids: IdArray) -> None:
     index.add_with_ids(vectors, ids)
 
 
-def remove(index: faiss.Index, ids: IdArray) -> int:
+def remove(index: Index, ids: IdArray) -> int:
     """Remove every vector stored under one of ``ids`` [m] int64; returns how many went.
 
     Raises IndexSetupError if the index type cannot remove (see ``capabilities``).
@@ -440,7 +484,7 @@ def parse_search_params(spec: str | Mapping[str, int | float] | None) -> SearchP
 
 
 def apply_search_params(
-    index: faiss.Index, params: str | Mapping[str, int | float] | None
+    index: Index, params: str | Mapping[str, int | float] | None
 ) -> SearchParams:
     """Set query-time parameters on ``index`` (through any IDMap/transform wrappers).
 
@@ -451,6 +495,15 @@ def apply_search_params(
     every later search from any thread; set them once after loading, not per request.
     """
     parsed = parse_search_params(params)
+    if isinstance(index, RerankedIndex):
+        rest = {name: value for name, value in parsed.items() if name != "k_factor_rf"}
+        apply_search_params(index.base, rest)
+        if "k_factor_rf" in parsed:
+            try:
+                index.k_factor = parsed["k_factor_rf"]
+            except ValueError as exc:
+                raise IndexSetupError(f"search parameter k_factor_rf: {exc}") from None
+        return parsed
     space = faiss.ParameterSpace()
     for name, value in parsed.items():
         try:
@@ -467,7 +520,7 @@ def apply_search_params(
 
 
 def search(
-    index: faiss.Index, vectors: FloatArray, *, k: int, threads: int | None = None
+    index: Index, vectors: FloatArray, *, k: int, threads: int | None = None
 ) -> tuple[FloatArray, IdArray]:
     """Find the ``k`` most similar stored vectors for each query row.
 
@@ -493,3 +546,20 @@ def search(
         return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
     sims, ids = index.search(vectors, k)
     return sims, ids
+
+
+def write_index(index: Index, path: Path) -> None:
+    """Write ``index`` to ``path`` in one file (`read_index` reads it back)."""
+    if isinstance(index, RerankedIndex):
+        with path.open("wb") as out:
+            index.write(out)
+        return
+    faiss.write_index(index, str(path))
+
+
+def read_index(path: Path) -> Index:
+    """An index written by `write_index` (or by ``faiss.write_index``)."""
+    if is_reranked_file(path):
+        with path.open("rb") as source:
+            return RerankedIndex.read(source)
+    return faiss.read_index(str(path))

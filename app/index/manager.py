@@ -458,7 +458,7 @@ class IndexManager:
     def save_snapshot(self, *, force: bool = False) -> bool:
         """Write the index to its snapshot files (atomically) if it changed since the last one.
 
-        Two files: the FAISS index as `faiss.write_index` writes it (read back without a
+        Two files: the index as `factory.write_index` writes it (read back without a
         second copy in memory) under a name of its own, and the `.npz` that names it, with the
         segment arrays and the watermarks. The `.npz` is replaced last, so a reader finds
         either the old pair or the new one.
@@ -471,7 +471,7 @@ class IndexManager:
                 return False
             changes = self._changes
             state = self._state
-            faiss.write_index(state.index, str(index_tmp))
+            factory.write_index(state.index, index_tmp)
             arrays = (
                 state.segment_ids.copy(),
                 state.segment_tracks.copy(),
@@ -567,7 +567,7 @@ class IndexManager:
                 )
             if "faiss_file" in meta:
                 name = Path(str(meta["faiss_file"])).name  # never a path out of the directory
-                index = faiss.read_index(str(self.snapshot_dir / name))
+                index = factory.read_index(self.snapshot_dir / name)
                 self._index_file = name
             else:
                 index = faiss.deserialize_index(np.ascontiguousarray(data["faiss"]))
@@ -620,7 +620,9 @@ def spec_for(settings: Settings, embedder: Embedder) -> IndexSpec:
         factory=settings.index_factory,
         search_params=settings.index_search_params,
         tier_policy=tiers.TierPolicy(
-            ivf_from=settings.index_ivf_from_segments, pq_from=settings.index_pq_from_segments
+            ivf_from=settings.index_ivf_from_segments,
+            rerank_from=settings.index_rerank_from_segments,
+            pq_from=settings.index_pq_from_segments,
         ),
     )
 
