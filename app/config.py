@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         default=50_000, ge=1, description="With `auto`: segments from which an IVF+SQ8 serves."
     )
     index_rerank_from_segments: int = Field(
-        default=2_000_000,
+        default=1_000_000,
         ge=1,
         description="With `auto`: segments from which 4-bit fast-scan codes re-ranked on SQ8 "
         "serve.",

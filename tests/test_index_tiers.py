@@ -69,11 +69,17 @@ def _top1_share(
 
 
 def test_the_choice_moves_from_exact_to_inverted_files_to_product_codes() -> None:
-    policy = tiers.TierPolicy(ivf_from=50_000, rerank_from=2_000_000, pq_from=20_000_000)
+    policy = tiers.TierPolicy()
+    assert policy == tiers.TierPolicy(ivf_from=50_000, rerank_from=1_000_000, pq_from=20_000_000)
     assert tiers.choose(49_999, 128, policy) == tiers.IndexChoice("Flat", "", 49_999)
     assert tiers.choose(50_000, 128, policy).factory == "IVF1024,SQ8"
+    below = tiers.choose(999_999, 128, policy)
+    assert (below.factory, below.search_params) == ("IVF4096,SQ8", "nprobe=16")
     million = tiers.choose(1_000_000, 128, policy)
-    assert (million.factory, million.search_params) == ("IVF4096,SQ8", "nprobe=16")
+    assert (million.factory, million.search_params) == (
+        "IVF4096,PQ64x4fs,Refine(SQ8)",
+        "nprobe=64",
+    )
     ten = tiers.choose(10_000_000, 128, policy)
     assert (ten.factory, ten.search_params) == (
         "IVF16384,PQ64x4fs,Refine(SQ8)",
@@ -88,7 +94,7 @@ def test_the_choice_moves_from_exact_to_inverted_files_to_product_codes() -> Non
         assert index.d == 128
         assert capabilities(index).removable
     # Without a re-ranked tier (rerank_from at or past pq_from), SQ8 runs up to the PQ tier.
-    no_rerank = tiers.TierPolicy(rerank_from=20_000_000, pq_from=20_000_000)
+    no_rerank = tiers.TierPolicy(rerank_from=20_000_000)
     assert tiers.choose(10_000_000, 128, no_rerank).factory == "IVF16384,SQ8"
 
 

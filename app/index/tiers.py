@@ -9,19 +9,21 @@ Four kinds, by segment count:
 * ``IVF{nlist},PQ{dim/2}x4fs,Refine(SQ8)``: 4-bit product codes scanned with SIMD lookups, the
   best ``4·k`` of each search re-ranked on SQ8 codes kept beside them
   (`app.index.reranked`), from ``rerank_from`` segments. About the memory of SQ8 (both codes,
-  no hashtable), and at 10M music segments recall 0.83 in 114 ms per key-scan search where
-  SQ8 gives 0.75 in 286 ms (README, Scale). It probes four times the lists SQ8 would: a
-  4-bit code costs about a quarter of an 8-bit one to scan.
+  no hashtable). It probes four times the lists SQ8 would (a 4-bit code costs about a
+  quarter of an 8-bit one to scan). Measured on real music (`bench/index.py --data music`,
+  one key-scan search): at 1M segments recall@10 0.82 in 38 ms where SQ8 at its nprobe gives
+  0.63 in 32 ms; at 10M 0.83 in 110 ms where SQ8 gives 0.75 in 261 ms (README, Scale).
 * ``OPQ{m},IVF{nlist},PQ{m}``: rotated product-quantised codes of ``m`` bytes each, from
   ``pq_from`` segments (tens of millions), where even SQ8 codes outgrow one machine's memory.
   Measured at 3M segments (`bench/index.py --options opq-ivf-pq`), m = dim/4 reached only
-  recall@10 0.38-0.46 against exact search: raise ``pq_from`` to stay on SQ8 until longer
-  codes or re-ranking have been measured (see the README's Scale section).
+  recall@10 0.38-0.46 against exact search: raise ``pq_from`` to stay on the re-ranked tier
+  until longer codes or re-ranking of PQ have been measured (see the README's Scale section).
 
 ``nlist`` is about 4·√n lists, rounded to a power of two (so a tier holds until the
 catalogue has grown fourfold) and kept between 64 and 65,536; ``nprobe`` is 16 at 4,096
-lists, the setting `bench/index.py` measured at recall@10 ≥ 0.95 on a million segments,
-and grows as √nlist (`nprobe_for`).
+lists, the setting `bench/index.py` measured at recall@10 ≥ 0.95 on a million synthetic
+segments (0.63 on real music, hence the re-ranked tier from a million), and grows as
+√nlist (`nprobe_for`).
 
 A tier is only ever left upwards while the service runs (`is_upgrade`): withdrawals that
 shrink the catalogue below a boundary do not make it retrain back and forth.
@@ -50,7 +52,7 @@ class TierPolicy:
     """Segment counts at which the next kind of index starts."""
 
     ivf_from: int = 50_000
-    rerank_from: int = 2_000_000
+    rerank_from: int = 1_000_000
     pq_from: int = 20_000_000
 
 
