@@ -469,6 +469,44 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
     assert set(with_residual) == {2, 4}
 
 
+def test_the_quiet_source_is_compared_by_its_part_the_loud_one_does_not_explain() -> None:
+    """Two sources that share some direction (as music in one style shares harmony): once
+    the loud one is explained away, what is left of the quiet one is its part outside the
+    loud one, and its recording is compared by that same part (`unexplained_floor`)."""
+    cat = TinyCatalogue()
+    n = 20
+    loud = np.stack([cat.window(2, 5 + i) for i in range(n)])
+    # Track 4's aligned windows lean towards the loud source's: cos 0.5 window by window.
+    own = np.stack([cat.window(4, 12 + i) for i in range(n)])
+    own -= np.sum(own * loud, axis=1, keepdims=True) * loud
+    own /= np.linalg.norm(own, axis=1, keepdims=True)
+    quiet = 0.5 * loud + np.sqrt(0.75) * own
+    cat.vectors[4 * cat.length + 12 : 4 * cat.length + 12 + n] = quiet
+    mix = loud + 0.3 * quiet  # resembles the quiet recording at cos 0.68
+    mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
+    params = replace(
+        PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.8, similarity_full=0.99,
+        abstain_threshold=0.1, explain_threshold=0.3,
+    )  # fmt: skip
+
+    def run(floor: float) -> dict[int, float]:
+        matches = attribute_tiny(
+            mix,
+            search=cat.search,
+            windows=cat.windows,
+            params=replace(params, unexplained_floor=floor),
+        )
+        return {m.track: m.resemblance for m in matches}
+
+    as_is, outside = run(1.0), run(0.5)
+    # Compared as it is, the residual resembles the quiet recording at cos 0.87 (its part
+    # outside the loud source is that much of it); compared by that part, at 1.
+    assert outside[4] > as_is.get(4, 0.0) + 0.3
+    assert outside[4] > 0.9
+    assert outside[2] == pytest.approx(as_is[2])
+    assert set(outside) == {2, 4}
+
+
 def rotate(v: np.ndarray, semitones: int) -> np.ndarray:
     """Transposition of TinyCatalogue(dim=36) vectors: three blocks of twelve pitch classes."""
     out: np.ndarray = np.roll(v.reshape(len(v), 3, 12), semitones, axis=2).reshape(len(v), 36)

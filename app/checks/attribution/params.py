@@ -56,6 +56,10 @@ class AttributionParams:
     min_evidence_s: float = 4.0
     residual_passes: int = 1  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
+    # On what is left once sources are explained away, a reference window is compared by its
+    # own part those sources do not account for: its similarity is divided by the length of
+    # that part, floored at this (1 compares the reference as it is).
+    unexplained_floor: float = 0.5
     abstain_threshold: float = 0.3  # resemblance from which a match is reported
     # The default license threshold: resemblance from which a match is a paid use, where a
     # catalogue's terms do not say (calibrated for a false-positive rate of at most 1 %).
@@ -114,6 +118,8 @@ class AttributionParams:
             problems.append(f"residual_passes={self.residual_passes} must be >= 0")
         if not 0.0 <= self.other_line_weight <= 1.0:
             problems.append(f"other_line_weight={self.other_line_weight} must be in 0..1")
+        if not 0.0 < self.unexplained_floor <= 1.0:
+            problems.append(f"unexplained_floor={self.unexplained_floor} must be in (0, 1]")
         if not 0.0 <= self.explain_threshold <= 1.0:
             problems.append(f"explain_threshold={self.explain_threshold} must be in 0..1")
         for name in ("abstain_threshold", "use_threshold"):

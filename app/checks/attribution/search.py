@@ -222,12 +222,12 @@ class _Check:
             if not waiting:
                 break
             explained.append(max(waiting, key=lambda t: (self.found[t][0].resemblance, -t)))
-            rest = self.residual(explained)
+            rest, basis = self.residual(explained)
             proposed = self.propose(rest, exclude=set(explained))
             # Tracks found before are scored again on what is left too: in a mix, the louder
             # source masked their hits in the first pass.
             again = {t for t in self.found if t not in explained} | proposed
-            self.verify(rest, again)
+            self.verify(rest, again, basis)
         self.score_conditionally()
         matches = [m for m, _ in self.found.values() if m.resemblance >= params.abstain_threshold]
         matches.sort(key=lambda m: (-m.resemblance, m.track))
@@ -250,7 +250,7 @@ class _Check:
         )
         if len(ranked) < 2:
             return
-        residuals: dict[tuple[int, ...], F32] = {}
+        residuals: dict[tuple[int, ...], tuple[F32, list[F64]]] = {}
         final: dict[int, tuple[TrackMatch, _Verified] | None] = {}
         for i, track in enumerate(ranked):
             best: tuple[TrackMatch, _Verified] | None = None
@@ -258,8 +258,8 @@ class _Check:
             others = tuple(t for t in ranked if t != track)
             for removed in dict.fromkeys([stronger, others]):
                 if removed not in residuals:
-                    residuals[removed] = self.residual(removed) if removed else self.base
-                found = self._verify(residuals[removed], {track}).get(track)
+                    residuals[removed] = self.residual(removed) if removed else (self.base, [])
+                found = self._verify(*residuals[removed], {track}).get(track)
                 if found is not None and (
                     best is None or found[0].resemblance > best[0].resemblance
                 ):
@@ -347,14 +347,21 @@ class _Check:
 
     # -- verification ----------------------------------------------------------------------
 
-    def verify(self, q: F32, candidates: set[int]) -> None:
+    def verify(self, q: F32, candidates: set[int], basis: Sequence[F64] = ()) -> None:
         """Verify candidates on `q`; each track keeps its best score over the passes."""
-        for track, outcome in self._verify(q, candidates).items():
+        for track, outcome in self._verify(q, basis, candidates).items():
             if track not in self.found or outcome[0].resemblance > self.found[track][0].resemblance:
                 self.found[track] = outcome
 
-    def _verify(self, q: F32, candidates: set[int]) -> dict[int, tuple[TrackMatch, _Verified]]:
-        """Compare `q` exactly with each candidate's stored windows and align."""
+    def _verify(
+        self, q: F32, basis: Sequence[F64], candidates: set[int]
+    ) -> dict[int, tuple[TrackMatch, _Verified]]:
+        """Compare `q` exactly with each candidate's stored windows and align.
+
+        basis : when `q` is a residual, the orthonormal directions explained away from each of
+            its windows (`residual`); reference windows are then compared by their part
+            outside them (``params.unexplained_floor``)
+        """
         if not candidates:
             return {}
         missing = [t for t in sorted(candidates) if t not in self.cache]
@@ -381,7 +388,7 @@ class _Check:
                 [(s, view(0, s))] + [(s - 12 * o, view(o, s)) for o in sorted(octaves)]
                 for s in sorted(self.rotations.get(track, {0}))
             ]
-            blocks.extend(self._compare(track, groups, stored))
+            blocks.extend(self._compare(track, groups, stored, basis))
         if not blocks:
             return {}
         hits = _Verified(
@@ -404,7 +411,11 @@ class _Check:
         return {m.track: (m, hits) for m in matches}
 
     def _compare(
-        self, track: int, groups: list[list[tuple[int, F32]]], stored: TrackWindows
+        self,
+        track: int,
+        groups: list[list[tuple[int, F32]]],
+        stored: TrackWindows,
+        basis: Sequence[F64] = (),
     ) -> list[_Verified]:
         """The best `verify_k` windows of one track for each query window, per group of
         (variant, query view) options (one matrix product for all of them).
@@ -421,8 +432,12 @@ class _Check:
         k = min(self.params.verify_k, sims.shape[1])
         out: list[_Verified] = []
         first = 0
+        floor = self.params.unexplained_floor
         for group in groups:
             blocks = [sims[(first + i) * n : (first + i + 1) * n] for i in range(len(group))]
+            if basis and floor < 1.0:
+                norm = self._unexplained_norm(basis, group[0][0], stored, floor)
+                blocks[0] = (blocks[0] / norm).astype(np.float32)
             fit = [float(b.max(axis=1).mean()) for b in blocks]
             fit[1:] = [f - self.params.octave_margin for f in fit[1:]]
             pick = max(range(len(group)), key=lambda i: (fit[i], -i))
@@ -445,9 +460,33 @@ class _Check:
 
     # -- explaining away -------------------------------------------------------------------
 
-    def residual(self, sources: Sequence[int]) -> F32:
-        """The query with every source in `sources` explained away."""
-        return residual_vectors(self.base, [self.aligned(t) for t in sorted(sources)])
+    def residual(self, sources: Sequence[int]) -> tuple[F32, list[F64]]:
+        """The query with every source in `sources` explained away, and the orthonormal
+        directions removed from each window (one [n, d] array per source, zero rows where it
+        covers nothing)."""
+        basis = orthonormal_basis([self.aligned(t) for t in sorted(sources)])
+        return _remove(self.base, basis), basis
+
+    def _unexplained_norm(
+        self, basis: Sequence[F64], shift: int, stored: TrackWindows, floor: float
+    ) -> F64:
+        """[n, m]: the length of each reference window's part outside the directions explained
+        away from each query window (the query searched at `shift`), at least `floor`.
+
+        The residual r of a window is orthogonal to those directions, so r·s equals r·s' for
+        the part s' of a reference window s outside them, and r·s / |s'| is the cosine of r
+        and s'. In a mix, what is left once the louder source is explained away is the
+        quieter one's part outside the louder one; compared with that same part of its
+        recording, it resembles it as a source heard alone does.
+        """
+        explained = np.zeros((basis[0].shape[0], stored.vectors.shape[0]), dtype=np.float64)
+        for u in basis:
+            view = np.asarray(u, dtype=np.float32)
+            if shift and self.transpose is not None:
+                view = self.transpose(np.ascontiguousarray(view), shift)
+            explained += np.square(view @ stored.vectors.T)
+        norm: F64 = np.sqrt(np.clip(1.0 - explained, floor * floor, 1.0))
+        return norm
 
     def aligned(self, track: int) -> F32:
         """The stored vector each covered query window aligned with, in the query's key."""
@@ -477,15 +516,26 @@ def residual_vectors(vectors: F32, references: list[F32]) -> F32:
         not cover that window
     Returns [n, d] float32 rows, renormalised (rows with nothing left stay zero).
     """
-    out = np.array(vectors, dtype=np.float64)
+    return _remove(vectors, orthonormal_basis(references))
+
+
+def orthonormal_basis(references: Sequence[F32]) -> list[F64]:
+    """Per row, orthonormal directions spanning the rows of `references` (Gram-Schmidt, so
+    overlapping sources are removed once): one [n, d] array per reference, zero rows where it
+    adds nothing."""
     basis: list[F64] = []
     for ref in references:
         u = np.array(ref, dtype=np.float64)
-        for b in basis:  # Gram-Schmidt, so overlapping sources are removed once
+        for b in basis:
             u -= np.sum(u * b, axis=1, keepdims=True) * b
         norm = np.linalg.norm(u, axis=1, keepdims=True)
-        u = np.divide(u, norm, out=np.zeros_like(u), where=norm > 1e-6)
-        basis.append(u)
+        basis.append(np.divide(u, norm, out=np.zeros_like(u), where=norm > 1e-6))
+    return basis
+
+
+def _remove(vectors: F32, basis: Sequence[F64]) -> F32:
+    out = np.array(vectors, dtype=np.float64)
+    for u in basis:
         out -= np.sum(out * u, axis=1, keepdims=True) * u
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     result: F32 = np.divide(out, norm, out=np.zeros_like(out), where=norm > 1e-6).astype(np.float32)
