@@ -33,9 +33,13 @@ sits near the level of unrelated music. Once a source is found (resemblance at o
 reference vector is removed from each query window it covers (a projection), the rest is
 renormalised, and the index is asked again for proposals with the explained tracks excluded; the
 new candidates and the ones already found are verified on what is left, and a track keeps its
-best score over the passes. Each pass explains away the strongest source not yet explained
-(greedy, like matching pursuit: removing a quieter source at the same time would also remove
-what the search looks for). What is left of a single-source query is noise that matches nothing
+best score over the passes. On what is left, a reference window is compared by its own part
+outside the explained directions (``unexplained_floor``): sources of one mix often share
+harmony, and what is left of the quieter one is only its part the louder one does not
+account for, so the whole of its recording would resemble it less than its music does.
+Each pass explains away the strongest source not yet explained (greedy, like matching
+pursuit: removing a quieter source at the same time would also remove what the search looks
+for). What is left of a single-source query is noise that matches nothing
 consistently; what is left of a mix is mostly the other source. With two or more sources found,
 each is verified once more with all the others explained away (no index search: verification
 needs only the track's own windows). The abstain threshold filters only the final scores, so
