@@ -263,7 +263,8 @@ class _Check:
             for removed in dict.fromkeys([stronger, others]):
                 if removed not in residuals:
                     residuals[removed] = self.residual(removed) if removed else (self.base, [])
-                found = self._verify(*residuals[removed], {track}).get(track)
+                rest, basis = residuals[removed]
+                found = self._verify(rest, {track}, basis).get(track)
                 if found is not None and (
                     best is None or found[0].resemblance > best[0].resemblance
                 ):
@@ -353,12 +354,12 @@ class _Check:
 
     def verify(self, q: F32, candidates: set[int], basis: Sequence[F64] = ()) -> None:
         """Verify candidates on `q`; each track keeps its best score over the passes."""
-        for track, outcome in self._verify(q, basis, candidates).items():
+        for track, outcome in self._verify(q, candidates, basis).items():
             if track not in self.found or outcome[0].resemblance > self.found[track][0].resemblance:
                 self.found[track] = outcome
 
     def _verify(
-        self, q: F32, basis: Sequence[F64], candidates: set[int]
+        self, q: F32, candidates: set[int], basis: Sequence[F64] = ()
     ) -> dict[int, tuple[TrackMatch, _Verified]]:
         """Compare `q` exactly with each candidate's stored windows and align.
 
@@ -468,7 +469,7 @@ class _Check:
         """The query with every source in `sources` explained away, and the orthonormal
         directions removed from each window (one [n, d] array per source, zero rows where it
         covers nothing)."""
-        basis = orthonormal_basis([self.aligned(t) for t in sorted(sources)])
+        basis = _orthonormal_basis([self.aligned(t) for t in sorted(sources)])
         return _remove(self.base, basis), basis
 
     def _unexplained_norm(
@@ -520,10 +521,10 @@ def residual_vectors(vectors: F32, references: list[F32]) -> F32:
         not cover that window
     Returns [n, d] float32 rows, renormalised (rows with nothing left stay zero).
     """
-    return _remove(vectors, orthonormal_basis(references))
+    return _remove(vectors, _orthonormal_basis(references))
 
 
-def orthonormal_basis(references: Sequence[F32]) -> list[F64]:
+def _orthonormal_basis(references: Sequence[F32]) -> list[F64]:
     """Per row, orthonormal directions spanning the rows of `references` (Gram-Schmidt, so
     overlapping sources are removed once): one [n, d] array per reference, zero rows where it
     adds nothing."""
