@@ -23,10 +23,10 @@ from app.config import Settings
 from app.db import make_sessionmaker
 from app.embedding import get_embedder
 from app.index import tiers
-from app.index.factory import capabilities, create_index
-from app.index.reranked import RerankedIndex
 from app.index.base import FloatArray, IdArray
+from app.index.factory import capabilities, create_index
 from app.index.manager import IndexManager, IndexSpec
+from app.index.reranked import RerankedIndex
 from app.main import create_app
 from tests.test_index_manager import DIM, SyntheticCatalogue
 
