@@ -61,8 +61,9 @@ Notes on measurement
   option is timed with every ``--search-threads`` value (OpenMP threads per search, set in
   the searching thread). Brute-force options other than Flat are timed on the first
   ``--brute-queries`` queries only.
-* Memory: ``serialised`` is ``faiss.serialize_index`` size; ``rss`` is the growth of the
-  process RSS over build (after malloc_trim), which includes id maps and allocator slack.
+* Memory: ``serialised`` is the size of the index as written to a file; ``rss`` is the
+  growth of the process RSS over build (after malloc_trim), which includes id maps and
+  allocator slack.
 * IVF variants that share ``nlist`` train k-means once (in the first IVF option at that
   size) and reuse the centroids; their ``train`` column then covers only the codec.
   k-means uses ``recommended_training_size`` points (39 per centroid).
@@ -445,7 +446,8 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             # The same, the top k * k_factor_rf re-ranked on SQ8 codes: the service's
-            # RerankedIndex (removable), what `auto` picks from ECHOLEDGER_INDEX_RERANK_FROM.
+            # RerankedIndex (removable), what `auto` picks from
+            # ECHOLEDGER_INDEX_RERANK_FROM_SEGMENTS.
             "ivf-pqfs-rsq8",
             lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs,Refine(SQ8)",
             lambda n: [f"nprobe={p},k_factor_rf=4" for p in (32, 64, 128, 256, 512)],
