@@ -209,12 +209,7 @@ def create_index(
     refine = split_factory(spec)
     if refine is not None:
         return _create_reranked(factory, dim, *refine)
-    try:
-        inner = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexSetupError(
-            f"invalid index factory string {factory!r} for dim={dim}: {_faiss_message(exc)}"
-        ) from exc
+    inner = _from_factory(dim, spec, f"invalid index factory string {factory!r} for dim={dim}")
     if inner.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise IndexSetupError(
             f"index factory string {factory!r} does not give an inner-product index"
@@ -249,6 +244,14 @@ def create_index(
     return index
 
 
+def _from_factory(dim: int, spec: str, problem: str) -> faiss.Index:
+    """``faiss.index_factory`` for inner products; its errors as IndexSetupError(problem: why)."""
+    try:
+        return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise IndexSetupError(f"{problem}: {_faiss_message(exc)}") from exc
+
+
 def _create_reranked(factory: str, dim: int, base_spec: str, store_spec: str) -> RerankedIndex:
     """An IVF (``base_spec``) re-ranked on id-mapped flat codes (``store_spec``, e.g. SQ8)."""
     base = create_index(base_spec, dim, require_reconstruct=False)
@@ -256,12 +259,8 @@ def _create_reranked(factory: str, dim: int, base_spec: str, store_spec: str) ->
         raise IndexSetupError(
             f"index factory string {factory!r}: only an inverted file (IVF...) can be re-ranked"
         )
-    try:
-        codes = faiss.index_factory(dim, store_spec, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexSetupError(
-            f"invalid re-ranking codes {store_spec!r} in {factory!r}: {_faiss_message(exc)}"
-        ) from exc
+    problem = f"invalid re-ranking codes {store_spec!r} in {factory!r}"
+    codes = _from_factory(dim, store_spec, problem)
     if not isinstance(codes, faiss.IndexFlatCodes):
         raise IndexSetupError(
             f"index factory string {factory!r}: re-ranking needs flat codes (SQ8, SQfp16, "
