@@ -384,16 +384,32 @@ class _Check:
                 )
             return views[octave, shift]
 
+        # The explained directions, stacked [sources * n, d], in the key of each shift (once
+        # per shift, not per candidate); none when references are compared as they are.
+        compare_outside = bool(basis) and self.params.unexplained_floor < 1.0
+        explained: dict[int, F32] = {}
+
+        def explained_at(shift: int) -> F32:
+            if shift not in explained:
+                stacked = np.concatenate([np.asarray(u, dtype=np.float32) for u in basis])
+                explained[shift] = (
+                    stacked if shift == 0 or self.transpose is None
+                    else self.transpose(stacked, shift)
+                )  # fmt: skip
+            return explained[shift]
+
         blocks: list[_Verified] = []
         for track in sorted(candidates):
             stored = self.cache.get(track)
             if stored is None or stored.vectors.shape[0] == 0:
                 continue
+            shifts = sorted(self.rotations.get(track, {0}))
             groups = [
                 [(s, view(0, s))] + [(s - 12 * o, view(o, s)) for o in sorted(octaves)]
-                for s in sorted(self.rotations.get(track, {0}))
+                for s in shifts
             ]
-            blocks.extend(self._compare(track, groups, stored, basis))
+            directions = [explained_at(s) for s in shifts] if compare_outside else None
+            blocks.extend(self._compare(track, groups, stored, directions))
         if not blocks:
             return {}
         hits = _Verified(
@@ -420,7 +436,7 @@ class _Check:
         track: int,
         groups: list[list[tuple[int, F32]]],
         stored: TrackWindows,
-        basis: Sequence[F64] = (),
+        directions: Sequence[F32] | None = None,
     ) -> list[_Verified]:
         """The best `verify_k` windows of one track for each query window, per group of
         (variant, query view) options (one matrix product for all of them).
@@ -429,7 +445,9 @@ class _Check:
         option whose windows resemble the track most on average (their best similarity,
         averaged over the query's windows) is kept, an octave view only when it beats the query
         as it is by ``params.octave_margin``, and its variant (semitones, octaves included)
-        labels its hits.
+        labels its hits. With `directions` (per group, the directions explained away from the
+        query, `_verify`), the query as it is is compared with each reference window's part
+        outside them (`_unexplained_norm`).
         """
         options = [option for group in groups for option in group]
         n = options[0][1].shape[0]
@@ -437,11 +455,10 @@ class _Check:
         k = min(self.params.verify_k, sims.shape[1])
         out: list[_Verified] = []
         first = 0
-        floor = self.params.unexplained_floor
-        for group in groups:
+        for g, group in enumerate(groups):
             blocks = [sims[(first + i) * n : (first + i + 1) * n] for i in range(len(group))]
-            if basis and floor < 1.0:
-                norm = self._unexplained_norm(basis, group[0][0], stored, floor)
+            if directions is not None:
+                norm = _unexplained_norm(directions[g], n, stored, self.params.unexplained_floor)
                 blocks[0] = (blocks[0] / norm).astype(np.float32)
             fit = [float(b.max(axis=1).mean()) for b in blocks]
             fit[1:] = [f - self.params.octave_margin for f in fit[1:]]
@@ -472,27 +489,6 @@ class _Check:
         basis = _orthonormal_basis([self.aligned(t) for t in sorted(sources)])
         return _remove(self.base, basis), basis
 
-    def _unexplained_norm(
-        self, basis: Sequence[F64], shift: int, stored: TrackWindows, floor: float
-    ) -> F64:
-        """[n, m]: the length of each reference window's part outside the directions explained
-        away from each query window (the query searched at `shift`), at least `floor`.
-
-        The residual r of a window is orthogonal to those directions, so r·s equals r·s' for
-        the part s' of a reference window s outside them, and r·s / |s'| is the cosine of r
-        and s'. In a mix, what is left once the louder source is explained away is the
-        quieter one's part outside the louder one; compared with that same part of its
-        recording, it resembles it as a source heard alone does.
-        """
-        explained = np.zeros((basis[0].shape[0], stored.vectors.shape[0]), dtype=np.float64)
-        for u in basis:
-            view = np.asarray(u, dtype=np.float32)
-            if shift and self.transpose is not None:
-                view = self.transpose(np.ascontiguousarray(view), shift)
-            explained += np.square(view @ stored.vectors.T)
-        norm: F64 = np.sqrt(np.clip(1.0 - explained, floor * floor, 1.0))
-        return norm
-
     def aligned(self, track: int) -> F32:
         """The stored vector each covered query window aligned with, in the query's key."""
         match, hits = self.found[track]
@@ -511,6 +507,25 @@ class _Check:
                 vecs = self.transpose(np.ascontiguousarray(vecs), -int(s))
             out[rows[pick]] = vecs
         return out
+
+
+def _unexplained_norm(directions: F32, n: int, stored: TrackWindows, floor: float) -> F64:
+    """[n, m]: the length of each reference window's part outside the directions explained
+    away from each of the n query windows, at least `floor`.
+
+    directions : [sources * n, d], orthonormal per window (zero rows where nothing was), in
+        the key the query is compared in
+
+    The residual r of a window is orthogonal to those directions, so r·s equals r·s' for the
+    part s' of a reference window s outside them, and r·s / |s'| is the cosine of r and s'. In
+    a mix, what is left once the louder source is explained away is the quieter one's part
+    outside the louder one; compared with that same part of its recording, it resembles it as
+    a source heard alone does.
+    """
+    along = directions @ stored.vectors.T  # [sources * n, m]
+    explained = np.square(along, dtype=np.float64).reshape(-1, n, along.shape[1]).sum(axis=0)
+    norm: F64 = np.sqrt(np.clip(1.0 - explained, floor * floor, 1.0))
+    return norm
 
 
 def residual_vectors(vectors: F32, references: list[F32]) -> F32:
