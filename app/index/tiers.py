@@ -9,10 +9,11 @@ Four kinds, by segment count:
 * ``IVF{nlist},PQ{dim/2}x4fs,Refine(SQ8)``: 4-bit product codes scanned with SIMD lookups, the
   best ``4·k`` of each search re-ranked on SQ8 codes kept beside them
   (`app.index.reranked`), from ``rerank_from`` segments. About the memory of SQ8 (both codes,
-  no hashtable). It probes four times the lists SQ8 would (a 4-bit code costs about a
-  quarter of an 8-bit one to scan). Measured on real music (`bench/index.py --data music`,
-  one key-scan search): at 1M segments recall@10 0.82 in 38 ms where SQ8 at its nprobe gives
-  0.63 in 32 ms; at 10M 0.83 in 110 ms where SQ8 gives 0.75 in 261 ms (README, Scale).
+  no hashtable). It probes four times the lists SQ8 would (per list probed it took a fifth
+  to a seventh of SQ8's time, re-ranking included, so four is on the safe side). Measured
+  on real music (`bench/index.py --data music`, one key-scan search): at 1M segments
+  recall@10 0.82 in 38 ms where SQ8 at its nprobe gives 0.63 in 32 ms; at 10M 0.83 in
+  110 ms where SQ8 gives 0.75 in 261 ms (README, Scale).
 * ``OPQ{m},IVF{nlist},PQ{m}``: rotated product-quantised codes of ``m`` bytes each, from
   ``pq_from`` segments (tens of millions), where even SQ8 codes outgrow one machine's memory.
   Measured at 3M segments (`bench/index.py --options opq-ivf-pq`), m = dim/4 reached only
@@ -81,20 +82,23 @@ def nprobe_for(nlist: int) -> int:
     return max(8, round(16 * math.sqrt(nlist / 4096)))
 
 
-def pq_bytes(dim: int) -> int:
-    """PQ code size: one byte per 4 dimensions, at most 64, and a divisor of dim."""
-    m = max(1, min(64, dim // 4))
+def _divisor_at_most(dim: int, m: int) -> int:
+    """The largest divisor of `dim` that is at most `m` (and at least 1): sub-quantizers must
+    split the vector evenly."""
+    m = max(1, m)
     while dim % m:
         m -= 1
     return m
+
+
+def pq_bytes(dim: int) -> int:
+    """PQ code size: one byte per 4 dimensions, at most 64, and a divisor of dim."""
+    return _divisor_at_most(dim, min(64, dim // 4))
 
 
 def fast_scan_subquantizers(dim: int) -> int:
     """4-bit sub-quantizers: one per two dimensions (32 bytes a code at 128), a divisor of dim."""
-    m = max(1, dim // 2)
-    while dim % m:
-        m -= 1
-    return m
+    return _divisor_at_most(dim, dim // 2)
 
 
 def choose(segments: int, dim: int, policy: TierPolicy) -> IndexChoice:
