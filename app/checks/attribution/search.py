@@ -439,7 +439,7 @@ class _Check:
         directions: Sequence[F32] | None = None,
     ) -> list[_Verified]:
         """The best `verify_k` windows of one track for each query window, per group of
-        (variant, query view) options (one matrix product for all of them).
+        (variant, query view) options.
 
         A group holds one transposition's views (the query, then its octave views); the
         option whose windows resemble the track most on average (their best similarity,
@@ -449,21 +449,19 @@ class _Check:
         query, `_verify`), the query as it is is compared with each reference window's part
         outside them (`_unexplained_norm`).
         """
-        options = [option for group in groups for option in group]
-        n = options[0][1].shape[0]
-        sims = np.concatenate([v for _, v in options]) @ stored.vectors.T  # [options * n, m]
-        k = min(self.params.verify_k, sims.shape[1])
+        n = groups[0][0][1].shape[0]
+        k = min(self.params.verify_k, stored.vectors.shape[0])
         out: list[_Verified] = []
-        first = 0
         for g, group in enumerate(groups):
-            blocks = [sims[(first + i) * n : (first + i + 1) * n] for i in range(len(group))]
+            # One product per option, not one for all: BLAS rounds a product's last bits by
+            # its shape, and the query as it is must score alike with or without views.
+            blocks = [v @ stored.vectors.T for _, v in group]  # each [n, m]
             if directions is not None:
                 norm = _unexplained_norm(directions[g], n, stored, self.params.unexplained_floor)
                 blocks[0] = (blocks[0] / norm).astype(np.float32)
             fit = [float(b.max(axis=1).mean()) for b in blocks]
             fit[1:] = [f - self.params.octave_margin for f in fit[1:]]
             pick = max(range(len(group)), key=lambda i: (fit[i], -i))
-            first += len(group)
             block = blocks[pick]
             if k < block.shape[1]:
                 top = np.argpartition(-block, k - 1, axis=1)[:, :k]
