@@ -6,6 +6,7 @@ few thousand segments walk through every tier.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from app.catalogues.segments import SegmentStore
 from app.config import Settings
 from app.db import make_sessionmaker
 from app.embedding import get_embedder
-from app.index import tiers
+from app.index import tiers, tuning
 from app.index.base import FloatArray, IdArray
 from app.index.factory import capabilities, create_index
 from app.index.manager import IndexManager, IndexSpec
@@ -200,6 +201,34 @@ def test_a_catalogue_past_the_rerank_tier_gets_re_ranked_fast_scan(
     before = manager.search(catalogue.vectors[tracks[1]], k=10)
     after = restarted.search(catalogue.vectors[tracks[1]], k=10)
     np.testing.assert_array_equal(before.segments, after.segments)
+
+
+def test_a_lone_search_on_an_inverted_file_uses_every_core(
+    catalogue: SyntheticCatalogue, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    tracks = [catalogue.add_track(100) for _ in range(4)]
+    cores = len(os.sched_getaffinity(0))
+    before = tuning.get_search_threads()
+    try:
+        ivf = _manager(sessions, tmp_path / "ivf")
+        ivf.start()
+        assert ivf.report().factory == "IVF64,SQ8"
+        for _ in range(2):  # the count of searches in flight returns to zero after each
+            tuning.set_search_threads(1)
+            ivf.search(catalogue.vectors[tracks[0]], k=5)
+            assert tuning.get_search_threads() == cores
+        forced = IndexSpec("test", "1", DIM, factory="Flat")
+        flat = _manager(sessions, tmp_path / "flat", forced)
+        flat.start()
+        tuning.set_search_threads(2)
+        flat.search(catalogue.vectors[tracks[0]], k=5)
+        assert tuning.get_search_threads() == 1
+    finally:
+        tuning.set_search_threads(before)
+    # With another search in flight, each keeps to one thread.
+    assert tuning.search_threads("IVF64,SQ8", in_flight=2) == 1
+    assert tuning.search_threads("IVF64,PQ8x4fs,Refine(SQ8)", in_flight=1) == cores
+    assert tuning.search_threads("Flat", in_flight=1) == 1
 
 
 def test_the_catalogue_outgrowing_its_tier_is_retrained_and_swapped(

@@ -147,6 +147,9 @@ class IndexManager:
         self._lock = ReadWriteLock()
         # One sync at a time: two would append the same new segments twice.
         self._sync_lock = threading.Lock()
+        # Searches in flight: a lone one may use every core (tuning.search_threads).
+        self._searching = 0
+        self._searching_lock = threading.Lock()
         # 60-row query batches must take FAISS's BLAS path (see tuning.prefer_blas).
         tuning.prefer_blas(spec.dim)
         initial = tiers.IndexChoice("Flat", "", 0) if spec.auto else self._forced()
@@ -312,12 +315,19 @@ class IndexManager:
         with self._lock.reading():
             state = self._state
             k = max(1, min(k, int(state.index.ntotal)))
-            sims, ids = factory.search(
-                state.index,
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                k=k,
-                threads=tuning.SEARCH_THREADS_DEFAULT,
-            )
+            with self._searching_lock:
+                self._searching += 1
+                in_flight = self._searching
+            try:
+                sims, ids = factory.search(
+                    state.index,
+                    np.ascontiguousarray(vectors, dtype=np.float32),
+                    k=k,
+                    threads=tuning.search_threads(state.effective_factory, in_flight),
+                )
+            finally:
+                with self._searching_lock:
+                    self._searching -= 1
             tracks, starts = _resolve(state, ids)
             return SearchResult(
                 similarities=sims,
