@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = run_service(manifest, calibration=calibration_path, workers=args.workers)
 
     threshold = params.abstain_threshold
-    use_threshold = float(extra.get("use_threshold", threshold))
+    use_threshold = float(extra.get("use_threshold", params.use_threshold))
     calibration: metrics.Calibration | None = None
     if args.calibrate:
         calibration = calibrate(
