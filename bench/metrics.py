@@ -266,12 +266,22 @@ def summarise_negatives(
     )
 
 
-def calibrate_threshold(scores: Iterable[float], *, target_fpr: float) -> float:
-    """Lowest threshold at which at most `target_fpr` of the negatives' best scores reach it.
+RESCORE_MARGIN = 1e-3
+"""How far above the highest score it must reject a fitted threshold sits. The same check
+scored on another machine differs in its last bits (BLAS rounds a product by its shape and the
+CPU's kernels): a negative fitted 1e-6 under the threshold crossed it on the next machine. A
+thousandth of resemblance is far above that noise and far below what separates a use from a
+negative."""
+
+
+def calibrate_threshold(
+    scores: Iterable[float], *, target_fpr: float, margin: float = RESCORE_MARGIN
+) -> float:
+    """Lowest threshold, `margin` above the highest score that must be rejected, at which at
+    most `target_fpr` of the negatives' best scores reach it.
 
     scores : the best resemblance of each negative (0 when it had no match at all)
-    A negative is a false positive when its score >= threshold, so the result sits just
-    above the highest score that must be rejected.
+    A negative is a false positive when its score >= threshold.
     """
     values = sorted(scores, reverse=True)
     if not values:
@@ -282,7 +292,7 @@ def calibrate_threshold(scores: Iterable[float], *, target_fpr: float) -> float:
     if allowed >= len(values):
         return 0.0
     rejected = values[allowed]  # the highest score that must stay below the threshold
-    return float(math.nextafter(rejected, math.inf))
+    return float(math.nextafter(rejected + margin, math.inf))
 
 
 def split_half(ids: Iterable[str], *, salt: str = "calibration") -> tuple[set[str], set[str]]:
