@@ -11,7 +11,10 @@ process on that database, with the spectral embedder whatever ECHOLEDGER_EMBEDDE
 its index from PostgreSQL, and an AI company sends checks one after another: each a 30-second
 excerpt of a catalogue track, so each request decodes, embeds, searches, aligns, prices and
 writes a ledger transaction. Latency is measured by the client (HTTP included); the bar is
-p95 < 300 ms at 1M segments with the spectral embedder.
+p95 < 300 ms at 1M segments with the spectral embedder. Each answer's `Server-Timing` header
+splits the server's share into phases (decode, embed, search, windows, verify, record...):
+their p50 / p95 are printed per size, and their means over the slowest 5 % of checks, which
+is where a missed p95 comes from.
 
 Filler vectors are isotropic noise, which is the worst case for IVF/HNSW recall and irrelevant
 to flat search; `bench/index.py` measures recall on structured data.
@@ -191,6 +194,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{size}] server ready in {startup_s:.1f} s; checking ...", file=sys.stderr)
             headers = {"Authorization": f"Bearer {world['company_key']}"}
             latencies, matched = [], 0
+            phases: list[dict[str, float]] = []
             for i in range(args.warmup + args.requests):
                 piece = world["queries"][i % len(world["queries"])]
                 t0 = time.perf_counter()
@@ -204,6 +208,21 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 if i >= args.warmup:
                     latencies.append(elapsed * 1000)
                     matched += bool(response.json()["ledger_transaction_id"])
+                    phases.append(server_timing(response.headers.get("Server-Timing", "")))
+    slowest = sorted(range(len(latencies)), key=lambda i: -latencies[i])
+    slowest = slowest[: max(1, len(slowest) // 20)]
+    names = list(dict.fromkeys(name for p in phases for name in p))
+    breakdown = {
+        name: {
+            "p50_ms": round(statistics.median([p.get(name, 0.0) for p in phases]), 1),
+            "p95_ms": round(metrics.quantile(sorted(p.get(name, 0.0) for p in phases), 0.95), 1),
+            "slowest_5pct_mean_ms": round(
+                statistics.fmean([phases[i].get(name, 0.0) for i in slowest]), 1
+            ),
+        }
+        for name in names
+    }
+    slow_total = round(statistics.fmean([latencies[i] for i in slowest]), 1)
     latencies.sort()
     return {
         "segments": world["segments"],
@@ -216,7 +235,21 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "mean_ms": round(statistics.fmean(latencies), 1),
         "server_startup_s": round(startup_s, 1),
         "populate_s": world["populate_s"],
+        "phases": breakdown,
+        "slowest_5pct_mean_ms": slow_total,
     }
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """Milliseconds per phase from a `Server-Timing` header (``name;dur=ms, ...``)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        name, _, rest = item.partition(";")
+        for param in rest.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                out[name] = float(value)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,6 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['segments']:>10} {index:<16}{r['p50_ms']:>8}{r['p95_ms']:>8}{r['mean_ms']:>8}"
             f"{r['paid']:>4}/{r['requests']}"
         )
+    for r in rows:
+        print(
+            f"\n{r['segments']} segments, server phases (ms): p50 / p95, and the mean over the "
+            f"slowest 5 % of checks (client time {r['slowest_5pct_mean_ms']} ms)"
+        )
+        for name, v in r["phases"].items():
+            print(
+                f"  {name:<10}{v['p50_ms']:>8} /{v['p95_ms']:>8}   slowest: "
+                f"{v['slowest_5pct_mean_ms']:>8}"
+            )
     largest = max(rows, key=lambda r: r["segments"])
     verdict = "met" if largest["p95_ms"] < BAR_MS else "MISSED"
     print(

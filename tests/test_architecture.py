@@ -35,6 +35,7 @@ FOUNDATION = {
     "pagination",
     "signing",
     "state",
+    "timing",
     "validation",
     "csv_export",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,6 +93,30 @@ def test_unrelated_music_abstains_and_charges_nothing_but_is_recorded(
         client.get(f"/v1/checks/{result['id']}", headers=world["company"].headers).status_code
         == 200
     )
+
+
+def test_a_check_says_where_its_time_went_and_a_replay_does_not(
+    client: TestClient, world: dict[str, Any], music: Music
+) -> None:
+    path = music.write("query-11", lambda: excerpt(11, 2.0, 12.0))
+    started = time.perf_counter()
+    first = submit_check(client, world["company"], path, key="timed")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert first.status_code == 201
+    phases: dict[str, float] = {}
+    for item in first.headers["Server-Timing"].split(", "):
+        name, _, duration = item.partition(";dur=")
+        phases[name] = float(duration)
+    assert {"upload", "claim", "queue", "decode", "embed", "search", "windows", "verify",
+            "licensing", "conflicts", "record"} <= set(phases)  # fmt: skip
+    assert all(ms >= 0 for ms in phases.values())
+    assert phases["embed"] > 0  # the piece was analysed here
+    assert phases["verify"] > 0
+    # Phases do not overlap: together they fit in the time the client waited.
+    assert sum(phases.values()) <= elapsed_ms
+    again = submit_check(client, world["company"], path, key="timed")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Server-Timing" not in again.headers
 
 
 def test_retry_with_the_same_key_replays_and_charges_once(

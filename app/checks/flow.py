@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,6 +40,10 @@ from app.ledger import service as ledger
 from app.ledger.appender import LedgerAppender
 from app.ledger.models import LedgerPosting, LedgerTransaction
 from app.ledger.service import ChainHead
+from app.logging import get_logger
+from app.timing import Stopwatch
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +60,12 @@ class CheckRequest:
 
 @dataclass(frozen=True, slots=True)
 class CheckAnswer:
+    """The check as recorded; `timings` (milliseconds per phase, see `Stopwatch`) only when
+    it was analysed in this request, not replayed."""
+
     result: dict[str, Any]
     replayed: bool
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class CheckFlow:
@@ -108,21 +117,25 @@ class CheckFlow:
 
     def _run(self, request: CheckRequest, *, running_here: bool) -> CheckAnswer:
         settings = self.settings
+        watch = Stopwatch()
+        started = time.perf_counter()
         with self.blobs.stage(request.audio, max_bytes=settings.max_upload_bytes) as staged:
-            replay = checks.claim_key(
-                self.sessions,
-                ai_company_id=request.ai_company_id,
-                key=request.idempotency_key,
-                request_hash=checks.fingerprint(
-                    audio_sha256=staged.sha256,
-                    generation_id=request.generation_id,
-                    model=request.model,
-                    metadata=request.metadata,
-                ),
-                lock_seconds=settings.idempotency_lock_seconds,
-                boot_id=self.boot_id,
-                running_here=running_here,
-            )
+            watch.add("upload", time.perf_counter() - started)  # streamed to disk, hashed
+            with watch.phase("claim"):
+                replay = checks.claim_key(
+                    self.sessions,
+                    ai_company_id=request.ai_company_id,
+                    key=request.idempotency_key,
+                    request_hash=checks.fingerprint(
+                        audio_sha256=staged.sha256,
+                        generation_id=request.generation_id,
+                        model=request.model,
+                        metadata=request.metadata,
+                    ),
+                    lock_seconds=settings.idempotency_lock_seconds,
+                    boot_id=self.boot_id,
+                    running_here=running_here,
+                )
             if replay is not None:
                 return CheckAnswer(replay, replayed=True)
             try:
@@ -141,7 +154,9 @@ class CheckFlow:
                     fee_bps=settings.platform_fee_bps,
                     created_at=self.clock(),
                 )
+                waiting = time.perf_counter()
                 with self._slots:
+                    watch.add("queue", time.perf_counter() - waiting)
                     analysis = checks.analyse(
                         staged.path,
                         settings=settings,
@@ -150,7 +165,9 @@ class CheckFlow:
                         params=self.params,
                         sessions=self.sessions,
                         at=submission.created_at,
+                        watch=watch,
                     )
+                recording = time.perf_counter()
                 checks.enforce_spending_limits(
                     self.sessions,
                     submission,
@@ -164,6 +181,7 @@ class CheckFlow:
                         session, head, submission, analysis, accounts
                     )
                 )
+                watch.add("record", time.perf_counter() - recording)
             except BaseException:
                 checks.release_key(
                     self.sessions,
@@ -173,8 +191,11 @@ class CheckFlow:
                 raise
             if settings.check_audio_retention_days > 0:
                 # Kept for the evidence players; forgotten after the retention period.
-                self.blobs.commit(staged)
-        return CheckAnswer(result, replayed=False)
+                with watch.phase("store"):
+                    self.blobs.commit(staged)
+        timings = watch.milliseconds()
+        log.info("check.timings", check_id=result.get("id"), **timings)
+        return CheckAnswer(result, replayed=False, timings=timings)
 
     def reverse(
         self, check_id: uuid.UUID, *, reason: str, actor_id: uuid.UUID

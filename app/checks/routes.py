@@ -22,6 +22,7 @@ from app.orgs.auth import READ_ALL, AiCompanyDep, OperatorDep, Principal, Princi
 from app.orgs.models import OrgKind
 from app.pagination import CursorQuery, LimitQuery, Page, paginate
 from app.state import BlobsDep, SettingsDep
+from app.timing import server_timing
 from app.validation import Instant, SingleLine, ordered_period
 
 router = APIRouter(prefix="/v1", tags=["checks"], responses=error_responses(*EVERY_ROUTE))
@@ -79,7 +80,12 @@ def _check_key(key: str | None) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=CheckResult,
     responses=error_responses(402, 409, 413, 422)
-    | {201: {"description": "The check (also when replayed: see `Idempotent-Replayed`)"}},
+    | {
+        201: {
+            "description": "The check (also when replayed: see `Idempotent-Replayed`); when "
+            "analysed in this request, `Server-Timing` gives its phases in milliseconds"
+        }
+    },
     summary="Check a generated piece against the licensed catalogues and pay for its uses",
 )
 def create_check(
@@ -103,8 +109,11 @@ def create_check(
             metadata=form.metadata_object(),
         )
     )
-    replayed = "true" if answer.replayed else "false"
-    return JSONResponse(answer.result, status_code=201, headers={"Idempotent-Replayed": replayed})
+    headers = {"Idempotent-Replayed": "true" if answer.replayed else "false"}
+    if answer.timings:
+        # Where this check's time went (decode, embed, search, verify, record...), in ms.
+        headers["Server-Timing"] = server_timing(answer.timings)
+    return JSONResponse(answer.result, status_code=201, headers=headers)
 
 
 @router.get(

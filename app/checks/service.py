@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,7 @@ from app.logging import get_logger
 from app.orgs import service as orgs
 from app.orgs.auth import READ_ALL, Principal
 from app.orgs.models import OrgKind
+from app.timing import Stopwatch
 
 log = get_logger(__name__)
 
@@ -203,29 +205,36 @@ def analyse(
     params: AttributionParams,
     sessions: sessionmaker[Session],
     at: dt.datetime,
+    watch: Stopwatch | None = None,
 ) -> Analysis:
     """Decode, embed, search and align; only licensed, live tracks take part.
 
     The query is searched as is and at each of `params.transpositions` when the embedder can
     transpose its vectors (the spectral one can); then sources found are explained away and
-    the rest searched again (see `attribute_vectors`).
+    the rest searched again (see `attribute_vectors`). `watch` receives the phases: decode,
+    embed, search (the index), licensing and windows (PostgreSQL reads for candidates), and
+    verify (the rest of the attribution: exact comparison, explaining away, alignment).
     """
-    audio = load(
-        path,
-        sample_rate=embedder.sample_rate,
-        min_seconds=settings.min_audio_seconds,
-        max_seconds=settings.max_check_seconds,
-    )
+    watch = watch or Stopwatch()
+    with watch.phase("decode"):
+        audio = load(
+            path,
+            sample_rate=embedder.sample_rate,
+            min_seconds=settings.min_audio_seconds,
+            max_seconds=settings.max_check_seconds,
+        )
     duration_s = len(audio) / embedder.sample_rate
     octaves: dict[int, Embedding] = {}
-    if params.octave_views:
-        octaves = embed_audio_octaves(
-            embedder, audio, hop_s=params.query_hop_s, octaves=params.octave_views
-        )
-        embedding = octaves.pop(0)
-    else:
-        embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
-    index.catch_up()
+    with watch.phase("embed"):
+        if params.octave_views:
+            octaves = embed_audio_octaves(
+                embedder, audio, hop_s=params.query_hop_s, octaves=params.octave_views
+            )
+            embedding = octaves.pop(0)
+        else:
+            embedding = embed_audio(embedder, audio, hop_s=params.query_hop_s)
+    with watch.phase("search"):
+        index.catch_up()
     search = _LicensedSearch(
         index,
         sessions,
@@ -233,7 +242,11 @@ def analyse(
         k=params.k,
         min_similarity=params.similarity_floor,
         window_s=embedding.window_s,
+        watch=watch,
     )
+    parts = ("search", "licensing", "windows")
+    before = watch.seconds(*parts)
+    started = time.perf_counter()
     matches = attribute_vectors(
         vectors=embedding.vectors,
         query_starts=embedding.starts,
@@ -245,9 +258,11 @@ def analyse(
         transpose=embedder.transpose if embedder.can_transpose else None,
         octave_views={o: e.vectors for o, e in octaves.items()},
     )
+    inside = watch.seconds(*parts) - before
+    watch.add("verify", time.perf_counter() - started - inside)
     licensed = [(m, search.licensed[search.track_ids[m.track]]) for m in matches]
     matched = [lic.track_id for _, lic in licensed]
-    with sessions() as session:
+    with watch.phase("conflicts"), sessions() as session:
         known = overlaps.pairs_touching(session, matched)
         others = {p.track_id for p in known} | {p.original_track_id for p in known}
         partners = licensed_tracks(session, sorted(others - set(matched), key=str), at=at)
@@ -291,8 +306,10 @@ class _LicensedSearch:
         k: int,
         min_similarity: float,
         window_s: float,
+        watch: Stopwatch | None = None,
     ) -> None:
         self.index = index
+        self.watch = watch or Stopwatch()
         self.window_s = window_s
         self.sessions = sessions
         self.at = at
@@ -309,7 +326,9 @@ class _LicensedSearch:
         windows on spans their labels excluded."""
         wanted = {self.track_ids[n]: n for n in numbers if 0 <= n < len(self.track_ids)}
         out: dict[int, TrackWindows] = {}
-        for track_id, (starts, vectors) in self.index.source.track_windows(list(wanted)).items():
+        with self.watch.phase("windows"):
+            stored = self.index.source.track_windows(list(wanted))
+        for track_id, (starts, vectors) in stored.items():
             spans = self.licensed[track_id].excluded
             if spans:
                 middles = np.asarray(starts, dtype=np.float64)[None, :] + self.window_s / 2
@@ -319,14 +338,15 @@ class _LicensedSearch:
         return out
 
     def __call__(self, vectors: npt.NDArray[np.float32]) -> SearchResult:
-        found = self.index.search(vectors, k=self.k)
+        with self.watch.phase("search"):
+            found = self.index.search(vectors, k=self.k)
         if self.watermark < 0:
             self.watermark = found.watermark
         close = (found.tracks >= 0) & (found.similarities >= self.min_similarity)
         slots = np.unique(found.tracks[close])
         new = [found.track_ids[s] for s in slots if found.track_ids[s] not in self._looked_up]
         if new:
-            with self.sessions() as session:
+            with self.watch.phase("licensing"), self.sessions() as session:
                 self.licensed.update(licensed_tracks(session, new, at=self.at))
             self._looked_up.update(new)
         spans = {
