@@ -4,8 +4,8 @@ A check's latency is decoding, embedding, index searches, reading candidates' wi
 verification and the ledger write; a p95 that misses its bar says little until it is split
 that way. `Stopwatch` adds up the wall time of named phases (a phase entered twice, like the
 two index searches of a check, accumulates), and `server_timing` renders them as the W3C
-`Server-Timing` header (``name;dur=milliseconds``) that browsers' developer tools and
-`bench/checks.py` read.
+`Server-Timing` header (``name;dur=milliseconds``) that browsers' developer tools read, and
+`parse_server_timing` (used by `bench/checks.py`) reads back.
 """
 
 from __future__ import annotations
@@ -45,3 +45,16 @@ class Stopwatch:
 def server_timing(milliseconds: dict[str, float]) -> str:
     """The `Server-Timing` header value for phase durations in milliseconds."""
     return ", ".join(f"{name};dur={ms:.1f}" for name, ms in milliseconds.items())
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """Milliseconds per metric from a `Server-Timing` header value (``name;dur=ms, ...``);
+    metrics without a duration, and other parameters (``desc``), are left out."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        name, _, rest = item.partition(";")
+        for param in rest.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                out[name.strip()] = float(value)
+    return out

@@ -46,6 +46,7 @@ from app.db import create_db_engine, make_sessionmaker, transaction
 from app.embedding import Embedder, embed_audio, get_embedder
 from app.orgs import service as orgs
 from app.orgs.models import OrgKind
+from app.timing import parse_server_timing
 from bench import metrics
 from bench._db import scratch_database
 from bench._service import serve
@@ -208,7 +209,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 if i >= args.warmup:
                     latencies.append(elapsed * 1000)
                     matched += bool(response.json()["ledger_transaction_id"])
-                    phases.append(server_timing(response.headers.get("Server-Timing", "")))
+                    phases.append(parse_server_timing(response.headers.get("Server-Timing", "")))
     slowest = sorted(range(len(latencies)), key=lambda i: -latencies[i])
     slowest = slowest[: max(1, len(slowest) // 20)]
     names = list(dict.fromkeys(name for p in phases for name in p))
@@ -238,18 +239,6 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "phases": breakdown,
         "slowest_5pct_mean_ms": slow_total,
     }
-
-
-def server_timing(header: str) -> dict[str, float]:
-    """Milliseconds per phase from a `Server-Timing` header (``name;dur=ms, ...``)."""
-    out: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in header.split(","))):
-        name, _, rest = item.partition(";")
-        for param in rest.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key == "dur":
-                out[name] = float(value)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

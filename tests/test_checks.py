@@ -18,6 +18,7 @@ from app.checks import service as check_service
 from app.config import Settings
 from app.db import make_sessionmaker
 from app.main import create_app
+from app.timing import parse_server_timing, server_timing
 from tests.audio_synth import melody_track, white_noise, write_audio
 from tests.factories import Tenants, run_jobs, scalar, submit_check, upload
 from tests.worlds import RATE, SEEDS, SR, Music, excerpt
@@ -103,10 +104,7 @@ def test_a_check_says_where_its_time_went_and_a_replay_does_not(
     first = submit_check(client, world["company"], path, key="timed")
     elapsed_ms = (time.perf_counter() - started) * 1000
     assert first.status_code == 201
-    phases: dict[str, float] = {}
-    for item in first.headers["Server-Timing"].split(", "):
-        name, _, duration = item.partition(";dur=")
-        phases[name] = float(duration)
+    phases = parse_server_timing(first.headers["Server-Timing"])
     assert {"upload", "claim", "queue", "decode", "embed", "search", "windows", "verify",
             "licensing", "conflicts", "record"} <= set(phases)  # fmt: skip
     assert all(ms >= 0 for ms in phases.values())
@@ -117,6 +115,18 @@ def test_a_check_says_where_its_time_went_and_a_replay_does_not(
     again = submit_check(client, world["company"], path, key="timed")
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Server-Timing" not in again.headers
+
+
+def test_server_timing_reads_back_what_it_writes_and_skips_what_has_no_duration() -> None:
+    assert parse_server_timing(server_timing({"decode": 6.84, "search": 198.0})) == {
+        "decode": 6.8,
+        "search": 198.0,
+    }
+    assert parse_server_timing('db;desc="reads";dur=5.5, cache, app;dur=2') == {
+        "db": 5.5,
+        "app": 2.0,
+    }
+    assert parse_server_timing("") == {}
 
 
 def test_retry_with_the_same_key_replays_and_charges_once(
