@@ -157,7 +157,7 @@ def test_reranked_index_pads_like_faiss_and_reconstructs() -> None:
 
 
 def test_reranked_index_takes_ids_in_increasing_order() -> None:
-    """Its store finds an id's row by binary search, so ids must arrive sorted."""
+    """Its store finds an id's row in its sorted ids, so ids must arrive in order."""
     index, x, ids = filled(RERANKED, n=300)
     with pytest.raises(ValueError, match="increasing order"):
         fx.add(index, x[:2], ids[:2])
@@ -166,6 +166,37 @@ def test_reranked_index_takes_ids_in_increasing_order() -> None:
     assert index.ntotal == 300
     fx.add(index, x[:2], ids[-1] + np.array([1, 2], dtype=np.int64))
     assert index.ntotal == 302
+
+
+@pytest.mark.parametrize("layout", ["dense", "one gap", "a gap per track", "sparse"])
+def test_reranked_index_finds_each_ids_row_whatever_the_gaps(layout: str) -> None:
+    """Rows are looked for where dense ids would put them, then in 128-row buckets: every id
+    the store holds is found at its own row, and no other id is, across bucket edges."""
+    n = 1500
+    dense = np.arange(n, dtype=np.int64) + 40
+    ids = {
+        "dense": dense,
+        "one gap": np.where(dense < 700, dense, dense + 5),
+        "a gap per track": dense + 3 * (dense // 90),
+        "sparse": segment_ids(n),
+    }[layout]
+    x = unit_vectors(n)
+    index = fx.create_index(RERANKED, DIM)
+    fx.train(index, x)
+    fx.add(index, x, ids)
+    assert fx.remove(index, ids[300:420]) == 120  # a withdrawn track: every later row moves
+    kept = np.concatenate([ids[:300], ids[420:]])
+    absent = np.setdiff1d(np.arange(ids[0] - 3, ids[-1] + 4), kept)
+    # The store holds the kept ids in order, so an id's true row is its position there.
+    rows, found = index._rows(np.concatenate([kept, absent, [-1]]).reshape(-1, 1))
+    assert found[: kept.size].all()
+    assert not found[kept.size :].any()
+    np.testing.assert_array_equal(rows[: kept.size, 0], np.arange(kept.size))
+    # And the public face of it: each kept id reconstructs to its own vector.
+    for i in (0, 299, 300, 1000, kept.size - 1):
+        np.testing.assert_allclose(
+            index.reconstruct(int(kept[i])), x[i if i < 300 else i + 120], atol=0.02
+        )
 
 
 def test_reranked_index_survives_its_file_with_removal_and_parameters(tmp_path: Path) -> None:

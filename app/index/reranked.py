@@ -15,8 +15,8 @@ instead:
   without a direct map (fast-scan lists can remove only without one).
 * ``store``: ``IndexIDMap(<flat codes>)``, e.g. SQ8 codes in insertion order, their ids in
   ``id_map``. Ids are added in increasing order (the index manager adds segments by
-  increasing id), and removal keeps the order, so ``id_map`` stays sorted and an id's row is a
-  binary search away: no hashtable of ten million entries.
+  increasing id), and removal keeps the order, so ``id_map`` stays sorted and an id's row is
+  found from its value (`RerankedIndex._rows`): no hashtable of ten million entries.
 
 It offers the part of the ``faiss.Index`` interface the service uses (``d``, ``ntotal``,
 ``is_trained``, ``train``, ``add_with_ids``, ``remove_ids``, ``search``, ``reconstruct``),
@@ -50,6 +50,9 @@ _REFINE: Final = re.compile(r"^(?P<base>.+),\s*Refine\((?P<store>[^()]+)\)\s*$")
 # What FAISS returns for an empty result slot of an inner-product search.
 _EMPTY_SIM: Final = np.float32(-np.finfo(np.float32).max)
 _IO_CHUNK: Final = 1 << 22
+# Rows per bucket of `RerankedIndex._rows`: 1 KB of ids, so a search within one stays in a
+# few cache lines.
+_ANCHOR_STRIDE: Final = 128
 
 
 def split_factory(spec: str) -> tuple[str, str] | None:
@@ -87,6 +90,10 @@ class RerankedIndex:
                 f"the re-ranking store must hold flat codes, not {type(self._codes_index).__name__}"
             )
         self.k_factor = k_factor
+        # Bumped by every add and remove; `_anchors` recomputes when it has moved.
+        self._version = 0
+        self._anchors_at = -1
+        self._anchor_ids: IdArray = np.zeros(0, dtype=np.int64)
 
     @property
     def k_factor(self) -> int:
@@ -131,22 +138,68 @@ class RerankedIndex:
         flat = _faiss.rev_swig_ptr(self._codes_index.codes.data(), n * size)
         return flat.reshape(n, size)  # type: ignore[no-any-return]
 
+    def _anchors(self) -> IdArray:
+        """Every `_ANCHOR_STRIDE`-th stored id: the first id of each bucket of rows.
+
+        Small enough to stay in cache (80 KB per million rows at 128 rows a bucket);
+        recomputed after each add or remove (a strided copy, under a millisecond at 10M).
+        """
+        if self._anchors_at != self._version:
+            self._anchor_ids = self._ids()[::_ANCHOR_STRIDE].copy()
+            self._anchors_at = self._version
+        return self._anchor_ids
+
     def _rows(self, ids: IdArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row of each id in the store, and whether it is there at all.
 
-        The ids are looked up in sorted order: binary searches that walk the store's id map
-        in one direction stay in cache (at 1M segments, 21,600 candidates: 1 ms sorted plus
-        the sort, 4.4 ms in the order they come).
+        Segment ids come from one sequence, so the stored ids mostly have no gaps and an id
+        is first looked for where it would be if they had none (one memory access; a check's
+        18,240 candidates at 10M rows in 0.3 ms). The ids not found there are looked up in
+        sorted order in the anchors (`_anchors`), which name the bucket of 128 rows an id
+        can be in, then by a binary search inside that bucket, a few cache lines wide. (A
+        binary search over the whole id map misses the cache at most of its ~23 steps: 7.5
+        ms for those candidates.)
         """
         stored = self._ids()
-        if stored.size == 0:
-            return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
+        n = stored.size
         flat = ids.ravel()
-        order = np.argsort(flat, kind="stable")
-        found_at = np.empty(flat.shape, dtype=np.intp)
-        found_at[order] = np.searchsorted(stored, flat[order])
-        rows = np.minimum(found_at, stored.size - 1).reshape(ids.shape)
+        if n == 0 or flat.size == 0:
+            return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
+        rows = np.clip(flat - stored[0], 0, n - 1)
+        missed = np.flatnonzero(stored[rows] != flat)
+        if missed.size:
+            rows[missed] = self._bucket_search(stored, flat[missed])
+        rows = rows.reshape(ids.shape).astype(np.intp, copy=False)
         return rows, (ids >= 0) & (stored[rows] == ids)
+
+    def _bucket_search(self, stored: IdArray, wanted: IdArray) -> IdArray:
+        """For each wanted id, the first row whose id is not below it (clipped to the last
+        row): where the bucket the anchors name would hold it without gaps, else a binary
+        search inside that bucket."""
+        n = stored.size
+        order = np.argsort(wanted, kind="stable")
+        keys = wanted[order]
+        anchors = self._anchors()
+        bucket = np.maximum(np.searchsorted(anchors, keys, side="right") - 1, 0)
+        lo = bucket * _ANCHOR_STRIDE
+        hi = np.minimum(lo + _ANCHOR_STRIDE, n)
+        # Where the id would be if its bucket had no gaps (ids increase strictly, so it is
+        # never further on); a withdrawn track leaves one gap that shifts every later row.
+        guess = np.clip(lo + (keys - anchors[bucket]), lo, hi - 1)
+        there = stored[guess] == keys
+        lo = np.where(there, guess, lo)
+        hi = np.where(there, guess, hi)
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                break
+            mid = np.minimum((lo + hi) // 2, n - 1)
+            below = open_ & (stored[mid] < keys)
+            lo = np.where(below, mid + 1, lo)
+            hi = np.where(open_ & ~below, mid, hi)
+        rows = np.empty_like(lo)
+        rows[order] = np.minimum(lo, n - 1)
+        return rows
 
     # -- the faiss.Index part the service uses -----------------------------------------------
 
@@ -165,10 +218,12 @@ class RerankedIndex:
             )
         self.base.add_with_ids(x, ids)
         self.store.add_with_ids(x, ids)
+        self._version += 1
 
     def remove_ids(self, selector: Any) -> int:
         removed = int(self.base.remove_ids(selector))
         self.store.remove_ids(selector)
+        self._version += 1
         return removed
 
     def reconstruct(self, key: int) -> FloatArray:
@@ -186,9 +241,12 @@ class RerankedIndex:
         rows, found = self._rows(candidates)
         sims = np.full((n, wide), -np.inf, dtype=np.float32)
         if found.any():
-            query_rows, _ = np.nonzero(found)
-            decoded = self._codes_index.sa_decode(self._codes()[rows[found]])
-            sims[found] = np.einsum("md,md->m", decoded, x[query_rows])
+            # Every slot is decoded (a missing one at some stored row, masked after): one
+            # batched product of each query row with its own candidates, a third of the time
+            # of gathering the query rows per candidate (at 10M, 228 rows: 0.8 ms, not 2.1).
+            decoded = self._codes_index.sa_decode(self._codes()[rows.ravel()])
+            products = np.matmul(decoded.reshape(n, wide, -1), x[:, :, None])[:, :, 0]
+            sims[found] = products[found]
         order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         best = np.take_along_axis(sims, order, axis=1)
         ids = np.take_along_axis(candidates, order, axis=1)
