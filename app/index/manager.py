@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from app.config import Settings
 from app.embedding.base import Embedder
-from app.index import factory, tiers, tuning
+from app.index import factory, sorted_ids, tiers, tuning
 from app.index.base import IdArray, IndexMismatch, SearchResult, SegmentBatch, SegmentSource
 from app.index.rwlock import ReadWriteLock
 from app.logging import get_logger
@@ -125,6 +125,18 @@ class _State:
     track_slots: dict[uuid.UUID, int] = field(default_factory=dict)
     segment_watermark: int = 0
     withdrawal_watermark: int = 0
+    # The array `_anchors` was computed from (held, so its identity cannot be reused).
+    _anchored: IdArray | None = field(default=None, init=False, repr=False, compare=False)
+    _anchors: IdArray = field(
+        default_factory=lambda: np.zeros(0, np.int64), init=False, repr=False, compare=False
+    )
+
+    def segment_anchors(self) -> IdArray:
+        """`sorted_ids.anchors` of `segment_ids`, recomputed when that array was replaced."""
+        if self._anchored is not self.segment_ids:
+            self._anchors = sorted_ids.anchors(self.segment_ids)
+            self._anchored = self.segment_ids
+        return self._anchors
 
     def slot(self, track_id: uuid.UUID) -> int:
         found = self.track_slots.get(track_id)
@@ -615,8 +627,7 @@ def _resolve(state: _State, ids: IdArray) -> tuple[IdArray, npt.NDArray[np.float
     if len(state.segment_ids) == 0:
         return tracks, starts
     # segment_ids is sorted: ids are appended in increasing order.
-    pos = np.clip(np.searchsorted(state.segment_ids, ids), 0, len(state.segment_ids) - 1)
-    found = (ids >= 0) & (state.segment_ids[pos] == ids)
+    pos, found = sorted_ids.locate(state.segment_ids, ids, state.segment_anchors())
     tracks[found] = state.segment_tracks[pos[found]]
     starts[found] = state.segment_starts[pos[found]]
     return tracks, starts

@@ -35,6 +35,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from app.index import sorted_ids
+
 __all__ = ["MAGIC", "RerankedIndex", "is_reranked_file", "split_factory"]
 
 FloatArray = npt.NDArray[np.float32]
@@ -50,9 +52,6 @@ _REFINE: Final = re.compile(r"^(?P<base>.+),\s*Refine\((?P<store>[^()]+)\)\s*$")
 # What FAISS returns for an empty result slot of an inner-product search.
 _EMPTY_SIM: Final = np.float32(-np.finfo(np.float32).max)
 _IO_CHUNK: Final = 1 << 22
-# Rows per bucket of `RerankedIndex._rows`: 1 KB of ids, so a search within one stays in a
-# few cache lines.
-_ANCHOR_STRIDE: Final = 128
 
 
 def split_factory(spec: str) -> tuple[str, str] | None:
@@ -90,7 +89,7 @@ class RerankedIndex:
                 f"the re-ranking store must hold flat codes, not {type(self._codes_index).__name__}"
             )
         self.k_factor = k_factor
-        # Bumped by every add and remove; `_anchors` recomputes when it has moved.
+        # Bumped by every add and remove; `_rows` recomputes the anchors when it has moved.
         self._version = 0
         self._anchors_at = -1
         self._anchor_ids: IdArray = np.zeros(0, dtype=np.int64)
@@ -138,68 +137,13 @@ class RerankedIndex:
         flat = _faiss.rev_swig_ptr(self._codes_index.codes.data(), n * size)
         return flat.reshape(n, size)  # type: ignore[no-any-return]
 
-    def _anchors(self) -> IdArray:
-        """Every `_ANCHOR_STRIDE`-th stored id: the first id of each bucket of rows.
-
-        Small enough to stay in cache (80 KB per million rows at 128 rows a bucket);
-        recomputed after each add or remove (a strided copy, under a millisecond at 10M).
-        """
-        if self._anchors_at != self._version:
-            self._anchor_ids = self._ids()[::_ANCHOR_STRIDE].copy()
-            self._anchors_at = self._version
-        return self._anchor_ids
-
     def _rows(self, ids: IdArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-        """Row of each id in the store, and whether it is there at all.
-
-        Segment ids come from one sequence, so the stored ids mostly have no gaps and an id
-        is first looked for where it would be if they had none (one memory access; a check's
-        18,240 candidates at 10M rows in 0.3 ms). The ids not found there are looked up in
-        sorted order in the anchors (`_anchors`), which name the bucket of 128 rows an id
-        can be in, then by a binary search inside that bucket, a few cache lines wide. (A
-        binary search over the whole id map misses the cache at most of its ~23 steps: 7.5
-        ms for those candidates.)
-        """
+        """Row of each id in the store, and whether it is there at all (`sorted_ids`)."""
         stored = self._ids()
-        n = stored.size
-        flat = ids.ravel()
-        if n == 0 or flat.size == 0:
-            return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
-        rows = np.clip(flat - stored[0], 0, n - 1)
-        missed = np.flatnonzero(stored[rows] != flat)
-        if missed.size:
-            rows[missed] = self._bucket_search(stored, flat[missed])
-        rows = rows.reshape(ids.shape).astype(np.intp, copy=False)
-        return rows, (ids >= 0) & (stored[rows] == ids)
-
-    def _bucket_search(self, stored: IdArray, wanted: IdArray) -> IdArray:
-        """For each wanted id, the first row whose id is not below it (clipped to the last
-        row): where the bucket the anchors name would hold it without gaps, else a binary
-        search inside that bucket."""
-        n = stored.size
-        order = np.argsort(wanted, kind="stable")
-        keys = wanted[order]
-        anchors = self._anchors()
-        bucket = np.maximum(np.searchsorted(anchors, keys, side="right") - 1, 0)
-        lo = bucket * _ANCHOR_STRIDE
-        hi = np.minimum(lo + _ANCHOR_STRIDE, n)
-        # Where the id would be if its bucket had no gaps (ids increase strictly, so it is
-        # never further on); a withdrawn track leaves one gap that shifts every later row.
-        guess = np.clip(lo + (keys - anchors[bucket]), lo, hi - 1)
-        there = stored[guess] == keys
-        lo = np.where(there, guess, lo)
-        hi = np.where(there, guess, hi)
-        while True:
-            open_ = lo < hi
-            if not open_.any():
-                break
-            mid = np.minimum((lo + hi) // 2, n - 1)
-            below = open_ & (stored[mid] < keys)
-            lo = np.where(below, mid + 1, lo)
-            hi = np.where(open_ & ~below, mid, hi)
-        rows = np.empty_like(lo)
-        rows[order] = np.minimum(lo, n - 1)
-        return rows
+        if self._anchors_at != self._version:
+            self._anchor_ids = sorted_ids.anchors(stored)
+            self._anchors_at = self._version
+        return sorted_ids.locate(stored, ids, self._anchor_ids)
 
     # -- the faiss.Index part the service uses -----------------------------------------------
 
