@@ -6,10 +6,13 @@ embedded Milvus Lite); the rest look inside FAISS."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -25,6 +28,7 @@ from app.catalogues.models import Catalogue, Track
 from app.catalogues.segments import SegmentStore
 from app.db import make_sessionmaker, transaction
 from app.embedding.base import Embedding, l2_normalise
+from app.index import factory as index_factory
 from app.index.backend import SegmentIndex
 from app.index.manager import IndexManager, IndexMismatch, IndexSpec
 from app.orgs.models import Organisation
@@ -400,6 +404,50 @@ def test_snapshot_keeps_the_index_in_a_file_of_its_own_and_drops_the_previous_on
     again.start()
     assert again.report().started_from == "snapshot"
     assert again.size == 10
+
+
+def test_searches_go_on_while_a_snapshot_is_written_and_a_sync_waits_for_it(
+    catalogue: SyntheticCatalogue,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing the snapshot of 10M segments takes seconds. A sync that arrives meanwhile (a
+    check catching up with a track just indexed) must wait for it without making every search
+    queue behind it; the snapshot holds the index as it was when the write began."""
+    first = catalogue.add_track(6)
+    manager = _manager(sessions, tmp_path)
+    manager.start()
+    written, release = threading.Event(), threading.Event()
+    write_index = index_factory.write_index
+
+    def held_write(index: faiss.Index, path: Path) -> None:
+        # The real write, then held open: the disk stands in for a slow one.
+        write_index(index, path)
+        written.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(index_factory, "write_index", held_write)
+    pool = ThreadPoolExecutor(3)
+    try:
+        saving = pool.submit(manager.save_snapshot)
+        assert written.wait(30)
+        catalogue.add_track(4)
+        syncing = pool.submit(manager.sync)
+        time.sleep(0.5)  # lets the sync reach its lock
+        searching = pool.submit(_top_tracks, manager, catalogue.vectors[first])
+        assert searching.result(timeout=10) == [first] * 6
+        assert not syncing.done()
+        assert manager.size == 6
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert saving.result()
+    assert syncing.result().added == 4
+    assert manager.size == 10
+    with np.load(manager.snapshot_path) as saved:
+        assert json.loads(str(saved["meta"]))["ntotal"] == 6
+        assert saved["segment_ids"].size == 6
 
 
 def test_a_corrupt_index_file_is_rebuilt(

@@ -484,11 +484,17 @@ class IndexManager:
         second copy in memory) under a name of its own, and the `.npz` that names it, with the
         segment arrays and the watermarks. The `.npz` is replaced last, so a reader finds
         either the old pair or the new one.
+
+        The write holds the sync lock, not the search lock: nothing changes the index while
+        it is written (every change is a sync, a rebuild or a retrain's swap, all under the
+        sync lock), and searches, which only read, go on. A sync that arrives meanwhile waits
+        for the write; under the search lock it would have waited as a writer, and every
+        search would have queued behind it for the seconds that writing 10M segments takes.
         """
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         index_name = f"{self.snapshot_path.stem}-{uuid.uuid4().hex[:12]}.faiss"
         index_tmp = self.snapshot_dir / f".{index_name}.tmp"
-        with self._lock.reading():
+        with self._sync_lock:
             if self._changes == self._saved_changes and not force:
                 return False
             changes = self._changes
