@@ -3,6 +3,7 @@
     python -m bench.checks                                   # 10k and 100k segments
     python -m bench.checks --sizes 10000,100000,1000000 --requests 40 --json checks.json
     python -m bench.checks --sizes 1000000 --factory "IVF4096,Flat" --search-params nprobe=16
+    python -m bench.checks --sizes 1000000 --clients 4 --requests 120   # throughput, 4 at once
 
 For each size, a scratch database gets a label's catalogue: eight real tracks (synthesised
 music, embedded with the spectral embedder) plus filler segments up to the size (random unit
@@ -10,7 +11,8 @@ vectors under filler tracks, written with COPY). Then `echoledger serve` starts 
 process on that database, with the spectral embedder whatever ECHOLEDGER_EMBEDDER says, builds
 its index from PostgreSQL, and an AI company sends checks one after another: each a 30-second
 excerpt of a catalogue track, so each request decodes, embeds, searches, aligns, prices and
-writes a ledger transaction. Latency is measured by the client (HTTP included); the bar is
+writes a ledger transaction (with `--clients n`, n at a time, each client its own connection;
+the throughput is printed too). Latency is measured by the client (HTTP included); the bar is
 p95 < 300 ms at 1M segments with the spectral embedder. Each answer's `Server-Timing` header
 splits the server's share into phases (decode, embed, search, windows, verify, record...):
 their p50 / p95 are printed per size, and their means over the slowest 5 % of checks, which
@@ -29,9 +31,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +198,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             startup_s = time.perf_counter() - started
             print(f"[{size}] server ready in {startup_s:.1f} s; checking ...", file=sys.stderr)
             headers = {"Authorization": f"Bearer {world['company_key']}"}
-            latencies, matched = [], 0
-            phases: list[dict[str, float]] = []
-            for i in range(args.warmup + args.requests):
+
+            def send(i: int, client: httpx.Client) -> tuple[float, bool, dict[str, float]]:
                 piece = world["queries"][i % len(world["queries"])]
                 t0 = time.perf_counter()
                 response = client.post(
@@ -206,10 +209,34 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 )
                 elapsed = time.perf_counter() - t0
                 response.raise_for_status()
-                if i >= args.warmup:
-                    latencies.append(elapsed * 1000)
-                    matched += bool(response.json()["ledger_transaction_id"])
-                    phases.append(parse_server_timing(response.headers.get("Server-Timing", "")))
+                timing = parse_server_timing(response.headers.get("Server-Timing", ""))
+                return elapsed * 1000, bool(response.json()["ledger_transaction_id"]), timing
+
+            for i in range(args.warmup):
+                send(i, client)
+            measured = range(args.warmup, args.warmup + args.requests)
+            began = time.perf_counter()
+            if args.clients == 1:
+                results = [send(i, client) for i in measured]
+            else:
+                # Each client thread its own connection, as separate callers would have.
+                local = threading.local()
+
+                def send_own(i: int) -> tuple[float, bool, dict[str, float]]:
+                    if not hasattr(local, "client"):
+                        local.client = httpx.Client(base_url=base, timeout=120)
+                        own.append(local.client)
+                    return send(i, local.client)
+
+                own: list[httpx.Client] = []
+                with ThreadPoolExecutor(args.clients) as pool:
+                    results = list(pool.map(send_own, measured))
+                for c in own:
+                    c.close()
+            wall_s = time.perf_counter() - began
+            latencies = [r[0] for r in results]
+            matched = sum(r[1] for r in results)
+            phases = [r[2] for r in results]
     slowest = sorted(range(len(latencies)), key=lambda i: -latencies[i])
     slowest = slowest[: max(1, len(slowest) // 20)]
     names = list(dict.fromkeys(name for p in phases for name in p))
@@ -230,6 +257,8 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "factory": args.factory,
         "search_params": args.search_params,
         "requests": len(latencies),
+        "clients": args.clients,
+        "checks_per_s": round(len(latencies) / wall_s, 2),
         "paid": matched,
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(metrics.quantile(latencies, 0.95), 1),
@@ -246,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated segment counts")
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--clients", type=int, default=1, help="checks sent at once (each its own connection)"
+    )
     parser.add_argument("--factory", default=os.environ.get("ECHOLEDGER_INDEX_FACTORY", "auto"))
     parser.add_argument(
         "--search-params", default=os.environ.get("ECHOLEDGER_INDEX_SEARCH_PARAMS", "")
@@ -254,12 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = [run_size(int(s), args) for s in args.sizes.split(",")]
-    print(f"{'segments':>10} {'index':<16}{'p50 ms':>8}{'p95 ms':>8}{'mean':>8}{'paid':>6}")
+    print(
+        f"{'segments':>10} {'index':<16}{'p50 ms':>8}{'p95 ms':>8}{'mean':>8}{'paid':>6}"
+        f"{'clients':>9}{'checks/s':>9}"
+    )
     for r in rows:
         index = r["factory"] + (f" {r['search_params']}" if r["search_params"] else "")
         print(
             f"{r['segments']:>10} {index:<16}{r['p50_ms']:>8}{r['p95_ms']:>8}{r['mean_ms']:>8}"
-            f"{r['paid']:>4}/{r['requests']}"
+            f"{r['paid']:>4}/{r['requests']}{r['clients']:>9}{r['checks_per_s']:>9}"
         )
     for r in rows:
         print(
