@@ -186,7 +186,9 @@ def test_reranked_index_finds_each_ids_row_whatever_the_gaps(layout: str) -> Non
     fx.add(index, x, ids)
     assert fx.remove(index, ids[300:420]) == 120  # a withdrawn track: every later row moves
     kept = np.concatenate([ids[:300], ids[420:]])
-    absent = np.setdiff1d(np.arange(ids[0] - 3, ids[-1] + 4), kept)
+    # Next to every kept id, the withdrawn ones, and beyond either end.
+    near = np.concatenate([kept - 1, kept + 1, ids[300:420], [ids[0] - 3, ids[-1] + 4]])
+    absent = np.setdiff1d(near, kept)
     # The store holds the kept ids in order, so an id's true row is its position there.
     rows, found = index._rows(np.concatenate([kept, absent, [-1]]).reshape(-1, 1))
     assert found[: kept.size].all()
