@@ -221,6 +221,7 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 # Each client thread its own connection, as separate callers would have.
                 local = threading.local()
+                own: list[httpx.Client] = []
 
                 def send_own(i: int) -> tuple[float, bool, dict[str, float]]:
                     if not hasattr(local, "client"):
@@ -228,7 +229,6 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                         own.append(local.client)
                     return send(i, local.client)
 
-                own: list[httpx.Client] = []
                 with ThreadPoolExecutor(args.clients) as pool:
                     results = list(pool.map(send_own, measured))
                 for c in own:
