@@ -489,7 +489,8 @@ class IndexManager:
         it is written (every change is a sync, a rebuild or a retrain's swap, all under the
         sync lock), and searches, which only read, go on. A sync that arrives meanwhile waits
         for the write; under the search lock it would have waited as a writer, and every
-        search would have queued behind it for the seconds that writing 10M segments takes.
+        search would have queued behind it for the whole write (180 MB at 1M segments took
+        0.2-0.7 s to write here; the file at 10M is 1.9 GB).
         """
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         index_name = f"{self.snapshot_path.stem}-{uuid.uuid4().hex[:12]}.faiss"
