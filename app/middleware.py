@@ -114,7 +114,11 @@ class RequestContextMiddleware:
 
 class BodySizeLimitMiddleware:
     """Answer 413 as soon as a request body exceeds `max_bytes`, and 408 when it is still
-    arriving after `timeout` seconds, before it is all read.
+    arriving `timeout` seconds after the application first asked for it, before it is all read.
+
+    The clock starts at that first read, not when the request arrived: time the service itself
+    spends first (authentication, waiting for a database connection under load) is not the
+    client's to make up.
 
     A declared Content-Length over the limit is refused without reading anything; a chunked
     body is counted as it streams and cut off at the limit. `report_bytes` is the limit the
@@ -140,7 +144,7 @@ class BodySizeLimitMiddleware:
         received = 0
         rejected = False
         response_started = False
-        deadline = time.monotonic() + self.timeout
+        deadline: float | None = None
         body_done = False
 
         async def reject(error: AppError) -> Message:
@@ -152,11 +156,13 @@ class BodySizeLimitMiddleware:
             return {"type": "http.disconnect"}
 
         async def guarded_receive() -> Message:
-            nonlocal received, body_done
+            nonlocal received, body_done, deadline
             if rejected:
                 return {"type": "http.disconnect"}
             if body_done:
                 return await receive()  # waiting for a disconnect: no deadline
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
             try:
                 message = await asyncio.wait_for(receive(), deadline - time.monotonic())
             except TimeoutError:
