@@ -59,7 +59,11 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     request_body_timeout_seconds: float = Field(
-        default=300.0, gt=0, description="A request body still arriving after this is cut (408)."
+        default=300.0,
+        gt=0,
+        description=(
+            "A request body still arriving this long after the service first reads it is cut (408)."
+        ),
     )
     rate_limit_checks_per_minute: float = Field(
         default=600.0, gt=0, description="Checks one API key may submit per minute (429 above)."
