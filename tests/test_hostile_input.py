@@ -185,8 +185,8 @@ def test_path_integers_beyond_their_range_are_422(
     [
         ("/v1/ledger/transactions", _cursor("99999999999999999999999")),
         ("/v1/ledger/transactions", _cursor(9)),
-        ("/v1/orgs", _cursor(LATE, str(uuid.uuid4()))),
-        ("/v1/orgs", _cursor(EARLY, str(uuid.uuid4()))),
+        ("/v1/orgs", _cursor(LATE, "00000000-0000-4000-8000-000000000001")),
+        ("/v1/orgs", _cursor(EARLY, "00000000-0000-4000-8000-000000000002")),
         ("/v1/orgs", _cursor("2026-01-01T00:00:00+00:00", "not-a-uuid")),
         ("/v1/orgs", _cursor("2026-01-01T00:00:00+00:00")),
         ("/v1/orgs", "!!!"),
