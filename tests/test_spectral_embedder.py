@@ -20,7 +20,7 @@ from app.checks.attribution import (
     attribute_vectors,
 )
 from app.embedding.base import Embedder, EmbeddingError
-from app.embedding.spectral import SpectralEmbedder
+from app.embedding.spectral import SpectralConfig, SpectralEmbedder
 from app.index import factory
 from tests.audio_synth import melody_track, white_noise, write_audio
 
@@ -257,6 +257,43 @@ def test_octave_views_read_the_pitch_range_an_octave_away() -> None:
 
     with pytest.raises(EmbeddingError, match="octave"):
         EMBEDDER.embed_octaves(melody_track(8, seconds=20.0, sr=SR), SR, octaves=(2,))
+
+
+NOTES = SpectralEmbedder(SpectralConfig(pitch_notes=8))
+
+
+def _tone(midi: int, partials: Sequence[float], seconds: float = 2.0) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    return sum(a * np.sin(2 * np.pi * f0 * h * t) for h, a in enumerate(partials, start=1))
+
+
+@pytest.mark.parametrize("midi", [55, 62, 69])
+def test_the_note_estimator_names_a_tone_by_its_pitch_not_its_loudest_partial(midi: int) -> None:
+    # The third partial loudest (a fifth above, folded): the spectrum's own chroma peaks on it.
+    audio = _tone(midi, (0.2, 0.3, 1.0, 0.4, 0.3)).astype(np.float32)
+    spectrum = EMBEDDER.frames(audio).chroma[10:-10].mean(axis=0)
+    notes = NOTES.frames(audio).chroma[10:-10].mean(axis=0)
+    assert int(np.argmax(spectrum)) == (midi + 7) % 12
+    assert int(np.argmax(notes)) == midi % 12
+
+
+def test_note_chroma_keeps_transposition_a_rotation() -> None:
+    original = NOTES.embed(melody_track(6, seconds=14.0, sr=SR), SR).vectors
+    up_two = NOTES.embed(melody_track(6, seconds=14.0, sr=SR, transpose=2), SR).vectors
+    undone = np.sum(original * NOTES.transpose(up_two, -2), axis=1)
+    assert np.median(undone) > 0.9
+    assert np.all(undone > np.sum(original * up_two, axis=1))
+    views = NOTES.embed_octaves(melody_track(6, seconds=14.0, sr=SR), SR, octaves=(0,))
+    np.testing.assert_allclose(views[0].vectors, original, atol=1e-5)
+
+
+def test_the_default_embedder_does_not_estimate_notes() -> None:
+    assert SpectralConfig().pitch_notes == 0
+    assert EMBEDDER.version == "3"
+    assert NOTES.version != EMBEDDER.version  # another config is another version
+    with pytest.raises(ValueError, match="note_decay"):
+        SpectralConfig(pitch_notes=8, note_decay=0.0)
 
 
 @pytest.mark.parametrize("hop", [0.0, -1.0, float("nan"), float("inf")])
