@@ -13,11 +13,12 @@ service.
 This is the fast loop for trying embedder and alignment settings; it prints the same metrics
 and bars as the service runner (found, paid at the use threshold, false-positive rates).
 ``--use-threshold`` sets the paid-use threshold; ``--set use_threshold=..`` works too, as does
-any parameter a newer attribution reads. ``--calibrate`` picks both thresholds as the
-service's calibration does (bench.metrics.calibrate: one half of the negatives per kind,
-held-out rate on the other half) and shows every query set and the held-out negatives at them,
-but writes nothing: the threshold the service reads comes from the
-run through the service, ``python -m bench.attribution --size full --calibrate`` (README,
+any parameter a newer attribution reads; ``--embed-set pitch_notes=8`` embeds with another
+`SpectralConfig` (another version, so its own cache folder). ``--calibrate`` picks both
+thresholds as the service's calibration does (bench.metrics.calibrate: one half of the
+negatives per kind, held-out rate on the other half) and shows every query set and the
+held-out negatives at them, but writes nothing: the threshold the service reads comes from
+the run through the service, ``python -m bench.attribution --size full --calibrate`` (README,
 "Attribution quality").
 
 ``--filler 1000000`` measures the same at scale: the catalogue is searched beside a million
@@ -52,7 +53,7 @@ from app.checks.attribution import (
     attribute_vectors,
 )
 from app.embedding.base import Embedder, Embedding
-from app.embedding.spectral import SpectralEmbedder
+from app.embedding.spectral import SpectralConfig, SpectralEmbedder
 from app.index import factory, tiers, tuning
 from bench import attribution, metrics
 from bench.corpus import Manifest, Negative, load_manifest
@@ -415,6 +416,15 @@ def predict_all(run: Run, params: AttributionParams) -> attribution.Outcome:
     )
 
 
+def _assignments(items: Sequence[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs, each VALUE read as JSON."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        out[name] = json.loads(value)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path(".echoledger/corpus-small"))
@@ -447,14 +457,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--factory", default="auto", help="with --filler: force a factory")
     parser.add_argument("--search-params", default="",
                         help="with --filler: e.g. nprobe=8 (default: the tier's)")  # fmt: skip
+    parser.add_argument("--embed-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one SpectralConfig field (repeatable)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
     base, extra = attribution.load_params(args.params or DEFAULT_CALIBRATION)
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        overrides[name] = json.loads(value)
+    overrides = _assignments(args.set)
     known = base.as_dict().keys()
     params = AttributionParams.from_dict(
         {**base.as_dict(), **{k: v for k, v in overrides.items() if k in known}}
@@ -462,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra |= {k: v for k, v in overrides.items() if k not in known}
 
     manifest = load_manifest(args.corpus)
-    embedder = SpectralEmbedder()
+    embedder = SpectralEmbedder(SpectralConfig(**_assignments(args.embed_set)))
     cache_dir = None if args.no_cache else args.cache
     wanted = [t for t in args.transformations.split(",") if t]
     filler = Filler(args.filler, args.factory, args.search_params) if args.filler else None
