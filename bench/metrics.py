@@ -18,6 +18,9 @@ Two thresholds: the abstain threshold (a match below it is not reported) and the
 * ``found``: every source is listed (at the abstain threshold).
 * ``paid``: every source's resemblance reaches the use threshold (the headline metric).
 * ``located``: paid, and every source's evidence lies within ``LOCATED_S`` of the truth.
+* ``key_right``: every found source's evidence (the run overlapping its query interval most)
+  reports the shift the source was played at (``transpose``; a tritone either way, since
+  +6 and -6 are one rotation); not judged when no found source has a run reporting one.
 * ``time_error_s``: for each found source, the evidence run overlapping the source's query
   interval most is read at its midpoint; the error is the distance between the reference time
   it claims there and the true one. Median over the query's found sources.
@@ -55,6 +58,8 @@ class SourceLike(Protocol):
     @property
     def tempo_factor(self) -> float: ...
     @property
+    def transpose(self) -> int: ...
+    @property
     def repeat_offsets_s(self) -> Sequence[float]: ...
 
 
@@ -67,6 +72,7 @@ class Span:
     reference_start: float
     reference_end: float
     similarity: float = 0.0
+    transposition: int | None = None  # semitones the query sounds above the reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,7 @@ class Prediction:
                 reference_start=float(e["reference_start"]),
                 reference_end=float(e["reference_end"]),
                 similarity=float(e.get("similarity", 0.0)),
+                transposition=None if e.get("transposition") is None else int(e["transposition"]),
             )
             for e in data.get("evidence", ())
         )
@@ -106,6 +113,7 @@ class QueryOutcome:
     located: bool = False  # paid, with every source's evidence within LOCATED_S
     source_resemblance: float = 0.0  # lowest resemblance among the sources
     long: bool = False  # every source fills at least FULL_REUSE_S of the query
+    key_right: bool | None = None  # found sources' evidence reports their shift; None: not judged
 
 
 @dataclass
@@ -120,6 +128,7 @@ class Row:
     found: float | None = None
     paid: float | None = None
     located: float | None = None
+    key_right: float | None = None  # share of the queries whose shift could be judged
     time_error_median_s: float | None = None
     time_error_p90_s: float | None = None
     true_share: float | None = None
@@ -163,6 +172,12 @@ def score_query(
         if s.piece_id in by_piece
     }
     errors = [e for e in source_errors.values() if e is not None]
+    keys = [
+        key
+        for s in sources
+        if s.piece_id in by_piece
+        and (key := _key_right(s, by_piece[s.piece_id].evidence)) is not None
+    ]
     best = {p.piece_id: p.resemblance for p in reversed(predictions)}
     resemblances = [best.get(piece, 0.0) for piece in truth]
     paid = bool(truth) and all(r >= use for r in resemblances) and truth <= set(ranked)
@@ -182,6 +197,7 @@ def score_query(
         paid=paid,
         located=located,
         source_resemblance=min(resemblances, default=0.0),
+        key_right=all(keys) if keys else None,
         long=bool(sources)
         and all(s.query_end_s - s.query_start_s >= FULL_REUSE_S - 1e-6 for s in sources),
     )
@@ -218,6 +234,23 @@ def evidence_error(source: SourceLike, evidence: Sequence[Span]) -> float | None
     return min(errors)
 
 
+def _key_right(source: SourceLike, evidence: Sequence[Span]) -> bool | None:
+    """Whether the run overlapping the source's query interval most reports its shift (None:
+    no overlapping run reports a shift)."""
+    overlaps = [
+        (min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s), e)
+        for e in evidence
+        if e.transposition is not None
+    ]
+    overlap, run = max(overlaps, key=lambda o: o[0], default=(0.0, None))
+    if run is None or overlap <= 0 or run.transposition is None:
+        return None
+    truth = source.transpose
+    if abs(truth) == 6:  # a tritone: +6 and -6 are the same rotation
+        return run.transposition % 12 == 6
+    return run.transposition == truth
+
+
 def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
     """Aggregate the outcomes of one query set."""
     n = len(outcomes)
@@ -225,6 +258,7 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
         return Row(name=name, n=0)
     errors = sorted(o.time_error_s for o in outcomes if o.time_error_s is not None)
     long = sorted(o.source_resemblance for o in outcomes if o.long)
+    keys = [o.key_right for o in outcomes if o.key_right is not None]
     return Row(
         name=name,
         n=n,
@@ -234,6 +268,7 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
         found=sum(o.found for o in outcomes) / n,
         paid=sum(o.paid for o in outcomes) / n,
         located=sum(o.located for o in outcomes) / n,
+        key_right=sum(keys) / len(keys) if keys else None,
         time_error_median_s=_median(errors) if errors else None,
         time_error_p90_s=quantile(errors, 0.9) if errors else None,
         true_share=sum(o.true_share for o in outcomes) / n,
@@ -466,19 +501,20 @@ def row_json(row: Row) -> dict[str, float | int]:
 def format_table(rows: Sequence[Row]) -> str:
     """Fixed-width text table of the rows.
 
+    key: share of the queries, among those judged, whose evidence reports the true shift;
     r-min / r-p10 / r-med: the true source's resemblance over the queries whose sources fill
     at least FULL_REUSE_S; FPR / FPRuse: negatives at the abstain / the use threshold.
     """
     head = (
         f"{'set':<14}{'n':>5}{'top1':>6}{'rec5':>6}{'top3':>6}{'found':>6}{'paid':>6}"
-        f"{'loc':>6}{'err50':>6}{'err90':>6}{'share':>6}{'r-min':>6}{'r-p10':>6}{'r-med':>6}"
+        f"{'loc':>6}{'key':>6}{'err50':>6}{'err90':>6}{'share':>6}{'r-min':>6}{'r-p10':>6}{'r-med':>6}"
         f"{'FPR':>7}{'FPRuse':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.name:<14}{r.n:>5}{_fmt(r.top1):>6}{_fmt(r.recall5):>6}{_fmt(r.all_top3):>6}"
-            f"{_fmt(r.found):>6}{_fmt(r.paid):>6}{_fmt(r.located):>6}"
+            f"{_fmt(r.found):>6}{_fmt(r.paid):>6}{_fmt(r.located):>6}{_fmt(r.key_right):>6}"
             f"{_fmt(r.time_error_median_s, 1):>6}{_fmt(r.time_error_p90_s, 1):>6}"
             f"{_fmt(r.true_share):>6}{_fmt(r.resemblance_min):>6}{_fmt(r.resemblance_p10):>6}"
             f"{_fmt(r.resemblance_median):>6}{_fmt(r.fpr, 3):>7}{_fmt(r.fpr_use, 3):>7}"

@@ -393,7 +393,12 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
             resemblance=m.resemblance,
             evidence=tuple(
                 metrics.Span(
-                    e.query_start, e.query_end, e.reference_start, e.reference_end, e.similarity
+                    e.query_start,
+                    e.query_end,
+                    e.reference_start,
+                    e.reference_end,
+                    e.similarity,
+                    transposition=-e.variant,
                 )
                 for e in m.evidence
             ),

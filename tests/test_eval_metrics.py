@@ -19,6 +19,7 @@ class Source:
     query_end_s: float = 20.0
     tempo_factor: float = 1.0
     repeat_offsets_s: tuple[float, ...] = ()
+    transpose: int = 0
 
 
 def test_a_query_is_scored_on_rank_share_and_evidence_time() -> None:
@@ -86,6 +87,31 @@ def test_evidence_at_a_repeat_of_the_passage_counts_as_right() -> None:
     # Of two runs over the same query passage, the better one counts.
     runs = [Span(0.0, 20.0, 45.0, 65.0), Span(0.0, 20.0, 10.5, 30.5)]
     assert metrics.evidence_error(Source("a"), runs) == pytest.approx(0.5)
+
+
+def test_the_shift_the_evidence_reports_is_judged_against_the_edit() -> None:
+    def key(source: Source, *runs: Span) -> bool | None:
+        outcome = metrics.score_query([source], [Prediction("a", 1.0, runs)], threshold=0.1)
+        return outcome.key_right
+
+    up_four = Source("a", transpose=4)
+    assert key(up_four, Span(0.0, 20.0, 10.0, 30.0, transposition=4)) is True
+    assert key(up_four, Span(0.0, 20.0, 10.0, 30.0, transposition=-8)) is False  # not mod 12
+    assert key(Source("a", transpose=12), Span(0.0, 20.0, 10.0, 30.0, transposition=0)) is False
+    assert key(Source("a", transpose=-6), Span(0.0, 20.0, 10.0, 30.0, transposition=6)) is True
+    # The run that overlaps the source most is the one read; runs without a shift are not.
+    runs = (
+        Span(0.0, 4.0, 10.0, 14.0, transposition=0),
+        Span(4.0, 20.0, 14.0, 30.0, transposition=4),
+    )
+    assert key(up_four, *runs) is True
+    assert key(up_four, Span(0.0, 20.0, 10.0, 30.0)) is None
+    row = metrics.summarise_queries(
+        "transpose+4",
+        [metrics.score_query([up_four], [Prediction("a", 1.0, r)], threshold=0.1)
+         for r in (runs, runs[:1], (), ())],
+    )  # fmt: skip
+    assert row.key_right == 0.5  # two judged (one right), two not found
 
 
 def test_negatives_are_counted_at_both_thresholds() -> None:
