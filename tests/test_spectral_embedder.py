@@ -24,7 +24,8 @@ from app.embedding.spectral import SpectralConfig, SpectralEmbedder
 from app.index import factory
 from tests.audio_synth import melody_track, white_noise, write_audio
 
-EMBEDDER = SpectralEmbedder()
+EMBEDDER = SpectralEmbedder()  # chroma of estimated notes and of the spectrum
+SPECTRUM = SpectralEmbedder(SpectralConfig(pitch_notes=0))  # version 3: the spectrum's chroma
 SR = EMBEDDER.sample_rate
 PARAMS = replace(AttributionParams.load(), abstain_threshold=0.0)
 
@@ -231,11 +232,13 @@ def test_transpose_is_a_rotation_of_the_pitch_axis() -> None:
                                atol=1e-5)  # fmt: skip
 
 
-def test_transposed_vectors_stand_for_the_transposed_audio() -> None:
-    original = EMBEDDER.embed(melody_track(6, seconds=14.0, sr=SR), SR).vectors
-    up_two = EMBEDDER.embed(melody_track(6, seconds=14.0, sr=SR, transpose=2), SR).vectors
+@pytest.mark.parametrize("chroma", ["notes", "spectrum"])
+def test_transposed_vectors_stand_for_the_transposed_audio(chroma: str) -> None:
+    embedder = EMBEDDER if chroma == "notes" else SPECTRUM
+    original = embedder.embed(melody_track(6, seconds=14.0, sr=SR), SR).vectors
+    up_two = embedder.embed(melody_track(6, seconds=14.0, sr=SR, transpose=2), SR).vectors
     as_is = np.sum(original * up_two, axis=1)
-    undone = np.sum(original * EMBEDDER.transpose(up_two, -2), axis=1)
+    undone = np.sum(original * embedder.transpose(up_two, -2), axis=1)
     assert np.median(undone) > 0.9
     assert np.all(undone > as_is)
 
@@ -251,15 +254,14 @@ def test_octave_views_read_the_pitch_range_an_octave_away() -> None:
         as_is = np.sum(original * seen[0].vectors, axis=1)
         through_view = np.sum(original * seen[octave].vectors, axis=1)
         # Played an octave away, some notes leave the range `embed` reads; the view that
-        # reads an octave away finds them again.
-        assert np.mean(through_view) > np.mean(as_is) + 0.005, octave  # measured: +0.011, +0.029
+        # reads an octave away finds them again (measured: +0.015 up, +0.006 down; the
+        # spectrum's chroma alone +0.011, +0.029: notes whose fundamental left the range are
+        # still picked, in their pitch class, from their second partial).
+        assert np.mean(through_view) > np.mean(as_is) + 0.003, octave
         assert np.median(through_view) > 0.85
 
     with pytest.raises(EmbeddingError, match="octave"):
         EMBEDDER.embed_octaves(melody_track(8, seconds=20.0, sr=SR), SR, octaves=(2,))
-
-
-NOTES = SpectralEmbedder(SpectralConfig(pitch_notes=8))
 
 
 def _tone(midi: int, partials: Sequence[float], seconds: float = 2.0) -> np.ndarray:
@@ -272,26 +274,16 @@ def _tone(midi: int, partials: Sequence[float], seconds: float = 2.0) -> np.ndar
 def test_the_note_estimator_names_a_tone_by_its_pitch_not_its_loudest_partial(midi: int) -> None:
     # The third partial loudest (a fifth above, folded): the spectrum's own chroma peaks on it.
     audio = _tone(midi, (0.2, 0.3, 1.0, 0.4, 0.3)).astype(np.float32)
-    spectrum = EMBEDDER.frames(audio).chroma[10:-10].mean(axis=0)
-    notes = NOTES.frames(audio).chroma[10:-10].mean(axis=0)
+    spectrum = SPECTRUM.frames(audio).chroma[10:-10].mean(axis=0)
+    notes = EMBEDDER.frames(audio).chroma[10:-10].mean(axis=0)
     assert int(np.argmax(spectrum)) == (midi + 7) % 12
     assert int(np.argmax(notes)) == midi % 12
 
 
-def test_note_chroma_keeps_transposition_a_rotation() -> None:
-    original = NOTES.embed(melody_track(6, seconds=14.0, sr=SR), SR).vectors
-    up_two = NOTES.embed(melody_track(6, seconds=14.0, sr=SR, transpose=2), SR).vectors
-    undone = np.sum(original * NOTES.transpose(up_two, -2), axis=1)
-    assert np.median(undone) > 0.9
-    assert np.all(undone > np.sum(original * up_two, axis=1))
-    views = NOTES.embed_octaves(melody_track(6, seconds=14.0, sr=SR), SR, octaves=(0,))
-    np.testing.assert_allclose(views[0].vectors, original, atol=1e-5)
-
-
-def test_the_default_embedder_does_not_estimate_notes() -> None:
-    assert SpectralConfig().pitch_notes == 0
-    assert EMBEDDER.version == "3"
-    assert NOTES.version != EMBEDDER.version  # another config is another version
+def test_the_default_embedder_estimates_notes_and_the_spectrum_alone_is_another_version() -> None:
+    assert SpectralConfig().pitch_notes == 8
+    assert EMBEDDER.version == "4"
+    assert SPECTRUM.version != EMBEDDER.version  # another config is another version
     with pytest.raises(ValueError, match="note_decay"):
         SpectralConfig(pitch_notes=8, note_decay=0.0)
 

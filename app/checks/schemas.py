@@ -60,7 +60,8 @@ class EvidenceOut(BaseModel):
     transposition: int = Field(
         default=0,
         description="semitones the piece sounds above the track over this interval "
-        "(negative: below)",
+        "(negative: below); pitch classes decide it, so a piece an octave away usually "
+        "reads 0, and ±12 only where the octave is clear",
     )
 
 
