@@ -94,13 +94,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # One appender for every flow that moves money: one group commit, one chain lock holder.
     appender = LedgerAppender(runtime.sessions, clock=clock)
+    calibration = Calibration.load(settings.calibration_file)
+    if calibration.fitted_for_another(runtime.embedder.name, runtime.embedder.version):
+        log.warning(
+            "calibration.fitted_for_another_embedder",
+            file=str(settings.calibration_file),
+            fitted_for=" ".join(calibration.fitted_for or ()),
+            embedder=f"{runtime.embedder.name} {runtime.embedder.version}",
+            remedy="python -m bench.attribution --calibrate, or a file fitted for this one",
+        )
     check_flow = CheckFlow(
         settings=settings,
         sessions=runtime.sessions,
         blobs=runtime.blobs,
         embedder=runtime.embedder,
         index=index,
-        calibration=Calibration.load(settings.calibration_file),
+        calibration=calibration,
         appender=appender,
         clock=clock,
         boot_id=process.id,

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+from app.checks.attribution import Calibration
+from app.config import Settings
+from app.embedding import get_embedder
+from app.main import create_app
 from tests.factories import Tenants
 
 
@@ -73,3 +82,32 @@ def test_openapi_documents_every_endpoint_and_the_error_shape(
     for path in PUBLIC:  # public reservations need no key, and say so
         assert "security" not in spec["paths"][path]["get"]
     assert client.get("/docs").status_code == 200
+
+
+def test_a_calibration_fitted_for_another_embedder_is_named_at_start_up(
+    settings: Settings, engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The packaged file was fitted for the embedder the service runs: no warning.
+    packaged = Calibration.load(settings.calibration_file)
+    embedder = get_embedder(settings.embedder)
+    assert packaged.fitted_for == (embedder.name, embedder.version)
+    assert not packaged.fitted_for_another(embedder.name, embedder.version)
+
+    # A file fitted for an earlier version: its thresholds mean other false-positive rates.
+    data = json.loads(settings.calibration_file.read_text())
+    data["provenance"]["embedder"]["version"] = "3"
+    older = tmp_path / "calibration-spectral-3.json"
+    older.write_text(json.dumps(data))
+    stale = settings.model_copy(update={"calibration_file": older})
+    with caplog.at_level(logging.WARNING), TestClient(create_app(stale)) as client:
+        assert client.get("/readyz").status_code == 200  # it still serves
+    warnings = [
+        r for r in caplog.records if "calibration.fitted_for_another_embedder" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert "spectral 3" in warnings[0].getMessage()
+
+    # A file that does not say what it was fitted for is taken as it is.
+    del data["provenance"]
+    older.write_text(json.dumps(data))
+    assert Calibration.load(older).fitted_for is None

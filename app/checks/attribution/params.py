@@ -178,10 +178,13 @@ class Calibration:
     curve : (resemblance r, false-positive rate) pairs, r increasing: the share of checks of
         music not in the catalogue whose best match reaches r, measured on held-out negatives
         (``python -m bench.attribution --calibrate``). Empty when the file has none.
+    fitted_for : (name, version) of the embedder the thresholds were fitted with (the file's
+        ``provenance.embedder``), None when the file does not say
     """
 
     params: AttributionParams
     curve: tuple[tuple[float, float], ...] = ()
+    fitted_for: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         rs = [r for r, _ in self.curve]
@@ -203,10 +206,23 @@ class Calibration:
             for p in raw_curve
         ):
             raise ValueError(f"{path}: 'curve' must be a list of [resemblance, fpr] pairs")
+        provenance = data.get("provenance")
+        embedder = provenance.get("embedder") if isinstance(provenance, dict) else None
+        fitted_for = (
+            (str(embedder["name"]), str(embedder["version"]))
+            if isinstance(embedder, dict) and {"name", "version"} <= embedder.keys()
+            else None
+        )
         return cls(
             params=AttributionParams.load(path),
             curve=tuple((float(r), float(f)) for r, f in raw_curve),
+            fitted_for=fitted_for,
         )
+
+    def fitted_for_another(self, name: str, version: str) -> bool:
+        """Whether the thresholds were fitted with another embedder (or version) than this:
+        its resemblances then mean other false-positive rates, and it must be calibrated."""
+        return self.fitted_for is not None and self.fitted_for != (name, version)
 
     def expected_fpr(self, resemblance: float) -> float | None:
         """The false-positive rate at this resemblance: the share of negatives whose best
