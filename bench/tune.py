@@ -385,6 +385,7 @@ def predict(run: Run, query: Query, params: AttributionParams) -> list[metrics.P
         transpose=run.embedder.transpose,
         windows=cat.windows,
         octave_views={o: v for o, v in views.items() if o in params.octave_views},
+        octave_apart=run.embedder.octave_apart,
     )
     # Matches with filler tracks are other labels' music: outside what the corpus can judge.
     return [

@@ -617,6 +617,35 @@ def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clea
     assert viewed.evidence[0].similarity > plain.evidence[0].similarity + 0.2
     assert unconvinced.evidence == plain.evidence
     assert {e.variant for e in unconvinced.evidence} == {0}
+
+    # Below the margin the view does not replace the query, but it names the octave when the
+    # embedder's register cue names the same one; the scores stay the query's own.
+    seen: list[tuple[int, int]] = []
+
+    def cue(says: int) -> Any:
+        def octave_apart(query: np.ndarray, reference: np.ndarray, semitones: int) -> int:
+            assert query.shape == reference.shape
+            assert query.shape[0] >= params.min_run_hits
+            seen.append((query.shape[0], semitones))
+            return says
+
+        return octave_apart
+
+    for says, variants in ((1, {-12}), (0, {0}), (-1, {0})):
+        labelled = attribute_tiny(
+            blurred,
+            search=cat.search,
+            windows=cat.windows,
+            params=replace(params, octave_margin=1.0),
+            octave_views={1: source},
+            octave_apart=cue(says),
+        )[0]
+        assert {e.variant for e in labelled.evidence} == variants, says
+        assert [e.similarity for e in labelled.evidence] == [
+            e.similarity for e in unconvinced.evidence
+        ]
+    assert seen
+    assert all(semitones == 0 for _, semitones in seen)
     with pytest.raises(ValueError, match="octave views"):
         attribute_tiny(
             blurred,

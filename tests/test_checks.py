@@ -353,8 +353,9 @@ def test_a_piece_played_an_octave_higher_is_paid_in_its_own_key(
     # A recording in a high register: played an octave higher, its top notes leave the range
     # the embedder reads (C2-C7). The chroma of the notes the embedder estimates fold octaves
     # (a note above the range still shows in its pitch class), so the evidence reports the
-    # shift in pitch classes; an octave is reported only where an octave view resembles the
-    # track clearly better (tests/test_attribution.py), which with note chroma is rare.
+    # shift in pitch classes; an octave is reported where an octave view resembles the track
+    # clearly better, or best with the band levels agreeing (tests/test_attribution.py). Up
+    # here the partials leave the bands' range (5 kHz) and the levels do not agree.
     high = music.write("track-31-high", lambda: melody_track(31, seconds=30.0, sr=SR, transpose=12))
     higher = music.write("query-31-octave-up", lambda: excerpt(31, 4.0, 16.0, transpose=24))
     with TestClient(create_app(settings)) as client:

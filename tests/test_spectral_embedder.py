@@ -264,6 +264,18 @@ def test_octave_views_read_the_pitch_range_an_octave_away() -> None:
         EMBEDDER.embed_octaves(melody_track(8, seconds=20.0, sr=SR), SR, octaves=(2,))
 
 
+@pytest.mark.parametrize("seed", [5, 8])
+@pytest.mark.parametrize("shift", [-12, 0, 12, 5, -5, 17])
+def test_the_band_levels_tell_the_octave_the_chroma_fold(seed: int, shift: int) -> None:
+    # The chroma of a piece an octave away are nearly the same; its band levels are not.
+    recording = EMBEDDER.embed(melody_track(seed, seconds=20.0, sr=SR, transpose=-12), SR).vectors
+    query = EMBEDDER.embed(melody_track(seed, seconds=20.0, sr=SR, transpose=shift - 12), SR)
+    semitones = (shift + 5) % 12 - 5  # what the rotation of the chroma finds
+    assert EMBEDDER.octave_apart(query.vectors, recording, semitones) == (shift - semitones) // 12
+    with pytest.raises(ValueError, match="aligned rows"):
+        EMBEDDER.octave_apart(query.vectors[:3], recording[:4])
+
+
 def _tone(midi: int, partials: Sequence[float], seconds: float = 2.0) -> np.ndarray:
     t = np.arange(int(SR * seconds)) / SR
     f0 = 440.0 * 2 ** ((midi - 69) / 12)

@@ -60,8 +60,8 @@ class EvidenceOut(BaseModel):
     transposition: int = Field(
         default=0,
         description="semitones the piece sounds above the track over this interval "
-        "(negative: below); pitch classes decide it, so a piece an octave away usually "
-        "reads 0, and ±12 only where the octave is clear",
+        "(negative: below); pitch classes decide it, and an octave is named only where "
+        "the octave views and the band levels agree, so a piece an octave away may read 0",
     )
 
 

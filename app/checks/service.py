@@ -257,6 +257,7 @@ def analyse(
         params=params,
         transpose=embedder.transpose if embedder.can_transpose else None,
         octave_views={o: e.vectors for o, e in octaves.items()},
+        octave_apart=embedder.octave_apart if isinstance(embedder, OctaveViews) else None,
     )
     inside = watch.seconds(*parts) - before
     watch.add("verify", time.perf_counter() - started - inside)

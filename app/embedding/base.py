@@ -78,6 +78,12 @@ class OctaveViews(Protocol):
         self, audio: FloatArray, sr: int, *, hop_s: float | None = None, octaves: Sequence[int]
     ) -> dict[int, Embedding]: ...
 
+    def octave_apart(self, query: FloatArray, reference: FloatArray, semitones: int = 0) -> int:
+        """How many octaves (-1, 0 or 1) beyond `semitones` the query's windows sound above
+        the reference windows aligned with them row by row, judged by what the vectors keep
+        of register."""
+        ...
+
 
 def check_audio(audio: object, sr: int, *, sample_rate: int, window_s: float = 0.0) -> FloatArray:
     """Validate embedder input: mono float32 finite samples at `sample_rate`, at least

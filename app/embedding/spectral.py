@@ -246,6 +246,37 @@ class SpectralEmbedder:
             out[o] = self._embed_frames(frames, hop_frames)
         return out
 
+    def octave_apart(self, query: FloatArray, reference: FloatArray, semitones: int = 0) -> int:
+        """How many octaves (-1, 0 or 1) beyond `semitones` `query`'s windows sound above the
+        `reference` windows aligned with them (row by row), by their spectral-band levels.
+
+        The chroma fold octaves; the band levels do not: played an octave higher, a piece's
+        levels move up by an octave's worth of bands. The reference's levels are moved by
+        `semitones` / 12 plus -1, 0 and 1 octave (interpolated between bands, the ends that
+        leave the range dropped) and the move whose mean correlation with the query's is
+        highest wins. Another
+        instrument has other levels too, so callers weigh this with other evidence.
+        """
+        nb = self.config.timbre_bands
+        q = np.asarray(query, dtype=np.float64)[:, -nb:]
+        r = np.asarray(reference, dtype=np.float64)[:, -nb:]
+        if q.shape != r.shape or q.shape[0] == 0:
+            raise ValueError(f"need aligned rows of equal shape, got {q.shape} and {r.shape}")
+        per_octave = nb / math.log2(min(5000.0, self.sample_rate / 2) / 100.0)
+        x = np.arange(nb, dtype=np.float64)
+        best, best_score = 0, -math.inf
+        for octave in (0, -1, 1):  # 0 first: it wins ties
+            src = x - (semitones / 12 + octave) * per_octave
+            keep = (src >= 0) & (src <= nb - 1)
+            moved = np.stack([np.interp(src[keep], x, row) for row in r])
+            a = q[:, keep] - q[:, keep].mean(axis=1, keepdims=True)
+            b = moved - moved.mean(axis=1, keepdims=True)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            score = float(np.mean(np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)))
+            if score > best_score:
+                best, best_score = octave, score
+        return best
+
     def _check(self, audio: object, sr: int, hop_s: float | None) -> int:
         check_audio(audio, sr, sample_rate=self.sample_rate, window_s=self.window_s)
         hop = self.hop_s if hop_s is None else hop_s

@@ -76,6 +76,9 @@ class TrackWindows:
 Search = Callable[[F32], SearchResult]
 Windows = Callable[[Sequence[int]], Mapping[int, TrackWindows]]
 Transpose = Callable[[F32, int], F32]
+# (query windows, the reference windows aligned with them, semitones the query sounds above
+# them in pitch class) -> octaves it sounds above them beyond those semitones.
+OctaveApart = Callable[[F32, F32, int], int]
 
 
 @dataclass(slots=True)
@@ -150,6 +153,7 @@ def attribute_vectors(
     params: AttributionParams,
     transpose: Transpose | None = None,
     octave_views: Mapping[int, F32] | None = None,
+    octave_apart: OctaveApart | None = None,
 ) -> list[TrackMatch]:
     """Propose, verify, align and score the window vectors of one query.
 
@@ -162,6 +166,9 @@ def attribute_vectors(
     octave_views : octave -> the query's windows with its pitch range moved by that many
         octaves (`SpectralEmbedder.embed_octaves`, rows as `vectors`): verification compares
         each candidate with these too, and keeps the view that resembles it most
+    octave_apart : the embedder's register cue (`SpectralEmbedder.octave_apart`); with it, an
+        octave view that fits a track best but not by ``params.octave_margin`` still labels
+        the evidence with its octave when the cue names the same octave
 
     Returns the tracks at or above ``params.abstain_threshold``, best first. Evidence
     ``variant`` is the transposition (semitones) the run was found at.
@@ -179,7 +186,7 @@ def attribute_vectors(
     if any(v.shape != base.shape for v in views.values()):
         raise ValueError("octave views must have the shape of the query's vectors")
     check = _Check(base, query_starts, window_s, query_duration_s, search, windows, params,
-                   transpose, views)  # fmt: skip
+                   transpose, views, octave_apart)  # fmt: skip
     return check.run()
 
 
@@ -197,9 +204,11 @@ class _Check:
         params: AttributionParams,
         transpose: Transpose | None,
         octave_views: dict[int, F32],
+        octave_apart: OctaveApart | None = None,
     ) -> None:
         self.base = base
         self.octave_views = octave_views
+        self.octave_apart = octave_apart
         self.query_starts = query_starts
         self.window_s = window_s
         self.duration_s = duration_s
@@ -431,6 +440,31 @@ class _Check:
         )
         return {m.track: (m, hits) for m in matches}
 
+    def _octave_label(
+        self, group: list[tuple[int, F32]], view: int, block: F32, stored: TrackWindows
+    ) -> int | None:
+        """The variant of octave view `view` when the register cue agrees that the query
+        sounds that octave away from the track (None: keep the query's own).
+
+        Note chroma hardly change with the octave, so a view that fits best by less than the
+        margin may be chance; the windows' spectral-band levels (`octave_apart`) are the
+        second opinion. Judged on the query windows whose best match in that view reaches
+        the similarity floor, against those matches.
+        """
+        if self.octave_apart is None:
+            return None
+        shift = group[0][0]
+        octave = (shift - group[view][0]) // 12
+        best = block.max(axis=1)
+        rows = np.flatnonzero(best >= self.params.similarity_floor)
+        if rows.size < self.params.min_run_hits:
+            return None
+        matched = stored.vectors[block[rows].argmax(axis=1)]
+        # The query as it is sounds -shift semitones above the track (up to octaves).
+        if self.octave_apart(group[0][1][rows], matched, -shift) != octave:
+            return None
+        return group[view][0]
+
     def _compare(
         self,
         track: int,
@@ -460,9 +494,13 @@ class _Check:
                 norm = _unexplained_norm(directions[g], n, stored, self.params.unexplained_floor)
                 blocks[0] = (blocks[0] / norm).astype(np.float32)
             fit = [float(b.max(axis=1).mean()) for b in blocks]
+            best_fit = max(range(len(group)), key=lambda i: (fit[i], -i))
             fit[1:] = [f - self.params.octave_margin for f in fit[1:]]
             pick = max(range(len(group)), key=lambda i: (fit[i], -i))
             block = blocks[pick]
+            label = group[pick][0]
+            if pick == 0 and best_fit != 0:
+                label = self._octave_label(group, best_fit, blocks[best_fit], stored) or label
             if k < block.shape[1]:
                 top = np.argpartition(-block, k - 1, axis=1)[:, :k]
             else:
@@ -472,7 +510,7 @@ class _Check:
                     similarities=np.take_along_axis(block, top, axis=1).astype(np.float64),
                     tracks=np.full((n, k), track, dtype=np.int64),
                     reference_starts=np.asarray(stored.starts, dtype=np.float64)[top],
-                    variants=np.full((n, k), group[pick][0], dtype=np.int64),
+                    variants=np.full((n, k), label, dtype=np.int64),
                     window=np.asarray(top, dtype=np.int64),
                 )
             )
