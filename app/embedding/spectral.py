@@ -268,7 +268,8 @@ class SpectralEmbedder:
         for octave in (0, -1, 1):  # 0 first: it wins ties
             src = x - (semitones / 12 + octave) * per_octave
             keep = (src >= 0) & (src <= nb - 1)
-            moved = np.stack([np.interp(src[keep], x, row) for row in r])
+            # Linear interpolation is a linear map: one [bands, kept] matrix for every row.
+            moved = r @ np.stack([np.interp(src[keep], x, e) for e in np.eye(nb)])
             a = q[:, keep] - q[:, keep].mean(axis=1, keepdims=True)
             b = moved - moved.mean(axis=1, keepdims=True)
             norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)

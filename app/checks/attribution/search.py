@@ -500,7 +500,8 @@ class _Check:
             block = blocks[pick]
             label = group[pick][0]
             if pick == 0 and best_fit != 0:
-                label = self._octave_label(group, best_fit, blocks[best_fit], stored) or label
+                named = self._octave_label(group, best_fit, blocks[best_fit], stored)
+                label = label if named is None else named
             if k < block.shape[1]:
                 top = np.argpartition(-block, k - 1, axis=1)[:, :k]
             else:
