@@ -211,10 +211,7 @@ def evidence_error(source: SourceLike, evidence: Sequence[Span]) -> float | None
     passage); an error is measured to the true position or to any of its repeats
     (`repeat_offsets_s`, when the source records them), whichever is nearest.
     """
-    overlaps = [
-        (min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s), e)
-        for e in evidence
-    ]
+    overlaps = _overlaps(source, evidence)
     most = max((o for o, _ in overlaps), default=0.0)
     if most <= 0:
         return None
@@ -234,16 +231,20 @@ def evidence_error(source: SourceLike, evidence: Sequence[Span]) -> float | None
     return min(errors)
 
 
+def _overlaps(source: SourceLike, evidence: Sequence[Span]) -> list[tuple[float, Span]]:
+    """(seconds of the source's query interval it covers, run) for each evidence run."""
+    return [
+        (min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s), e)
+        for e in evidence
+    ]
+
+
 def _key_right(source: SourceLike, evidence: Sequence[Span]) -> bool | None:
     """Whether the run overlapping the source's query interval most reports its shift (None:
     no overlapping run reports a shift)."""
-    overlaps = [
-        (min(e.query_end, source.query_end_s) - max(e.query_start, source.query_start_s), e)
-        for e in evidence
-        if e.transposition is not None
-    ]
+    overlaps = [(o, e) for o, e in _overlaps(source, evidence) if e.transposition is not None]
     overlap, run = max(overlaps, key=lambda o: o[0], default=(0.0, None))
-    if run is None or overlap <= 0 or run.transposition is None:
+    if run is None or overlap <= 0 or run.transposition is None:  # (None: for the type checker)
         return None
     truth = source.transpose
     if abs(truth) == 6:  # a tritone: +6 and -6 are the same rotation

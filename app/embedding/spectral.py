@@ -67,6 +67,9 @@ from app.embedding.base import (
 IntArray = npt.NDArray[np.int64]
 
 VERSION: Final = "4"
+# The timbre block's log-spaced bands span this range (capped at the Nyquist frequency).
+_BAND_LOW_HZ: Final = 100.0
+_BAND_HIGH_HZ: Final = 5000.0
 # Frames processed per FFT block; bounds memory for long tracks.
 _BLOCK_FRAMES: Final = 1024
 
@@ -254,15 +257,15 @@ class SpectralEmbedder:
         levels move up by an octave's worth of bands. The reference's levels are moved by
         `semitones` / 12 plus -1, 0 and 1 octave (interpolated between bands, the ends that
         leave the range dropped) and the move whose mean correlation with the query's is
-        highest wins. Another
-        instrument has other levels too, so callers weigh this with other evidence.
+        highest wins. Another instrument has other levels too, so callers weigh this with
+        other evidence.
         """
         nb = self.config.timbre_bands
         q = np.asarray(query, dtype=np.float64)[:, -nb:]
         r = np.asarray(reference, dtype=np.float64)[:, -nb:]
         if q.shape != r.shape or q.shape[0] == 0:
             raise ValueError(f"need aligned rows of equal shape, got {q.shape} and {r.shape}")
-        per_octave = nb / math.log2(min(5000.0, self.sample_rate / 2) / 100.0)
+        per_octave = nb / math.log2(min(_BAND_HIGH_HZ, self.sample_rate / 2) / _BAND_LOW_HZ)
         x = np.arange(nb, dtype=np.float64)
         best, best_score = 0, -math.inf
         for octave in (0, -1, 1):  # 0 first: it wins ties
@@ -451,7 +454,9 @@ def _pitch_filterbank(cfg: SpectralConfig, extra_octaves: int = 0) -> tuple[Floa
 def _band_filterbank(cfg: SpectralConfig) -> tuple[FloatArray, int]:
     """Rectangular log-spaced bands between 100 Hz and 5 kHz: [bins, bands] and bins used."""
     freqs = np.fft.rfftfreq(cfg.n_fft, 1.0 / cfg.sample_rate)
-    edges = np.geomspace(100.0, min(5000.0, cfg.sample_rate / 2), cfg.timbre_bands + 1)
+    edges = np.geomspace(
+        _BAND_LOW_HZ, min(_BAND_HIGH_HZ, cfg.sample_rate / 2), cfg.timbre_bands + 1
+    )
     fb = np.zeros((freqs.size, cfg.timbre_bands), dtype=np.float32)
     for i in range(cfg.timbre_bands):
         fb[(freqs >= edges[i]) & (freqs < edges[i + 1]), i] = 1.0
