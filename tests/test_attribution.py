@@ -656,6 +656,43 @@ def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clea
         )
 
 
+def test_a_source_an_octave_away_is_proposed_through_the_octave_views() -> None:
+    cat = TinyCatalogue(dim=64)  # unrelated windows stay far below the floor
+    rng = np.random.default_rng(5)
+    n = 20
+    source = np.stack([cat.window(3, 6 + i) for i in range(n)])
+    # As it is, the query has lost most of the source: each window resembles its source
+    # window by 0.3 only, below the similarity floor, so the index never proposes it. Its
+    # octave view +1 holds all of it.
+    other = rng.standard_normal(source.shape)
+    other -= np.sum(other * source, axis=1, keepdims=True) * source
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    lost = (0.3 * source + np.sqrt(1 - 0.3**2) * other).astype(np.float32)
+    params = replace(PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.5,
+                     abstain_threshold=0.3, octave_views=(1,))  # fmt: skip
+    searched: list[int] = []
+
+    def search(q: np.ndarray) -> SearchResult:
+        searched.append(q.shape[0])
+        return cat.search(q)
+
+    def run(stride: int) -> dict[int, set[int]]:
+        searched.clear()
+        matches = attribute_tiny(
+            lost,
+            search=search,
+            windows=cat.windows,
+            params=replace(params, propose_octave_stride=stride),
+            octave_views={1: source},
+        )
+        return {m.track: {e.variant for e in m.evidence} for m in matches}
+
+    assert 3 not in run(0)
+    assert searched[0] == n  # the query as it is, every window
+    assert run(2)[3] == {-12}  # found, and in the octave it sounds
+    assert searched[0] == n + n // 2  # and the view on every other window, in the same call
+
+
 def test_mismatched_shapes_are_rejected() -> None:
     table = HitTable(20.0)
     with pytest.raises(ValueError, match="same shape"):

@@ -12,7 +12,9 @@ candidates, ranked by how much of the query their hits touch (at most ``max_cand
 Searching every window in twelve keys is most of a check's cost, so a *key scan* searches every
 ``key_scan_stride``-th window in all of them (one batched call), picks the ``scan_keys`` keys of
 the (track, key) pairs with the most evidence, and searches the other windows in those only
-(a second call).
+(a second call). A piece played an octave away can hide from the index in the query as it
+is (its notes out of the embedder's range; see the octave views below), so the scan also
+searches the query's octave views, untransposed, on every ``propose_octave_stride``-th window.
 
 Each candidate is then *verified* exactly: its stored windows are read (a few hundred vectors),
 every query window is compared with every one of them at each transposition the candidate was
@@ -79,6 +81,9 @@ Transpose = Callable[[F32, int], F32]
 # (query windows, the reference windows aligned with them, semitones the query sounds above
 # them in pitch class) -> octaves it sounds above them beyond those semitones.
 OctaveApart = Callable[[F32, F32, int], int]
+# What one proposal search covers: query window numbers, the transposition they are searched
+# at, and the octave view they are read from (0: the query itself).
+Block = tuple[I64, int, int]
 
 
 @dataclass(slots=True)
@@ -309,15 +314,22 @@ class _Check:
         params = self.params
         shifts = params.transpositions
         rows = np.arange(0, q.shape[0], params.propose_stride)
+        # A source an octave away can hide from the index (notes carried out of the
+        # embedder's range); the octave views, searched as they are, bring it back.
+        octaves: list[Block] = []
+        if q is self.base and params.propose_octave_stride > 0:
+            sparse = rows[:: params.propose_octave_stride]
+            octaves = [(sparse, 0, o) for o in sorted(self.octave_views)]
         if params.key_scan_stride > 1 and len(shifts) > params.scan_keys:
             scan = rows[:: params.key_scan_stride]
-            hits = self._search(q, [(scan, s) for s in shifts], exclude)
+            hits = self._search(q, [(scan, s, 0) for s in shifts] + octaves, exclude)
             rest = np.setdiff1d(rows, scan)
             keys = _keys(hits, params.scan_keys, params.similarity_floor)
             if rest.size:
-                hits = _Hits.concat([hits, self._search(q, [(rest, s) for s in keys], exclude)])
+                more = self._search(q, [(rest, s, 0) for s in keys], exclude)
+                hits = _Hits.concat([hits, more])
         else:
-            hits = self._search(q, [(rows, s) for s in shifts], exclude)
+            hits = self._search(q, [(rows, s, 0) for s in shifts] + octaves, exclude)
         if hits.track.size == 0:
             return set()
         # Per track: the query windows its hits touch, each counted once at its best hit.
@@ -337,18 +349,22 @@ class _Check:
                 self.rotations.setdefault(track, set()).add(shift)
         return chosen
 
-    def _search(self, q: F32, blocks: list[tuple[I64, int]], exclude: set[int]) -> _Hits:
-        """One batched index call for `blocks` of (query window numbers, transposition);
-        the hits at or above the similarity floor, tracks in `exclude` left out."""
+    def _search(self, q: F32, blocks: list[Block], exclude: set[int]) -> _Hits:
+        """One batched index call for `blocks` of (query window numbers, transposition,
+        octave view: 0 for `q` itself); the hits at or above the similarity floor, tracks in
+        `exclude` left out. A hit's variant is the block's transposition: verification
+        compares every candidate in each octave view anyway."""
         params = self.params
-        views = [
-            q[w] if s == 0 or self.transpose is None else self.transpose(q[w], s) for w, s in blocks
-        ]
+        views = []
+        for w, s, o in blocks:
+            v = self.octave_views[o][w] if o else q[w]
+            views.append(v if s == 0 or self.transpose is None else self.transpose(v, s))
         found = self.search(np.ascontiguousarray(np.concatenate(views), dtype=np.float32))
         tracks = np.asarray(found.tracks, dtype=np.int64)
         sims = np.asarray(found.similarities, dtype=np.float64)
-        window = np.concatenate([w for w, _ in blocks]).astype(np.int64)[:, None]
-        variant = np.concatenate([np.full(w.size, s, dtype=np.int64) for w, s in blocks])[:, None]
+        window = np.concatenate([w for w, _, _ in blocks]).astype(np.int64)[:, None]
+        variant = np.concatenate([np.full(w.size, s, dtype=np.int64) for w, s, _ in blocks])
+        variant = variant[:, None]
         ok = (tracks >= 0) & np.isfinite(sims) & (sims >= params.similarity_floor)
         if exclude:
             ok &= ~np.isin(tracks, np.fromiter(exclude, dtype=np.int64))
