@@ -1,5 +1,5 @@
 """The `echoledger` command: serve, worker, migrate, create-org, import, import-ddex, reembed,
-rebuild-index, close-period, scan-conflicts."""
+prune-segments, rebuild-index, close-period, scan-conflicts."""
 
 from __future__ import annotations
 
@@ -222,6 +222,31 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune_segments(args: argparse.Namespace) -> int:
+    from app.catalogues.tracks import prune_superseded_segments
+    from app.embedding import get_embedder
+
+    with _database() as (settings, sessions), sessions() as session:
+        embedder = get_embedder(settings.embedder)
+        pruned = prune_superseded_segments(
+            session,
+            embedder_name=embedder.name,
+            embedder_version=embedder.version,
+            dry_run=args.dry_run,
+        )
+    verb = "would be deleted" if args.dry_run else "deleted"
+    print(
+        f"{pruned.segments} segments of other embedders or versions {verb} from "
+        f"{pruned.tracks} tracks re-embedded with {embedder.name} {embedder.version}"
+    )
+    if pruned.waiting:
+        print(
+            f"{pruned.waiting} tracks have only other versions' segments and keep them "
+            "(run `echoledger reembed` and its jobs first)"
+        )
+    return 0
+
+
 def cmd_scan_conflicts(args: argparse.Namespace) -> int:
     import uuid
 
@@ -328,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reembed.add_argument("--catalogue", default=None, help="only this catalogue")
     reembed.set_defaults(func=cmd_reembed)
+
+    prune = commands.add_parser(
+        "prune-segments",
+        help="delete other embedders' or versions' segments from re-embedded tracks "
+        "(once no running release reads them)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.set_defaults(func=cmd_prune_segments)
 
     rebuild = commands.add_parser(
         "rebuild-index",

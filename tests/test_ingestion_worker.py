@@ -19,10 +19,10 @@ import sqlalchemy.exc
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from app import jobs
+from app import cli, jobs
 from app.catalogues import ingest, tasks, tracks
 from app.catalogues.jobs import track_lock
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.db import make_sessionmaker, transaction
 from app.embedding import get_embedder
 from app.main import create_app
@@ -205,7 +205,14 @@ def test_serve_indexes_uploads_in_process_and_the_index_follows_within_seconds(
 
 
 def test_reembedding_adds_the_current_embedders_segments_after_a_change(
-    client: TestClient, tenants: Tenants, settings: Settings, engine: Engine, tmp_path: Path
+    client: TestClient,
+    tenants: Tenants,
+    settings: Settings,
+    engine: Engine,
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
 ) -> None:
     label = tenants.label()
     catalogue = tenants.catalogue(label)
@@ -240,6 +247,32 @@ def test_reembedding_adds_the_current_embedders_segments_after_a_change(
     )
     assert (after["status"], after["embedder_version"]) == ("indexed", current.version)
     assert queue() == 0
+
+    # Once no release reads the old version, its segments go from the re-embedded track; the
+    # withdrawn one was not re-embedded and keeps its only segments.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["prune-segments", "--dry-run"]) == 0
+        said = capsys.readouterr().out
+        assert f"{fresh} segments of other embedders or versions would be deleted from 1 " in said
+        assert "1 tracks have only other versions' segments" in said
+        assert scalar(engine, "SELECT count(*) FROM segments WHERE embedder_version = 'old'") == (
+            2 * fresh
+        )
+        assert cli.main(["prune-segments"]) == 0
+        assert f"{fresh} segments of other embedders or versions deleted" in capsys.readouterr().out
+        assert cli.main(["prune-segments"]) == 0
+        assert "0 segments" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.text("SELECT track_id::text, count(*) FROM segments GROUP BY track_id")
+        )
+        by_track = dict(counts.all())
+    assert by_track == {kept["id"]: fresh, gone["id"]: fresh}
+    assert scalar(engine, "SELECT count(*) FROM segments WHERE embedder_version = 'old'") == fresh
 
 
 def test_a_worker_that_stops_by_itself_is_started_again() -> None:

@@ -204,6 +204,60 @@ def enqueue_reembedding(
     return len(track_ids)
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What `prune_superseded_segments` removed, or would remove.
+
+    tracks : tracks whose other embedders' or versions' segments went
+    segments : how many segments went
+    waiting : tracks that have only other versions' segments (not re-embedded yet, withdrawn
+        before the change, or re-embedding failed), left alone
+    """
+
+    tracks: int
+    segments: int
+    waiting: int
+
+
+def prune_superseded_segments(
+    session: Session,
+    *,
+    embedder_name: str,
+    embedder_version: str,
+    dry_run: bool = False,
+    batch: int = 500,
+) -> Pruned:
+    """Delete the segments of other embedders or versions from every track that has segments
+    of this one (after `enqueue_reembedding` and its jobs ran).
+
+    Re-embedding keeps the old version's segments, so the release before an upgrade can go on
+    matching until the new one takes over; once no running process reads the old version
+    they only take space. A track without segments of this version keeps its old ones (its
+    only ones). Deletes `batch` tracks a transaction, committing as it goes, so a large
+    catalogue never holds one long transaction.
+    """
+    mine = sa.and_(Segment.embedder == embedder_name, Segment.embedder_version == embedder_version)
+    other = sa.exists().where(Segment.track_id == Track.id, ~mine)
+    current = sa.exists().where(Segment.track_id == Track.id, mine)
+    waiting = session.scalar(sa.select(sa.func.count(Track.id)).where(other, ~current)) or 0
+    candidates = list(session.scalars(sa.select(Track.id).where(other, current).order_by(Track.id)))
+    if dry_run:
+        count = session.scalar(
+            sa.select(sa.func.count(Segment.id)).where(Segment.track_id.in_(candidates), ~mine)
+        )
+        return Pruned(tracks=len(candidates), segments=count or 0, waiting=waiting)
+    deleted = 0
+    for start in range(0, len(candidates), batch):
+        chunk = candidates[start : start + batch]
+        result = session.execute(
+            sa.delete(Segment).where(Segment.track_id.in_(chunk), ~mine),
+            execution_options={"synchronize_session": False},
+        )
+        deleted += result.rowcount or 0  # type: ignore[attr-defined]
+        session.commit()
+    return Pruned(tracks=len(candidates), segments=deleted, waiting=waiting)
+
+
 def exclude_spans(
     session: Session,
     track: Track,
