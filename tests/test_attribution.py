@@ -469,6 +469,50 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
     assert set(with_residual) == {2, 4}
 
 
+def test_a_second_pass_finds_the_third_source_behind_two_that_are_uses() -> None:
+    cat = TinyCatalogue(dim=64)  # unrelated windows stay far below the floor
+    n = 20
+    first = np.stack([cat.window(1, 3 + i) for i in range(n)])
+    second = np.stack([cat.window(3, 10 + i) for i in range(n)])
+    third = np.stack([cat.window(5, 15 + i) for i in range(n)])
+    # The second and third play in the first half only, the third the quietest: with the first
+    # explained away it still sits below the similarity floor beside the second.
+    half = (np.arange(n) < n // 2)[:, None]
+    mix = first + half * (0.9 * second + 0.5 * third)
+    mix = (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)
+    params = replace(
+        PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.5, similarity_full=0.9,
+        abstain_threshold=0.3, explain_threshold=0.3,
+    )  # fmt: skip
+    searches: list[int] = []
+
+    def search(q: np.ndarray) -> SearchResult:
+        searches.append(q.shape[0])
+        return cat.search(q)
+
+    def run(passes: int, again: float) -> dict[int, float]:
+        searches.clear()
+        matches = attribute_tiny(
+            mix,
+            search=search,
+            windows=cat.windows,
+            params=replace(params, residual_passes=passes, explain_again_threshold=again),
+        )
+        return {m.track: m.resemblance for m in matches}
+
+    one_pass = run(1, 0.3)
+    assert set(one_pass) == {1, 3}
+    assert len(searches) == 2
+    second_resemblance = one_pass[3]
+    assert 0.3 < second_resemblance < 0.8
+
+    assert set(run(2, 0.3)) == {1, 3, 5}
+    assert len(searches) == 3  # the index asked once more, without the first two
+    # Behind a second source weaker than explain_again_threshold, no further pass is made.
+    assert set(run(2, 0.8)) == {1, 3}
+    assert len(searches) == 2
+
+
 def test_the_quiet_source_is_compared_by_its_part_the_loud_one_does_not_explain() -> None:
     """Two sources that share some direction (as music in one style shares harmony): once
     the loud one is explained away, what is left of the quiet one is its part outside the

@@ -60,8 +60,13 @@ class AttributionParams:
     full_coverage_s: float = 16.0
     quality_dilation_hops: int = 1  # each query window takes the best quality this many hops near
     min_evidence_s: float = 4.0
-    residual_passes: int = 1  # explain-away rounds in `attribute_vectors`; 0 turns it off
+    residual_passes: int = 2  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
+    # After the first pass, a further source is explained away (and the index asked again for
+    # what is left) only from this resemblance: a third source is looked for behind a second
+    # that is more than a faint match (at 1M segments a second pass at 0.1 cost every check
+    # 28 ms at the median; at 0.15, 15 ms at the 95th percentile and none at the median).
+    explain_again_threshold: float = 0.15
     # On what is left once sources are explained away, a reference window is compared by its
     # own part those sources do not account for: its similarity is divided by the length of
     # that part, floored at this (1 compares the reference as it is).
@@ -130,6 +135,10 @@ class AttributionParams:
             problems.append(f"unexplained_floor={self.unexplained_floor} must be in (0, 1]")
         if not 0.0 <= self.explain_threshold <= 1.0:
             problems.append(f"explain_threshold={self.explain_threshold} must be in 0..1")
+        if not 0.0 <= self.explain_again_threshold <= 1.0:
+            problems.append(
+                f"explain_again_threshold={self.explain_again_threshold} must be in 0..1"
+            )
         for name in ("abstain_threshold", "use_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name}={getattr(self, name)} must be in 0..1")

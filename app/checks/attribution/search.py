@@ -41,11 +41,13 @@ harmony, and what is left of the quieter one is only its part the louder one doe
 account for, so the whole of its recording would resemble it less than its music does.
 Each pass explains away the strongest source not yet explained (greedy, like matching
 pursuit: removing a quieter source at the same time would also remove what the search looks
-for). What is left of a single-source query is noise that matches nothing
-consistently; what is left of a mix is mostly the other source. With two or more sources found,
-each is verified once more with all the others explained away (no index search: verification
-needs only the track's own windows). The abstain threshold filters only the final scores, so
-calibrating it on a run with the threshold at zero is exact.
+for); passes after the first need that source at ``explain_again_threshold``, so a third
+source is looked for behind a second one, not behind every faint match. What is left of a
+single-source query is noise that matches nothing consistently; what is left of a mix is
+mostly the other sources. With two or more sources found, each is verified once more with all
+the others explained away (no index search: verification needs only the track's own windows).
+The abstain threshold filters only the final scores, so calibrating it on a run with the
+threshold at zero is exact.
 """
 
 from __future__ import annotations
@@ -231,11 +233,12 @@ class _Check:
         params = self.params
         self.verify(self.base, self.propose(self.base, exclude=set()))
         explained: list[int] = []
-        for _ in range(params.residual_passes):
+        for n in range(params.residual_passes):
+            # The first pass looks for a second source behind any plausible first one; later
+            # passes, for one more source only behind sources that are uses by themselves.
+            bar = params.explain_threshold if n == 0 else params.explain_again_threshold
             waiting = [
-                t
-                for t, (m, _) in self.found.items()
-                if t not in explained and m.resemblance >= params.explain_threshold
+                t for t, (m, _) in self.found.items() if t not in explained and m.resemblance >= bar
             ]
             if not waiting:
                 break
