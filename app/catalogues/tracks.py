@@ -10,7 +10,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.audio.decode import SUPPORTED_FORMATS, AudioInfo
 from app.blobs import StagedFile
@@ -242,8 +242,16 @@ def prune_superseded_segments(
     waiting = session.scalar(sa.select(sa.func.count(Track.id)).where(other, ~current)) or 0
     candidates = list(session.scalars(sa.select(Track.id).where(other, current).order_by(Track.id)))
     if dry_run:
+        kept = aliased(Segment)
         count = session.scalar(
-            sa.select(sa.func.count(Segment.id)).where(Segment.track_id.in_(candidates), ~mine)
+            sa.select(sa.func.count(Segment.id)).where(
+                ~mine,
+                sa.exists().where(
+                    kept.track_id == Segment.track_id,
+                    kept.embedder == embedder_name,
+                    kept.embedder_version == embedder_version,
+                ),
+            )
         )
         return Pruned(tracks=len(candidates), segments=count or 0, waiting=waiting)
     deleted = 0

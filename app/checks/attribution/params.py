@@ -64,8 +64,8 @@ class AttributionParams:
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
     # After the first pass, a further source is explained away (and the index asked again for
     # what is left) only from this resemblance: a third source is looked for behind a second
-    # that is more than a faint match (at 1M segments a second pass at 0.1 cost every check
-    # 28 ms at the median; at 0.15, 15 ms at the 95th percentile and none at the median).
+    # that is more than a faint match (at 1M segments, in one pair of runs, a second pass at
+    # 0.1 cost checks 28 ms at the median; at 0.15, 15 ms at the 95th percentile only).
     explain_again_threshold: float = 0.15
     # On what is left once sources are explained away, a reference window is compared by its
     # own part those sources do not account for: its similarity is divided by the length of

@@ -235,7 +235,7 @@ class _Check:
         explained: list[int] = []
         for n in range(params.residual_passes):
             # The first pass looks for a second source behind any plausible first one; later
-            # passes, for one more source only behind sources that are uses by themselves.
+            # passes look for one more only behind a source that is more than a faint match.
             bar = params.explain_threshold if n == 0 else params.explain_again_threshold
             waiting = [
                 t for t, (m, _) in self.found.items() if t not in explained and m.resemblance >= bar
