@@ -242,9 +242,13 @@ class _Check:
             ]
             if not waiting:
                 break
-            explained.append(max(waiting, key=lambda t: (self.found[t][0].resemblance, -t)))
+            newest = max(waiting, key=lambda t: (self.found[t][0].resemblance, -t))
+            explained.append(newest)
             rest, basis = self.residual(explained)
-            proposed = self.propose(rest, exclude=set(explained))
+            # Where the newest source covers nothing, what is left is what the pass before
+            # searched already: later passes search only the windows it covers.
+            only = None if n == 0 else np.flatnonzero(self.aligned(newest).any(axis=1))
+            proposed = self.propose(rest, exclude=set(explained), only=only)
             # Tracks found before are scored again on what is left too: in a mix, the louder
             # source masked their hits in the first pass.
             again = {t for t in self.found if t not in explained} | proposed
@@ -306,17 +310,21 @@ class _Check:
 
     # -- proposal --------------------------------------------------------------------------
 
-    def propose(self, q: F32, *, exclude: set[int]) -> set[int]:
+    def propose(self, q: F32, *, exclude: set[int], only: I64 | None = None) -> set[int]:
         """Candidate tracks for `q`: hits in enough query windows, the most covering first.
 
         Records, per candidate, the transpositions its hits came at. With
         ``params.key_scan_stride`` > 1, every transposition is searched on every n-th window
         only (the key scan), and the other windows at the ``params.scan_keys`` transpositions
-        the scan found strongest (`_keys`).
+        the scan found strongest (`_keys`). `only`: search these query windows alone.
         """
         params = self.params
         shifts = params.transpositions
         rows = np.arange(0, q.shape[0], params.propose_stride)
+        if only is not None:
+            rows = np.intersect1d(rows, only)
+            if rows.size == 0:
+                return set()
         # A source an octave away can hide from the index (notes carried out of the
         # embedder's range); the octave views, searched as they are, bring it back.
         octaves: list[Block] = []
