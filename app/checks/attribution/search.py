@@ -42,7 +42,8 @@ account for, so the whole of its recording would resemble it less than its music
 Each pass explains away the strongest source not yet explained (greedy, like matching
 pursuit: removing a quieter source at the same time would also remove what the search looks
 for); passes after the first need that source at ``explain_again_threshold``, so a third
-source is looked for behind a second one, not behind every faint match. What is left of a
+source is looked for behind a second one, not behind every faint match, and they search only
+the windows that source covers (elsewhere nothing changed since the pass before). What is left of a
 single-source query is noise that matches nothing consistently; what is left of a mix is
 mostly the other sources. With two or more sources found, each is verified once more with all
 the others explained away (no index search: verification needs only the track's own windows).
