@@ -359,10 +359,10 @@ def markdown(rows: list[metrics.Row], bars: list[dict[str, Any]], info: dict[str
         f"{info['embedder']}, abstain threshold {info['threshold']:.3f}, use threshold "
         f"{info['use_threshold']:.3f}, {info['date']}",
         "",
-        "| set | n | top-1 | recall@5 | both in top 3 | found | paid | located | key right "
-        "| time error p50 / p90 (s) | true share | resemblance min / p10 / median (n) "
-        "| FPR abstain / use |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| set | n | top-1 | recall@5 | both in top 3 | found | paid | sources paid | located "
+        "| key right | time error p50 / p90 (s) | true share "
+        "| resemblance min / p10 / median (n) | FPR abstain / use |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         err = (
@@ -379,7 +379,8 @@ def markdown(rows: list[metrics.Row], bars: list[dict[str, Any]], info: dict[str
         fpr = f"{_f(r.fpr, 3)} / {_f(r.fpr_use, 3)}" if r.fpr is not None else "-"
         lines.append(
             f"| {r.name} | {r.n} | {_f(r.top1)} | {_f(r.recall5)} | {_f(r.all_top3)} "
-            f"| {_f(r.found)} | {_f(r.paid)} | {_f(r.located)} | {_f(r.key_right)} | {err} "
+            f"| {_f(r.found)} | {_f(r.paid)} | {_f(r.sources_paid)} | {_f(r.located)} "
+            f"| {_f(r.key_right)} | {err} "
             f"| {_f(r.true_share)} "
             f"| {res} | {fpr} |"
         )

@@ -17,6 +17,8 @@ Two thresholds: the abstain threshold (a match below it is not reported) and the
 * ``all_top3``: every source is among the best three (the bar for two-piece mixes).
 * ``found``: every source is listed (at the abstain threshold).
 * ``paid``: every source's resemblance reaches the use threshold (the headline metric).
+* ``sources_paid``: the share of the query's sources that do (a mix with two of three paid
+  counts 2/3 here, 0 in ``paid``).
 * ``located``: paid, and every source's evidence lies within ``LOCATED_S`` of the truth.
 * ``key_right``: every found source's evidence (the run overlapping its query interval most)
   reports the shift the source was played at (``transpose``; a tritone either way, since
@@ -110,6 +112,7 @@ class QueryOutcome:
     true_share: float
     n_predictions: int
     paid: bool = False  # every source at or above the use threshold
+    sources_paid: float = 0.0  # share of the sources at or above the use threshold
     located: bool = False  # paid, with every source's evidence within LOCATED_S
     source_resemblance: float = 0.0  # lowest resemblance among the sources
     long: bool = False  # every source fills at least FULL_REUSE_S of the query
@@ -127,6 +130,7 @@ class Row:
     all_top3: float | None = None
     found: float | None = None
     paid: float | None = None
+    sources_paid: float | None = None  # share of all the set's sources paid (mixes: each one)
     located: float | None = None
     key_right: float | None = None  # share of the queries whose shift could be judged
     time_error_median_s: float | None = None
@@ -180,7 +184,10 @@ def score_query(
     ]
     best = {p.piece_id: p.resemblance for p in reversed(predictions)}
     resemblances = [best.get(piece, 0.0) for piece in truth]
-    paid = bool(truth) and all(r >= use for r in resemblances) and truth <= set(ranked)
+    paid_each = [
+        r >= use and piece in by_piece for piece, r in zip(truth, resemblances, strict=True)
+    ]
+    paid = bool(paid_each) and all(paid_each)
     located = paid and all(
         (e := source_errors.get(piece)) is not None and e <= LOCATED_S for piece in truth
     )
@@ -195,6 +202,7 @@ def score_query(
         ),
         n_predictions=len(kept),
         paid=paid,
+        sources_paid=sum(paid_each) / len(paid_each) if paid_each else 0.0,
         located=located,
         source_resemblance=min(resemblances, default=0.0),
         key_right=all(keys) if keys else None,
@@ -268,6 +276,7 @@ def summarise_queries(name: str, outcomes: Sequence[QueryOutcome]) -> Row:
         all_top3=sum(o.all_top3 for o in outcomes) / n,
         found=sum(o.found for o in outcomes) / n,
         paid=sum(o.paid for o in outcomes) / n,
+        sources_paid=sum(o.sources_paid for o in outcomes) / n,
         located=sum(o.located for o in outcomes) / n,
         key_right=sum(keys) / len(keys) if keys else None,
         time_error_median_s=_median(errors) if errors else None,
@@ -483,9 +492,9 @@ def calibrate(
 
 
 ROW_FIELDS = (
-    "top1", "recall5", "all_top3", "found", "paid", "located", "time_error_median_s",
-    "time_error_p90_s", "true_share", "n_long", "resemblance_min", "resemblance_p10",
-    "resemblance_median", "fpr", "fpr_use",
+    "top1", "recall5", "all_top3", "found", "paid", "sources_paid", "located",
+    "time_error_median_s", "time_error_p90_s", "true_share", "n_long", "resemblance_min",
+    "resemblance_p10", "resemblance_median", "fpr", "fpr_use",
 )  # fmt: skip
 
 
@@ -502,20 +511,22 @@ def row_json(row: Row) -> dict[str, float | int]:
 def format_table(rows: Sequence[Row]) -> str:
     """Fixed-width text table of the rows.
 
+    srcp: share of the sources paid (for mixes each source counts; "paid" needs all of them);
     key: share of the queries, among those judged, whose evidence reports the true shift;
     r-min / r-p10 / r-med: the true source's resemblance over the queries whose sources fill
     at least FULL_REUSE_S; FPR / FPRuse: negatives at the abstain / the use threshold.
     """
     head = (
         f"{'set':<14}{'n':>5}{'top1':>6}{'rec5':>6}{'top3':>6}{'found':>6}{'paid':>6}"
-        f"{'loc':>6}{'key':>6}{'err50':>6}{'err90':>6}{'share':>6}{'r-min':>6}{'r-p10':>6}{'r-med':>6}"
+        f"{'srcp':>6}{'loc':>6}{'key':>6}{'err50':>6}{'err90':>6}{'share':>6}{'r-min':>6}{'r-p10':>6}{'r-med':>6}"
         f"{'FPR':>7}{'FPRuse':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.name:<14}{r.n:>5}{_fmt(r.top1):>6}{_fmt(r.recall5):>6}{_fmt(r.all_top3):>6}"
-            f"{_fmt(r.found):>6}{_fmt(r.paid):>6}{_fmt(r.located):>6}{_fmt(r.key_right):>6}"
+            f"{_fmt(r.found):>6}{_fmt(r.paid):>6}{_fmt(r.sources_paid):>6}{_fmt(r.located):>6}"
+            f"{_fmt(r.key_right):>6}"
             f"{_fmt(r.time_error_median_s, 1):>6}{_fmt(r.time_error_p90_s, 1):>6}"
             f"{_fmt(r.true_share):>6}{_fmt(r.resemblance_min):>6}{_fmt(r.resemblance_p10):>6}"
             f"{_fmt(r.resemblance_median):>6}{_fmt(r.fpr, 3):>7}{_fmt(r.fpr_use, 3):>7}"

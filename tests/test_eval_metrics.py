@@ -52,9 +52,16 @@ def test_paid_needs_every_source_at_the_use_threshold() -> None:
     listed = metrics.score_query(sources, predictions, threshold=0.1, use_threshold=0.7)
     assert listed.found is True
     assert listed.paid is False  # "b" is listed but below the use threshold
+    assert listed.sources_paid == 0.5  # "a" is paid
     assert listed.source_resemblance == 0.6
     both = metrics.score_query(sources, predictions, threshold=0.1, use_threshold=0.5)
     assert both.paid is True
+    assert both.sources_paid == 1.0
+    unlisted = metrics.score_query(sources, predictions, threshold=0.7, use_threshold=0.5)
+    assert unlisted.sources_paid == 0.5  # "b" is not even reported at this abstain threshold
+    row = metrics.summarise_queries("mix", [listed, both, unlisted])
+    assert row.paid == 1 / 3
+    assert row.sources_paid == (0.5 + 1.0 + 0.5) / 3
     assert both.located is False  # "b"'s evidence is 3 s away from the truth
     alone = metrics.score_query(sources[:1], predictions, threshold=0.1, use_threshold=0.5)
     assert alone.located is True
