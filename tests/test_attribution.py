@@ -388,7 +388,10 @@ def attribute_tiny(vectors: np.ndarray, **kw: Any) -> list[TrackMatch]:
 
 
 class TinyCatalogue:
-    """Exact search over random unit vectors: track t, window j starts at j seconds."""
+    """Exact search over random unit vectors: track t, window j starts at j seconds.
+
+    searched : the number of query rows of each `search` call, in order
+    """
 
     def __init__(self, n_tracks: int = 6, length: int = 40, dim: int = 24, seed: int = 1):
         rng = np.random.default_rng(seed)
@@ -397,6 +400,7 @@ class TinyCatalogue:
         self.track_of = np.repeat(np.arange(n_tracks), length)
         self.start_of = np.tile(np.arange(length, dtype=np.float64), n_tracks)
         self.length = length
+        self.searched: list[int] = []
 
     def window(self, track: int, start: int) -> np.ndarray:
         row: np.ndarray = self.vectors[track * self.length + start]
@@ -410,6 +414,7 @@ class TinyCatalogue:
         }
 
     def search(self, q: np.ndarray) -> SearchResult:
+        self.searched.append(q.shape[0])
         sims = q @ self.vectors.T
         ids = np.argsort(-sims, axis=1)[:, :8]
         return SearchResult(
@@ -432,12 +437,7 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
         abstain_threshold=0.3, explain_threshold=0.3,
     )  # fmt: skip
 
-    calls = {"search": 0}
     read: list[int] = []
-
-    def search(q: np.ndarray) -> SearchResult:
-        calls["search"] += 1
-        return cat.search(q)
 
     def windows(tracks: Sequence[int]) -> dict[int, TrackWindows]:
         read.extend(tracks)
@@ -447,19 +447,19 @@ def test_explaining_away_finds_the_quiet_source_of_a_mix() -> None:
         read.clear()
         matches = attribute_tiny(
             mix,
-            search=search,
+            search=cat.search,
             windows=windows,
             params=replace(params, residual_passes=passes),
         )
         return {m.track: m.resemblance for m in matches}
 
     without = run(0)
-    assert calls == {"search": 1}
+    assert len(cat.searched) == 1
     with_residual = run(1)
     # The index is asked twice (the query as is, then without the loud source); verifying
     # each source again with the other explained away needs no search. Each candidate's
     # stored windows are read once per check.
-    assert calls == {"search": 1 + 2}
+    assert len(cat.searched) == 1 + 2
     assert len(read) == len(set(read))
     assert {2, 4} <= set(read)
 
@@ -484,17 +484,12 @@ def test_a_second_pass_finds_the_third_source_behind_two_that_are_uses() -> None
         PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.5, similarity_full=0.9,
         abstain_threshold=0.3, explain_threshold=0.3,
     )  # fmt: skip
-    searches: list[int] = []
-
-    def search(q: np.ndarray) -> SearchResult:
-        searches.append(q.shape[0])
-        return cat.search(q)
 
     def run(passes: int, again: float) -> dict[int, float]:
-        searches.clear()
+        cat.searched.clear()
         matches = attribute_tiny(
             mix,
-            search=search,
+            search=cat.search,
             windows=cat.windows,
             params=replace(params, residual_passes=passes, explain_again_threshold=again),
         )
@@ -502,17 +497,17 @@ def test_a_second_pass_finds_the_third_source_behind_two_that_are_uses() -> None
 
     one_pass = run(1, 0.3)
     assert set(one_pass) == {1, 3}
-    assert len(searches) == 2
+    assert len(cat.searched) == 2
     second_resemblance = one_pass[3]
     assert 0.3 < second_resemblance < 0.8
 
     assert set(run(2, 0.3)) == {1, 3, 5}
     # The index asked once more, without the first two, in the windows the second covers
     # only: elsewhere what is left is what the first pass searched.
-    assert searches == [n, n, n // 2]
+    assert cat.searched == [n, n, n // 2]
     # Behind a second source weaker than explain_again_threshold, no further pass is made.
     assert set(run(2, 0.8)) == {1, 3}
-    assert len(searches) == 2
+    assert len(cat.searched) == 2
 
 
 def test_the_quiet_source_is_compared_by_its_part_the_loud_one_does_not_explain() -> None:
@@ -602,17 +597,12 @@ def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> 
         propose_min_windows=8,  # more than the scan's six windows: the chosen keys must be right
         key_scan_stride=1,
     )  # fmt: skip
-    rows: list[int] = []
-
-    def search(q: np.ndarray) -> SearchResult:
-        rows.append(q.shape[0])
-        return cat.search(q)
 
     def run(params: AttributionParams) -> dict[int, set[int]]:
-        rows.clear()
+        cat.searched.clear()
         matches = attribute_tiny(
             mix,
-            search=search,
+            search=cat.search,
             windows=cat.windows,
             params=params,
             transpose=rotate,
@@ -620,7 +610,7 @@ def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> 
         return {m.track: {e.variant for e in m.evidence} for m in matches}
 
     everywhere = run(base)
-    searched_everywhere = sum(rows)
+    searched_everywhere = sum(cat.searched)
     scanned = run(replace(base, key_scan_stride=4, scan_keys=2))
 
     assert everywhere == {2: {-3}, 4: {5}}
@@ -628,7 +618,7 @@ def test_the_key_scan_searches_fewer_vectors_and_finds_sources_in_two_keys() -> 
     # Two proposals, each 24 windows x 12 keys without the scan; with it, 6 windows x 12 keys
     # and the other 18 windows at two keys.
     assert searched_everywhere == 2 * n * len(shifts)
-    assert sum(rows) == 2 * (6 * len(shifts) + 18 * 2)
+    assert sum(cat.searched) == 2 * (6 * len(shifts) + 18 * 2)
 
 
 def test_an_octave_view_replaces_the_query_only_when_it_resembles_the_track_clearly_more() -> None:
@@ -716,17 +706,12 @@ def test_a_source_an_octave_away_is_proposed_through_the_octave_views() -> None:
     lost = (0.3 * source + np.sqrt(1 - 0.3**2) * other).astype(np.float32)
     params = replace(PARAMS, transpositions=(0,), query_hop_s=1.0, similarity_floor=0.5,
                      abstain_threshold=0.3, octave_views=(1,))  # fmt: skip
-    searched: list[int] = []
-
-    def search(q: np.ndarray) -> SearchResult:
-        searched.append(q.shape[0])
-        return cat.search(q)
 
     def run(stride: int) -> dict[int, set[int]]:
-        searched.clear()
+        cat.searched.clear()
         matches = attribute_tiny(
             lost,
-            search=search,
+            search=cat.search,
             windows=cat.windows,
             params=replace(params, propose_octave_stride=stride),
             octave_views={1: source},
@@ -734,9 +719,9 @@ def test_a_source_an_octave_away_is_proposed_through_the_octave_views() -> None:
         return {m.track: {e.variant for e in m.evidence} for m in matches}
 
     assert 3 not in run(0)
-    assert searched[0] == n  # the query as it is, every window
+    assert cat.searched[0] == n  # the query as it is, every window
     assert run(2)[3] == {-12}  # found, and in the octave it sounds
-    assert searched[0] == n + n // 2  # and the view on every other window, in the same call
+    assert cat.searched[0] == n + n // 2  # and the view on every other window, in the same call
 
 
 def test_mismatched_shapes_are_rejected() -> None:
