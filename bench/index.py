@@ -453,6 +453,14 @@ OPTIONS: dict[str, Option] = {
             lambda n: [f"nprobe={p},k_factor_rf=4" for p in (32, 64, 128, 256, 512)],
         ),
         Option(
+            # The same over a quarter of the lists, probing a quarter as many (the same share
+            # of the codes): a check searches a few hundred rows at once, so the coarse step
+            # (every row against every centroid) is a cost of its own at 16k lists.
+            "ivf-pqfs-rsq8-coarse",
+            lambda n, d: f"IVF{max(64, nlist_for(n) // 4)},PQ{d // 2}x4fs,Refine(SQ8)",
+            lambda n: [f"nprobe={p},k_factor_rf=4" for p in (8, 16, 32, 64, 128)],
+        ),
+        Option(
             "ivf-hnsw-flat",
             lambda n, d: f"IVF{4 * nlist_for(n)}_HNSW32,Flat",
             lambda n: [f"nprobe={p},quantizer_efSearch=128" for p in (16, 32, 64, 128)],
