@@ -333,8 +333,10 @@ def prepare(
     verbose: bool = False,
     filler: Filler | None = None,
     octave_views: bool = False,
+    with_queries: bool = True,
 ) -> Run:
-    """Embed the catalogue, the queries of `transformations` (default all) and every negative."""
+    """Embed the catalogue, the queries of `transformations` (default all; none without
+    `with_queries`) and every negative."""
     catalogue = build_catalogue(
         manifest, embedder, cache_dir=cache_dir, verbose=verbose, filler=filler
     )
@@ -357,7 +359,9 @@ def prepare(
         return Query(item_id, emb, duration)
 
     selected = [
-        q for q in manifest.queries if not transformations or q.transformation in transformations
+        q
+        for q in manifest.queries
+        if with_queries and (not transformations or q.transformation in transformations)
     ]
     kept = filler_negatives(manifest)[1] if filler is not None else manifest.negatives
     queries = {q.id: embed(q.id, q.file) for q in selected}
@@ -422,6 +426,29 @@ def predict_all(run: Run, params: AttributionParams) -> attribution.Outcome:
     )
 
 
+def pooled_negatives(
+    corpora: Sequence[Path],
+    embedder: SpectralEmbedder,
+    params: AttributionParams,
+    **prepare_kw: Any,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Best resemblance and kind of every negative of other corpora, each searched against its
+    own catalogue (a negative of one draw may be a catalogue piece of another), keyed
+    ``corpus-name/negative-id``: more negatives to calibrate on than one corpus holds."""
+    scores: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    for corpus in corpora:
+        manifest = load_manifest(corpus)
+        run = prepare(manifest, embedder, query_hop_s=params.query_hop_s, with_queries=False,
+                      octave_views=bool(params.octave_views), **prepare_kw)  # fmt: skip
+        outcome = predict_all(run, params)
+        for n in run.manifest.negatives:
+            key = f"{corpus.name}/{n.id}"
+            scores[key] = metrics.best_score(outcome.predictions[n.id])
+            kinds[key] = n.kind
+    return scores, kinds
+
+
 def _assignments(items: Sequence[str]) -> dict[str, Any]:
     """NAME=VALUE pairs, each VALUE read as JSON."""
     out: dict[str, Any] = {}
@@ -448,6 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="false-positive rate the abstain threshold is fitted to")  # fmt: skip
     parser.add_argument("--min-threshold", type=float, default=0.1,
                         help="never calibrate the abstain threshold below this")  # fmt: skip
+    parser.add_argument("--pool-negatives", action="append", type=Path, default=[],
+                        metavar="CORPUS", help="with --calibrate: fit the thresholds on this "
+                        "corpus's negatives too, each against its own catalogue "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--fit", choices=("all", "half"), default="all",
                         help="as bench.attribution --fit")  # fmt: skip
     parser.add_argument("--use-threshold", type=float, default=None,
@@ -490,10 +521,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_threshold = float(extra.get("use_threshold", params.use_threshold))
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
+    if args.pool_negatives and not args.calibrate:
+        parser.error("--pool-negatives needs --calibrate")
     if args.calibrate:
-        cal = attribution.calibrate(
-            manifest,
-            outcome,
+        scores = attribution.negative_scores(manifest, outcome)
+        kinds = {n.id: n.kind for n in manifest.negatives}
+        if args.pool_negatives:
+            more_scores, more_kinds = pooled_negatives(
+                args.pool_negatives, embedder, params, cache_dir=cache_dir, verbose=args.verbose
+            )
+            scores |= more_scores
+            kinds |= more_kinds
+        cal = metrics.calibrate(
+            scores,
+            kinds,
             target_fpr=args.target_fpr,
             abstain_fpr=args.abstain_fpr,
             min_threshold=args.min_threshold,
