@@ -94,8 +94,10 @@ class SegmentStore:
     def segment_ids_of(self, track_ids: Sequence[uuid.UUID]) -> IdArray:
         if not track_ids:
             return np.zeros(0, dtype=np.int64)
-        stmt = sa.select(Segment.id).where(
-            self._ours(), Segment.track_id == sa.any_(_array(list(track_ids), sa.Uuid))
+        stmt = (
+            sa.select(Segment.id)
+            .where(self._ours(), Segment.track_id == sa.any_(_array(list(track_ids), sa.Uuid)))
+            .order_by(Segment.id)
         )
         with self.sessions() as session:
             ids = session.scalars(stmt).all()

@@ -87,7 +87,8 @@ class SegmentSource(Protocol):
         ...
 
     def segment_ids_of(self, track_ids: Sequence[uuid.UUID]) -> IdArray:
-        """Every segment id of these tracks."""
+        """Every segment id of these tracks, in increasing order (not the table's physical
+        order, which updates and vacuums reshuffle)."""
         ...
 
     def vectors(self, segment_ids: IdArray) -> FloatArray:
