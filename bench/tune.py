@@ -498,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override one SpectralConfig field (repeatable)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.pool_negatives and not args.calibrate:
+        parser.error("--pool-negatives needs --calibrate")
 
     base, extra = attribution.load_params(args.params or DEFAULT_CALIBRATION)
     overrides = _assignments(args.set)
@@ -521,8 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_threshold = float(extra.get("use_threshold", params.use_threshold))
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
-    if args.pool_negatives and not args.calibrate:
-        parser.error("--pool-negatives needs --calibrate")
     if args.calibrate:
         scores = attribution.negative_scores(manifest, outcome)
         kinds = {n.id: n.kind for n in manifest.negatives}
