@@ -240,8 +240,8 @@ def prune_superseded_segments(
     other = sa.exists().where(Segment.track_id == Track.id, ~mine)
     current = sa.exists().where(Segment.track_id == Track.id, mine)
     waiting = session.scalar(sa.select(sa.func.count(Track.id)).where(other, ~current)) or 0
-    candidates = list(session.scalars(sa.select(Track.id).where(other, current).order_by(Track.id)))
     if dry_run:
+        tracks = session.scalar(sa.select(sa.func.count(Track.id)).where(other, current)) or 0
         kept = aliased(Segment)
         count = session.scalar(
             sa.select(sa.func.count(Segment.id)).where(
@@ -253,7 +253,8 @@ def prune_superseded_segments(
                 ),
             )
         )
-        return Pruned(tracks=len(candidates), segments=count or 0, waiting=waiting)
+        return Pruned(tracks=tracks, segments=count or 0, waiting=waiting)
+    candidates = list(session.scalars(sa.select(Track.id).where(other, current).order_by(Track.id)))
     deleted = 0
     for start in range(0, len(candidates), batch):
         chunk = candidates[start : start + batch]
