@@ -344,6 +344,36 @@ def test_runs_do_not_join_hits_of_different_variants() -> None:
     assert {e.variant for e in apart.evidence} <= {0, 2}
 
 
+@pytest.mark.parametrize("variant", [3, -5, 9])
+def test_a_match_in_another_key_counts_from_a_raised_floor(variant: int) -> None:
+    """Twelve keys searched give chance twelve tries: with a transposition margin a middling
+    run found only after rotating the query scores less, a near-verbatim one as before, and
+    neither the untransposed key nor whole octaves pay the margin."""
+    margin = replace(PARAMS, transposition_margin=0.15)
+
+    def score(sim: float, label: int, params: AttributionParams) -> float:
+        table = HitTable(20.0)
+        table.diagonal(6, offset=10.0, sim=sim)
+        variants = np.full(table.sims.shape, label, dtype=np.int64)
+        (match,) = table.attribute(params, variants=variants)
+        assert {e.variant for e in match.evidence} == {label}
+        return match.resemblance
+
+    # PARAMS: floor 0.5, full 0.9. At 0.7 the quality falls from 0.5 to 0.2 in another key.
+    plain = score(0.7, variant, PARAMS)
+    assert plain == pytest.approx(score(0.7, 0, PARAMS))
+    assert score(0.7, variant, margin) == pytest.approx(plain * 0.2 / 0.5, rel=0.02)
+    assert score(0.7, 0, margin) == pytest.approx(score(0.7, 0, PARAMS))
+    assert score(0.7, 12, margin) == pytest.approx(score(0.7, 0, PARAMS))
+    assert score(0.95, variant, margin) == pytest.approx(score(0.95, 0, PARAMS))
+    # Below the raised floor a run in another key is no match at all.
+    table = HitTable(20.0)
+    table.diagonal(6, offset=10.0, sim=0.6)
+    assert table.attribute(margin, variants=np.full(table.sims.shape, variant)) == []
+    with pytest.raises(ValueError, match="transposition_margin"):
+        replace(PARAMS, transposition_margin=0.4)
+
+
 def test_match_hits_point_at_the_inlier_hit_of_each_window() -> None:
     table = HitTable(16.0)
     for i in range(table.starts.size):

@@ -119,7 +119,9 @@ def attribute(
         raise ValueError("query_starts must be strictly increasing")
     trk = trk_raw.astype(np.int64)
 
-    keep = (trk >= 0) & np.isfinite(sims) & (sims >= params.similarity_floor) & np.isfinite(ref)
+    # Each hit's floor is its variant's (`AttributionParams.floor_for`): stricter in another key.
+    floors = params.similarity_floor + np.where(labels % 12 == 0, 0.0, params.transposition_margin)
+    keep = (trk >= 0) & np.isfinite(sims) & (sims >= floors) & np.isfinite(ref)
     if not keep.any():
         return []
     rows, cols = np.nonzero(keep)
@@ -272,7 +274,7 @@ def _find_runs(
     tol = params.offset_tolerance_s
     runs: list[Run] = []
     alive = np.ones(hits.window.size, dtype=bool)
-    weight = np.maximum(score.quality(hits.sim, params), 1e-3)
+    weight = np.maximum(score.quality(hits.sim, params, variant), 1e-3)
     n_q = int(q.size)
     for line_no in range(params.max_runs_per_track):
         idx = np.flatnonzero(alive)
@@ -347,7 +349,7 @@ def _split_runs(
         q_end = min(float(t[-1]) + window_s, max(duration_s, q_start))
         ref_start = max(0.0, r_ratio * q_start + r_offset)
         ref_end = ref_start + r_ratio * (q_end - q_start)
-        quality = score.quality(run.sim, params)
+        quality = score.quality(run.sim, params, variant)
         windows = run.window.tolist()
         runs.append(
             Run(

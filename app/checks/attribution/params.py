@@ -45,6 +45,13 @@ class AttributionParams:
     # similarity_full); 0.61 with note chroma kept the cross-fitted false-positive rate 0.8 %.
     similarity_floor: float = 0.61
     similarity_full: float = 0.9
+    # How much higher the similarity floor is for a match in another key (a transposition
+    # that is not a whole number of octaves). Searching twelve keys gives music not in the
+    # catalogue twelve chances to meet a track by chance, so a match found only after
+    # rotating the query must be closer to count: its quality runs from the raised floor to
+    # similarity_full. A real transposed reuse matches near similarity_full and loses little;
+    # a chance run at 0.7-0.8 loses most (the shipped calibration sets 0.1; README, "Any key").
+    transposition_margin: float = 0.0
     tempo_min: float = 0.85
     tempo_max: float = 1.15
     tempo_step: float = 0.02  # log-spaced ratio grid step
@@ -103,6 +110,11 @@ class AttributionParams:
             problems.append(
                 f"need -1 <= similarity_floor ({self.similarity_floor}) < similarity_full "
                 f"({self.similarity_full}) <= 1"
+            )
+        if not 0.0 <= self.transposition_margin < self.similarity_full - self.similarity_floor:
+            problems.append(
+                f"transposition_margin={self.transposition_margin} must be >= 0 and leave the "
+                "raised floor below similarity_full"
             )
         if not 0 < self.tempo_min <= 1.0 <= self.tempo_max:
             problems.append(
@@ -177,6 +189,13 @@ class AttributionParams:
                 raise ValueError(f"attribution parameter {name}={value!r} must be a number")
             values[name] = value
         return cls(**values)
+
+    def floor_for(self, variant: int) -> float:
+        """The similarity floor of a match at `variant` (semitones the query was rotated by,
+        octaves included): raised by `transposition_margin` in another key."""
+        if variant % 12 == 0:
+            return self.similarity_floor
+        return self.similarity_floor + self.transposition_margin
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters as JSON-ready values (recorded with every check)."""

@@ -3,7 +3,8 @@
 Scoring
 -------
 Each query window's best inlier similarity ``s`` maps to a quality
-``u = clip((s - similarity_floor) / (similarity_full - similarity_floor), 0, 1)``; query
+``u = clip((s - similarity_floor) / (similarity_full - similarity_floor), 0, 1)`` (in another
+key the floor is ``transposition_margin`` higher: twelve keys searched are twelve chances); query
 windows inside a run's span without an inlier count as 0. Each window then takes the best
 quality within ``quality_dilation_hops`` of it in its run: the catalogue is stored at a coarser
 hop than the query, so every other window of a verbatim reuse lies between two stored windows
@@ -48,9 +49,10 @@ if TYPE_CHECKING:
 F64 = npt.NDArray[np.float64]
 
 
-def quality(sim: F64, params: AttributionParams) -> F64:
-    span = params.similarity_full - params.similarity_floor
-    out: F64 = np.clip((sim - params.similarity_floor) / span, 0.0, 1.0)
+def quality(sim: F64, params: AttributionParams, variant: int = 0) -> F64:
+    """Window quality of similarities found at `variant` (its floor: `floor_for`)."""
+    floor = params.floor_for(variant)
+    out: F64 = np.clip((sim - floor) / (params.similarity_full - floor), 0.0, 1.0)
     return out
 
 
