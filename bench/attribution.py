@@ -295,11 +295,21 @@ def calibrate(
     abstain_fpr: float,
     min_threshold: float,
     fit_on_all: bool = True,
+    pooled: tuple[dict[str, float], dict[str, str]] | None = None,
 ) -> metrics.Calibration:
-    """Both thresholds from the negatives' best scores (predictions made at threshold zero)."""
+    """Both thresholds from the negatives' best scores (predictions made at threshold zero).
+
+    pooled : (scores, kinds) of more negatives, keyed apart from this corpus's ids
+        (`bench.tune.pooled_negatives`: other draws of pieces, each against its own catalogue)
+    """
+    scores = negative_scores(manifest, outcome)
+    kinds = {n.id: n.kind for n in manifest.negatives}
+    if pooled is not None:
+        scores |= pooled[0]
+        kinds |= pooled[1]
     return metrics.calibrate(
-        negative_scores(manifest, outcome),
-        {n.id: n.kind for n in manifest.negatives},
+        scores,
+        kinds,
         target_fpr=target_fpr,
         abstain_fpr=abstain_fpr,
         min_threshold=min_threshold,
@@ -435,10 +445,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--use-threshold", type=float, default=None,
                         help="paid-use threshold (default: the calibration file's "
                         "use_threshold, else the abstain threshold)")  # fmt: skip
+    parser.add_argument("--pool-negatives", action="append", type=Path, default=[],
+                        metavar="CORPUS", help="with --calibrate: fit the thresholds and the "
+                        "curve on this corpus's negatives too, each checked against its own "
+                        "catalogue offline by the check's code (bench.tune)")  # fmt: skip
     parser.add_argument("--calibration-file", type=Path, default=DEFAULT_CALIBRATION)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.pool_negatives and not args.calibrate:
+        parser.error("--pool-negatives needs --calibrate")
+    for corpus in args.pool_negatives:
+        if not (corpus / "manifest.json").is_file():
+            parser.error(f"--pool-negatives {corpus}: no corpus there (build it with bench.corpus)")
 
     manifest = _corpus(args)
     params, extra = load_params(args.calibration_file)
@@ -453,7 +472,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = params.abstain_threshold
     use_threshold = float(extra.get("use_threshold", params.use_threshold))
     calibration: metrics.Calibration | None = None
+    pooled: dict[str, int] = {}
     if args.calibrate:
+        more = None
+        if args.pool_negatives:
+            # bench.tune imports this module: imported here, not at the top.
+            from app.embedding.spectral import SpectralEmbedder
+            from bench.tune import pooled_negatives
+
+            spectral = get_embedder(Settings().embedder)
+            if not isinstance(spectral, SpectralEmbedder):
+                raise SystemExit("--pool-negatives checks offline with the spectral embedder only")
+            more = pooled_negatives(
+                args.pool_negatives, spectral, params, cache_dir=Path(".echoledger/cache/tune")
+            )
+            pooled = {str(c): sum(k.startswith(f"{c.name}/") for k in more[0])
+                      for c in args.pool_negatives}  # fmt: skip
         calibration = calibrate(
             manifest,
             outcome,
@@ -461,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             abstain_fpr=args.abstain_fpr,
             min_threshold=args.min_threshold,
             fit_on_all=args.fit == "all",
+            pooled=more,
         )
         threshold, use_threshold = calibration.threshold, calibration.use_threshold
         if calibration.fitted_on == "half":
@@ -499,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if calibration is not None:
         _write_calibration(
-            args.calibration_file, params, extra, calibration, manifest, rows, embedder
+            args.calibration_file, params, extra, calibration, manifest, rows, embedder, pooled
         )
         print(
             f"abstain threshold {calibration.threshold:.4f} (false-positive rate "
@@ -528,8 +563,13 @@ def _write_calibration(
     manifest: Manifest,
     rows: list[metrics.Row],
     embedder: Embedder,
+    pooled: dict[str, int] | None = None,
 ) -> None:
-    """The parameters the service reads, with where the thresholds came from (atomically)."""
+    """The parameters the service reads, with where the thresholds came from (atomically).
+
+    pooled : corpus directory -> negatives of it the thresholds and curve were fitted on too
+    """
+    pooled = pooled or {}
     summary = calibration.as_dict()
     document = {
         # Rounded up, so a negative a threshold was fitted to reject stays rejected.
@@ -542,7 +582,8 @@ def _write_calibration(
         "provenance": {
             "command": "python -m bench.attribution --size "
             f"{manifest.size} --calibrate --target-fpr {calibration.target_fpr} "
-            f"--abstain-fpr {calibration.abstain_target_fpr} --fit {calibration.fitted_on}",
+            f"--abstain-fpr {calibration.abstain_target_fpr} --fit {calibration.fitted_on}"
+            + "".join(f" --pool-negatives {c}" for c in pooled),
             "date": dt.date.today().isoformat(),
             "embedder": {
                 "name": embedder.name,
@@ -559,6 +600,7 @@ def _write_calibration(
                 "negatives": len(manifest.negatives),
                 "info": {k: v for k, v in manifest.info.items() if isinstance(v, str | int)},
             },
+            "pooled_negatives": pooled,
             "calibration": summary,
             "results_at_threshold": {r.name: metrics.row_json(r) for r in rows},
         },

@@ -225,3 +225,28 @@ def test_fitting_on_every_negative_reports_the_cross_fitted_rate() -> None:
     assert on_all.use_crossfit_fpr == pytest.approx(2 / 200)
     assert on_half.use_crossfit_fpr == on_all.use_crossfit_fpr  # it does not depend on the fit
     assert on_all.as_dict()["use_crossfit_fpr"] == 0.01
+
+
+def test_negatives_pooled_from_other_corpora_take_part_in_the_calibration() -> None:
+    """`bench.attribution --calibrate --pool-negatives`: other draws' negatives are fitted on
+    beside the corpus's own, so one music the corpus's draw missed moves the thresholds."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from bench import attribution
+
+    kinds = ("hard_negative", "other_negative")
+    negatives = [SimpleNamespace(id=f"n{i}", kind=kinds[i % 2]) for i in range(100)]
+    manifest: Any = SimpleNamespace(negatives=negatives)
+    outcome = attribution.Outcome(predictions={n.id: [Prediction("p", 0.2)] for n in negatives})
+    fit = {"target_fpr": 0.01, "abstain_fpr": 0.05, "min_threshold": 0.1}
+
+    alone = attribution.calibrate(manifest, outcome, **fit)
+    # Another draw whose music meets the catalogue more often: 5 of its 100 negatives at 0.8.
+    scores = {f"seed7/n{i}": 0.8 if i < 5 else 0.1 for i in range(100)}
+    more = {key: kinds[i % 2] for i, key in enumerate(scores)}
+    pooled = attribution.calibrate(manifest, outcome, pooled=(scores, more), **fit)
+
+    assert alone.use_threshold < 0.8 < pooled.use_threshold
+    assert len(pooled.calibration_ids) + len(pooled.heldout_ids) == 200
+    assert pooled.overall_curve() != alone.overall_curve()
