@@ -524,20 +524,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
     if args.calibrate:
-        scores = attribution.negative_scores(manifest, outcome)
-        kinds = {n.id: n.kind for n in manifest.negatives}
-        if args.pool_negatives:
-            more_scores, more_kinds = pooled_negatives(
+        pooled = (
+            pooled_negatives(
                 args.pool_negatives, embedder, params, cache_dir=cache_dir, verbose=args.verbose
             )
-            scores |= more_scores
-            kinds |= more_kinds
-        cal = metrics.calibrate(
-            scores,
-            kinds,
+            if args.pool_negatives
+            else None
+        )
+        cal = attribution.calibrate(
+            manifest,
+            outcome,
             target_fpr=args.target_fpr,
             abstain_fpr=args.abstain_fpr,
             min_threshold=args.min_threshold,
+            pooled=pooled,
             fit_on_all=args.fit == "all",
         )
         threshold, use_threshold = cal.threshold, cal.use_threshold
