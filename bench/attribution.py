@@ -240,6 +240,9 @@ def _ingest(label: httpx.Client, catalogue_id: str, manifest: Manifest) -> dict[
     return track_of
 
 
+BESIDE_ROW = "beside a paid use"
+
+
 def evaluate(
     manifest: Manifest,
     outcome: Outcome,
@@ -247,11 +250,14 @@ def evaluate(
     threshold: float,
     use_threshold: float | None = None,
     held_out: set[str] | None = None,
+    beside_threshold: float | None = None,
 ) -> list[metrics.Row]:
     """Metric rows per query set and per negative kind, at the abstain and use thresholds.
 
     held_out : when given, only these negatives are counted (the held-out half after a
     calibration)
+    beside_threshold : from which a match heard beside a paid one is paid too; adds the row
+        of spurious matches paid that way (`BESIDE_ROW`, `beside_scores`)
     """
     rows = []
     for transformation in dict.fromkeys(q.transformation for q in manifest.queries):
@@ -261,10 +267,21 @@ def evaluate(
                 outcome.predictions[q.id],
                 threshold=threshold,
                 use_threshold=use_threshold,
+                beside_threshold=beside_threshold,
             )
             for q in manifest.queries_for(transformation)
         ]
         rows.append(metrics.summarise_queries(transformation, outcomes))
+    use = threshold if use_threshold is None else use_threshold
+    if beside_threshold is not None and (beside := beside_scores(manifest, outcome, use)):
+        rows.append(
+            metrics.summarise_negatives(
+                BESIDE_ROW,
+                list(beside.values()),
+                threshold=min(beside_threshold, use),
+                use_threshold=min(beside_threshold, use),
+            )
+        )
     negatives = [n for n in manifest.negatives if held_out is None or n.id in held_out]
     best = {n.id: metrics.best_score(outcome.predictions[n.id]) for n in negatives}
     for kind in dict.fromkeys(n.kind for n in manifest.negatives):
@@ -287,6 +304,20 @@ def negative_scores(manifest: Manifest, outcome: Outcome) -> dict[str, float]:
     return {n.id: metrics.best_score(outcome.predictions[n.id]) for n in manifest.negatives}
 
 
+def beside_scores(manifest: Manifest, outcome: Outcome, use_threshold: float) -> dict[str, float]:
+    """Per query whose check pays a true source at the use threshold: the best match that is
+    not a source, heard beside a paid match at least as strong (`metrics.beside_score`). What
+    a beside threshold must reject: a second rights holder paid for nothing."""
+    out: dict[str, float] = {}
+    for q in manifest.queries:
+        predictions = outcome.predictions[q.id]
+        truth = {s.piece_id for s in q.sources}
+        if truth & metrics.paid_pieces(predictions, use_threshold=use_threshold,
+                                       beside_threshold=None):  # fmt: skip
+            out[q.id] = metrics.beside_score(predictions, truth, use_threshold)
+    return out
+
+
 def calibrate(
     manifest: Manifest,
     outcome: Outcome,
@@ -297,7 +328,9 @@ def calibrate(
     fit_on_all: bool = True,
     pooled: tuple[dict[str, float], dict[str, str]] | None = None,
 ) -> metrics.Calibration:
-    """Both thresholds from the negatives' best scores (predictions made at threshold zero).
+    """Both thresholds from the negatives' best scores (predictions made at threshold zero),
+    then the beside threshold from the queries' spurious matches beside their paid sources
+    (`beside_scores`), at the same target rate.
 
     pooled : (scores, kinds) of more negatives, keyed apart from this corpus's ids
         (`bench.tune.pooled_negatives`: other draws of pieces, each against its own catalogue)
@@ -307,13 +340,22 @@ def calibrate(
     if pooled is not None:
         scores |= pooled[0]
         kinds |= pooled[1]
-    return metrics.calibrate(
+    fitted = metrics.calibrate(
         scores,
         kinds,
         target_fpr=target_fpr,
         abstain_fpr=abstain_fpr,
         min_threshold=min_threshold,
         fit_on_all=fit_on_all,
+    )
+    beside = beside_scores(manifest, outcome, fitted.use_threshold)
+    if not beside:
+        return fitted
+    return replace(
+        fitted,
+        beside=metrics.calibrate_beside(
+            beside, target_fpr=target_fpr, floor=fitted.threshold, ceiling=fitted.use_threshold
+        ),
     )
 
 
@@ -346,6 +388,15 @@ def verdicts(
         found.append({"sets": ["negatives"], "metric": "fpr_use", "bar": FPR_BAR, "value": fpr,
                       "worst_set": "negatives", "met": fpr <= FPR_BAR, "required": True,
                       "n_sets": 1})  # fmt: skip
+    beside = by_name.get(BESIDE_ROW)
+    if beside is not None and beside.fpr_use is not None:
+        fpr = beside.fpr_use
+        if calibration is not None and calibration.beside is not None:
+            fpr = calibration.beside.crossfit_fpr
+        # Not a bar of the issue: the price of paying a mix's quieter sources, kept in view.
+        found.append({"sets": [BESIDE_ROW], "metric": "fpr_use", "bar": FPR_BAR, "value": fpr,
+                      "worst_set": BESIDE_ROW, "met": fpr <= FPR_BAR, "required": True,
+                      "n_sets": 1})  # fmt: skip
     return found
 
 
@@ -367,7 +418,8 @@ def markdown(rows: list[metrics.Row], bars: list[dict[str, Any]], info: dict[str
     lines = [
         f"Attribution quality, {info['corpus']} corpus (seed {info['seed']}), embedder "
         f"{info['embedder']}, abstain threshold {info['threshold']:.3f}, use threshold "
-        f"{info['use_threshold']:.3f}, {info['date']}",
+        f"{info['use_threshold']:.3f}, beside a paid use {info['beside_threshold']:.3f}, "
+        f"{info['date']}",
         "",
         "| set | n | top-1 | recall@5 | both in top 3 | found | paid | sources paid | located "
         "| key right | time error p50 / p90 (s) | true share "
@@ -445,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--use-threshold", type=float, default=None,
                         help="paid-use threshold (default: the calibration file's "
                         "use_threshold, else the abstain threshold)")  # fmt: skip
+    parser.add_argument("--beside-threshold", type=float, default=None,
+                        help="threshold of a match heard beside a paid use (default: the "
+                        "calibration file's beside_use_threshold)")  # fmt: skip
     parser.add_argument("--pool-negatives", action="append", type=Path, default=[],
                         metavar="CORPUS", help="with --calibrate: fit the thresholds and the "
                         "curve on this corpus's negatives too, each checked against its own "
@@ -471,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threshold = params.abstain_threshold
     use_threshold = float(extra.get("use_threshold", params.use_threshold))
+    beside_threshold = params.beside_use_threshold
     calibration: metrics.Calibration | None = None
     pooled: dict[str, int] = {}
     if args.calibrate:
@@ -498,13 +554,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             pooled=more,
         )
         threshold, use_threshold = calibration.threshold, calibration.use_threshold
+        beside_threshold = (
+            calibration.beside.threshold if calibration.beside is not None else use_threshold
+        )
         if calibration.fitted_on == "half":
             held_out = set(calibration.heldout_ids)
     if args.use_threshold is not None:
         use_threshold = args.use_threshold
+    if args.beside_threshold is not None:
+        beside_threshold = args.beside_threshold
 
     rows = evaluate(
-        manifest, outcome, threshold=threshold, use_threshold=use_threshold, held_out=held_out
+        manifest,
+        outcome,
+        threshold=threshold,
+        use_threshold=use_threshold,
+        held_out=held_out,
+        beside_threshold=beside_threshold,
     )
     bars = verdicts(rows, calibration)
     # The embedder the service ran with (it reads the same environment).
@@ -515,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embedder": f"{embedder.name} {embedder.version}",
         "threshold": threshold,
         "use_threshold": use_threshold,
+        "beside_threshold": beside_threshold,
         "date": dt.date.today().isoformat(),
         "checks": outcome.checks,
         "check_seconds": round(outcome.seconds, 1),
@@ -545,6 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cross-fitted), fitted on {calibration.fitted_on}, written to "
             f"{args.calibration_file}"
         )
+        if calibration.beside is not None:
+            b = calibration.beside
+            print(
+                f"beside threshold {b.threshold:.4f}: spurious matches beside a paid use in "
+                f"{b.fpr:.4f} of {b.n} checks ({b.crossfit_fpr:.4f} cross-fitted)"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"info": info, "rows": [asdict(r) for r in rows], "bars": bars}
@@ -575,10 +648,19 @@ def _write_calibration(
         # Rounded up, so a negative a threshold was fitted to reject stays rejected.
         "params": params.as_dict()
         | extra
-        | {"abstain_threshold": summary["threshold"], "use_threshold": summary["use_threshold"]},
+        | {
+            "abstain_threshold": summary["threshold"],
+            "use_threshold": summary["use_threshold"],
+            "beside_use_threshold": (
+                summary["beside"]["threshold"] if "beside" in summary else summary["use_threshold"]
+            ),
+        },
         # [resemblance, share of all negatives whose best match reaches it]: what a match's
         # `expected_fpr` is read from.
         "curve": calibration.overall_curve(),
+        # The same for a match heard beside a paid use: the share of checks paying a true
+        # source in which a track that is not a source reaches it beside that use.
+        "beside_curve": summary["beside"]["curve"] if "beside" in summary else [],
         "provenance": {
             "command": "python -m bench.attribution --size "
             f"{manifest.size} --calibrate --target-fpr {calibration.target_fpr} "

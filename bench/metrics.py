@@ -16,7 +16,9 @@ Two thresholds: the abstain threshold (a match below it is not reported) and the
 * ``recall5``: share of the query's sources among the best five predictions.
 * ``all_top3``: every source is among the best three (the bar for two-piece mixes).
 * ``found``: every source is listed (at the abstain threshold).
-* ``paid``: every source's resemblance reaches the use threshold (the headline metric).
+* ``paid``: every source's resemblance reaches the use threshold (the headline metric), or,
+  with a beside threshold, reaches that one beside a paid match at least as strong (the
+  service's rule for the other sources of a mix, `paid_pieces`).
 * ``sources_paid``: the share of the query's sources that do (a mix with two of three paid
   counts 2/3 here, 0 in ``paid``).
 * ``located``: paid, and every source's evidence lies within ``LOCATED_S`` of the truth.
@@ -152,17 +154,50 @@ def _kept(predictions: Sequence[Prediction], threshold: float) -> list[Predictio
     return [p for p in predictions if p.resemblance >= threshold]
 
 
+def paid_pieces(
+    predictions: Sequence[Prediction], *, use_threshold: float, beside_threshold: float | None
+) -> set[str]:
+    """The pieces a check pays, as the service decides (`app.checks.service._thresholds`):
+    those at or above the use threshold, and those at or above the beside threshold that are
+    heard beside a paid match at least as strong."""
+    alone = [p.resemblance for p in predictions if p.resemblance >= use_threshold]
+    if not alone:
+        return set()
+    strongest = max(alone)
+    lowest = use_threshold if beside_threshold is None else min(beside_threshold, use_threshold)
+    return {
+        p.piece_id
+        for p in predictions
+        if p.resemblance >= use_threshold or lowest <= p.resemblance <= strongest
+    }
+
+
+def beside_score(predictions: Sequence[Prediction], truth: set[str], use_threshold: float) -> float:
+    """The best resemblance of a piece that is not a source, heard beside a paid match at
+    least as strong (0 when none): what a beside threshold must reject. Only meaningful when
+    the check pays something (`paid_pieces`)."""
+    alone = [p.resemblance for p in predictions if p.resemblance >= use_threshold]
+    strongest = max(alone, default=-1.0)
+    return max(
+        (p.resemblance for p in predictions
+         if p.piece_id not in truth and p.resemblance <= strongest),
+        default=0.0,
+    )  # fmt: skip
+
+
 def score_query(
     sources: Sequence[SourceLike],
     predictions: Sequence[Prediction],
     *,
     threshold: float,
     use_threshold: float | None = None,
+    beside_threshold: float | None = None,
 ) -> QueryOutcome:
     """Score the ranked predictions of one query against its true sources.
 
     threshold : the abstain threshold; use_threshold : from which a match is a paid use
-    (default: the abstain threshold)
+    (default: the abstain threshold); beside_threshold : from which a match heard beside a
+    paid one at least as strong is paid too (default: none, `paid_pieces`)
     """
     use = threshold if use_threshold is None else use_threshold
     kept = _kept(predictions, threshold)
@@ -184,9 +219,8 @@ def score_query(
     ]
     best = {p.piece_id: p.resemblance for p in reversed(predictions)}
     resemblances = [best.get(piece, 0.0) for piece in truth]
-    paid_each = [
-        r >= use and piece in by_piece for piece, r in zip(truth, resemblances, strict=True)
-    ]
+    paying = paid_pieces(kept, use_threshold=use, beside_threshold=beside_threshold)
+    paid_each = [piece in paying for piece in truth]
     paid = bool(paid_each) and all(paid_each)
     located = paid and all(
         (e := source_errors.get(piece)) is not None and e <= LOCATED_S for piece in truth
@@ -376,9 +410,10 @@ class Calibration:
     crossfit_fpr: float = 0.0
     use_crossfit_fpr: float = 0.0
     fitted_on: str = "half"  # "half": the calibration half; "all": every negative
+    beside: BesideCalibration | None = None  # the threshold beside a paid use, when fitted
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "method": "thresholds fitted on the calibration half of the negatives (split per "
             "kind by hashed id): abstain_threshold = lowest value reached by at most "
             "abstain_target_fpr of them, use_threshold = lowest value reached by at most "
@@ -402,6 +437,9 @@ class Calibration:
             "curve": [[r, round(f, 4)] for r, f in self.curve],
             "heldout_curve": [[r, round(f, 4)] for r, f in self.heldout_curve],
         }
+        if self.beside is not None:
+            out["beside"] = self.beside.as_dict()
+        return out
 
     def overall_curve(self) -> list[list[float]]:
         """The curve over every negative (both halves), as the service reads it."""
@@ -488,6 +526,72 @@ def calibrate(
         crossfit_fpr=crossfit(0),
         use_crossfit_fpr=crossfit(1),
         fitted_on="all" if fit_on_all else "half",
+    )
+
+
+@dataclass(frozen=True)
+class BesideCalibration:
+    """The beside threshold: from which a match heard beside a paid use is paid too.
+
+    Fitted on the checks of true sources that pay something: in each, the best match that is
+    not a source and sits beside a paid match at least as strong (`beside_score`). At most
+    `target_fpr` of those checks reach the threshold; it stays between the abstain threshold
+    (a match must be reported to be paid) and the use threshold. `crossfit_fpr`: each half of
+    the checks (by hashed id) judged at the threshold fitted on the other half, pooled.
+    """
+
+    threshold: float
+    target_fpr: float
+    n: int
+    fpr: float  # in-sample, at the threshold
+    crossfit_fpr: float
+    curve: tuple[tuple[float, float], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": "beside_use_threshold = lowest value reached by at most target_fpr of "
+            "the checks of true sources that pay something, counting in each the best match "
+            "that is not a source and sits beside a paid match at least as strong (kept between "
+            "the abstain and the use threshold); crossfit_fpr: each half of those checks at "
+            "the threshold fitted on the other half; curve = [r, share of them reaching r]",
+            "threshold": _round_up(self.threshold),
+            "target_fpr": self.target_fpr,
+            "n": self.n,
+            "fpr": round(self.fpr, 4),
+            "crossfit_fpr": round(self.crossfit_fpr, 4),
+            "curve": [[r, round(f, 4)] for r, f in self.curve],
+        }
+
+
+def calibrate_beside(
+    scores: Mapping[str, float], *, target_fpr: float, floor: float, ceiling: float
+) -> BesideCalibration:
+    """Fit the beside threshold on `scores` (check id -> `beside_score`, over the checks of
+    true sources that pay something), kept within floor..ceiling (the abstain and the use
+    threshold)."""
+    if not scores:
+        raise ValueError("need at least one check with a paid use to calibrate beside it")
+
+    def fit(ids: Iterable[str]) -> float:
+        values = [scores[i] for i in ids]
+        return min(max(calibrate_threshold(values, target_fpr=target_fpr), floor), ceiling)
+
+    threshold = fit(sorted(scores))
+    a, b = split_half(scores, salt="beside")
+    crossfit = (
+        (sum(scores[i] >= fit(b) for i in a) + sum(scores[i] >= fit(a) for i in b)) / len(scores)
+        if a and b
+        else 0.0
+    )
+    values = list(scores.values())
+    grid = [round(i * CURVE_STEP, 6) for i in range(round(1 / CURVE_STEP) + 1)]
+    return BesideCalibration(
+        threshold=threshold,
+        target_fpr=target_fpr,
+        n=len(values),
+        fpr=sum(v >= threshold for v in values) / len(values),
+        crossfit_fpr=crossfit,
+        curve=fpr_curve(values, grid),
     )
 
 

@@ -484,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--use-threshold", type=float, default=None,
                         help="paid-use threshold (default: the params' use_threshold, else "
                         "the abstain threshold)")  # fmt: skip
+    parser.add_argument("--beside-threshold", type=float, default=None,
+                        help="threshold of a match heard beside a paid use (default: the "
+                        "params' beside_use_threshold)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--cache", type=Path, default=Path(".echoledger/cache/tune"),
                         help="embedding cache directory")  # fmt: skip
@@ -521,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome = predict_all(run, params)
     threshold = params.abstain_threshold
     use_threshold = float(extra.get("use_threshold", params.use_threshold))
+    beside_threshold = params.beside_use_threshold
     held_out: set[str] | None = None
     cal: metrics.Calibration | None = None
     if args.calibrate:
@@ -541,19 +545,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             fit_on_all=args.fit == "all",
         )
         threshold, use_threshold = cal.threshold, cal.use_threshold
+        beside_threshold = cal.beside.threshold if cal.beside is not None else use_threshold
         if cal.fitted_on == "half":
             held_out = set(cal.heldout_ids)
     if args.use_threshold is not None:
         use_threshold = args.use_threshold
+    if args.beside_threshold is not None:
+        beside_threshold = args.beside_threshold
     rows = attribution.evaluate(
-        run.manifest, outcome, threshold=threshold, use_threshold=use_threshold, held_out=held_out
+        run.manifest,
+        outcome,
+        threshold=threshold,
+        use_threshold=use_threshold,
+        held_out=held_out,
+        beside_threshold=beside_threshold,
     )
     print(
         f"corpus {args.corpus} (seed {manifest.seed}, {manifest.size}): "
         f"{len(manifest.catalogue)} pieces, {run.catalogue.index.ntotal} segments "
         f"({index_spec(filler, run.catalogue.index.ntotal)}); "
         f"embedder {embedder.name} v{embedder.version} dim {embedder.dim}; "
-        f"abstain_threshold {threshold:.4f}, use_threshold {use_threshold:.4f}"
+        f"abstain_threshold {threshold:.4f}, use_threshold {use_threshold:.4f}, "
+        f"beside_use_threshold {beside_threshold:.4f}"
     )
     print(metrics.format_table(rows))
     print()
@@ -567,6 +580,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{cal.use_heldout_fpr:.3f}); cross-fitted FPR {cal.crossfit_fpr:.3f} / "
             f"{cal.use_crossfit_fpr:.3f}; thresholds fitted on {cal.fitted_on}"
         )
+        if cal.beside is not None:
+            print(
+                f"beside_use_threshold {cal.beside.threshold:.4f}: spurious matches beside a "
+                f"paid use in {cal.beside.fpr:.4f} of {cal.beside.n} checks "
+                f"({cal.beside.crossfit_fpr:.4f} cross-fitted)"
+            )
     if args.json:
         args.json.write_text(json.dumps([metrics.row_json(r) | {"name": r.name} for r in rows],
                                         indent=2) + "\n")  # fmt: skip

@@ -69,6 +69,96 @@ def test_paid_needs_every_source_at_the_use_threshold() -> None:
     assert both.long is False  # "b" fills 15 s
 
 
+def test_a_match_beside_a_paid_use_is_paid_from_the_beside_threshold() -> None:
+    """The service's rule (`app.checks.service._thresholds`), as the evaluation counts it: a
+    quieter source is paid from the beside threshold only beside a paid match at least as
+    strong; alone, it needs the use threshold."""
+    mix = [Prediction("a", 0.9), Prediction("b", 0.3), Prediction("c", 0.2)]
+    assert metrics.paid_pieces(mix, use_threshold=0.5, beside_threshold=None) == {"a"}
+    assert metrics.paid_pieces(mix, use_threshold=0.5, beside_threshold=0.25) == {"a", "b"}
+    assert metrics.paid_pieces(mix, use_threshold=0.5, beside_threshold=0.2) == {"a", "b", "c"}
+    nothing_paid = [Prediction("b", 0.45), Prediction("c", 0.3)]
+    assert metrics.paid_pieces(nothing_paid, use_threshold=0.5, beside_threshold=0.25) == set()
+    # A beside threshold above the use threshold changes nothing.
+    assert metrics.paid_pieces(mix, use_threshold=0.5, beside_threshold=0.8) == {"a"}
+
+    sources = [Source("a"), Source("b")]
+    plain = metrics.score_query(sources, mix, threshold=0.1, use_threshold=0.5)
+    beside = metrics.score_query(
+        sources, mix, threshold=0.1, use_threshold=0.5, beside_threshold=0.25
+    )
+    assert (plain.paid, plain.sources_paid) == (False, 0.5)
+    assert (beside.paid, beside.sources_paid) == (True, 1.0)
+    # Not reported (under the abstain threshold): not paid either.
+    hidden = metrics.score_query(
+        sources, mix, threshold=0.35, use_threshold=0.5, beside_threshold=0.25
+    )
+    assert hidden.sources_paid == 0.5
+    # What a beside threshold must reject: the best non-source beside a paid match.
+    assert metrics.beside_score(mix, {"a", "b"}, 0.5) == 0.2
+    assert metrics.beside_score(mix, {"a"}, 0.5) == 0.3
+    assert metrics.beside_score([Prediction("a", 0.6), Prediction("x", 0.7)], {"a"}, 0.5) == 0.7
+    assert metrics.beside_score([Prediction("a", 0.6), Prediction("x", 0.4)], {"a"}, 0.65) == 0.0
+
+
+def test_the_beside_threshold_is_fitted_on_spurious_matches_beside_true_uses() -> None:
+    """`bench.attribution.calibrate`: after the use threshold, the beside threshold is fitted
+    on the checks that pay a true source, from the best other match beside it; checks that
+    pay no true source take no part."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from bench import attribution
+
+    negatives = [SimpleNamespace(id=f"n{i}", kind="hard_negative") for i in range(100)]
+    queries = [
+        SimpleNamespace(id=f"q{i}", transformation="clean", sources=[Source(f"p{i}")])
+        for i in range(200)
+    ]
+    # Negatives put the use threshold just above 0.55 (one in 100 above), the abstain at 0.1.
+    predictions: dict[str, list[Prediction]] = {
+        n.id: [Prediction("p0", 0.6 if i == 0 else 0.55 if i == 1 else 0.1)]
+        for i, n in enumerate(negatives)
+    }
+    for i, q in enumerate(queries):
+        # Two checks in 200 meet another piece at 0.45, two at 0.35, the rest at 0.05.
+        spurious = 0.45 if i < 2 else 0.35 if i < 4 else 0.05
+        predictions[q.id] = [Prediction(f"p{i}", 0.9), Prediction("other", spurious)]
+    # A check whose source is not paid: its 0.48 must not move the fit.
+    queries.append(SimpleNamespace(id="weak", transformation="clean", sources=[Source("w")]))
+    predictions["weak"] = [Prediction("other", 0.48), Prediction("w", 0.2)]
+    manifest: Any = SimpleNamespace(
+        negatives=negatives,
+        queries=queries,
+        queries_for=lambda t: [q for q in queries if q.transformation == t],
+    )
+    outcome = attribution.Outcome(predictions=predictions)
+
+    cal = attribution.calibrate(
+        manifest, outcome, target_fpr=0.01, abstain_fpr=0.05, min_threshold=0.02
+    )
+    assert cal.beside is not None
+    assert cal.beside.n == 200
+    # At most 1 % (2 of 200) reach it: above the 0.35s, under the 0.45s.
+    assert 0.35 < cal.beside.threshold < 0.45
+    assert cal.beside.fpr == 0.01
+    assert cal.beside.threshold <= cal.use_threshold
+    assert dict(cal.beside.curve)[0.4] == 0.01
+    assert cal.as_dict()["beside"]["threshold"] == pytest.approx(cal.beside.threshold, abs=1e-6)
+    # Kept between the abstain and the use threshold.
+    floor = metrics.calibrate_beside(
+        {"a": 0.9, "b": 0.1}, target_fpr=0.01, floor=0.2, ceiling=0.5
+    ).threshold
+    assert floor == 0.5
+    rows = {
+        r.name: r
+        for r in attribution.evaluate(
+            manifest, outcome, threshold=0.02, use_threshold=0.5, beside_threshold=0.3
+        )
+    }
+    assert rows[attribution.BESIDE_ROW].fpr_use == pytest.approx(4 / 200)
+
+
 def test_a_set_reports_the_true_sources_resemblance_over_long_queries() -> None:
     long_source = [Source("a")]  # 20 s
     short_source = [Source("a", query_end_s=10.0)]
@@ -237,7 +327,7 @@ def test_negatives_pooled_from_other_corpora_take_part_in_the_calibration() -> N
 
     kinds = ("hard_negative", "other_negative")
     negatives = [SimpleNamespace(id=f"n{i}", kind=kinds[i % 2]) for i in range(100)]
-    manifest: Any = SimpleNamespace(negatives=negatives)
+    manifest: Any = SimpleNamespace(negatives=negatives, queries=[])
     outcome = attribution.Outcome(predictions={n.id: [Prediction("p", 0.2)] for n in negatives})
     fit = {"target_fpr": 0.01, "abstain_fpr": 0.05, "min_threshold": 0.1}
 
