@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from app.checks import service as check_service
+from app.checks.attribution import Calibration
 from app.config import Settings
 from app.db import make_sessionmaker
 from app.main import create_app
@@ -75,6 +76,52 @@ def test_piece_mixing_two_tracks_finds_both_and_splits_the_charge(
     assert set(uses) == {world["tracks"][11], world["tracks"][13]}
     assert sum(m["share"] for m in uses.values()) == pytest.approx(1.0, abs=2e-6)
     assert sum(m["amount_micros"] for m in uses.values()) == result["charge_micros"] == RATE
+
+
+def test_a_quieter_source_beside_a_paid_use_is_paid_from_the_calibrated_beside_threshold(
+    client: TestClient, world: dict[str, Any], music: Music, settings: Settings
+) -> None:
+    """A mix's quieter source is judged beside the louder one: from its catalogue's
+    threshold scaled by the calibrated ratio, with the false-positive rate of a spurious
+    match beside a true use. Heard alone at the same resemblance, it is not paid."""
+    params = Calibration.load(settings.calibration_file).params
+    ratio = params.beside_use_threshold / params.use_threshold
+    assert ratio < 0.8, "the packaged calibration judges a mix's sources as if heard alone"
+    threshold = 0.95
+    client.put(
+        f"/v1/catalogues/{world['catalogue']['id']}/license",
+        json={"rate_per_use_micros": RATE, "threshold": threshold},
+        headers=world["label"].headers,
+    )
+    quiet = 10 ** (-12 / 20) * excerpt(13, 10.0, 15.0, timbre="flute")
+    loud_part = excerpt(11, 3.0, 15.0, timbre="piano")
+    mix = music.write("query-mix-11-13-quiet", lambda: 0.5 * (loud_part + quiet))
+    result = submit_check(client, world["company"], mix).json()
+    by_track = {m["track_id"]: m for m in result["matches"]}
+    loud, soft = by_track[world["tracks"][11]], by_track[world["tracks"][13]]
+    assert loud["resemblance"] >= threshold
+    assert not loud["beside_use"]
+    assert loud["threshold"] == threshold
+    assert threshold * ratio <= soft["resemblance"] < threshold
+    assert soft["beside_use"] is True
+    assert soft["is_use"] is True
+    assert soft["threshold"] == pytest.approx(threshold * ratio, abs=2e-6)
+    calibration = Calibration.load(settings.calibration_file)
+    assert soft["expected_fpr"] == calibration.expected_fpr(soft["resemblance"], beside=True)
+    assert sum(m["amount_micros"] for m in (loud, soft)) == result["charge_micros"] == RATE
+    assert 0 < soft["amount_micros"] < loud["amount_micros"]
+
+    # The same source mixed with music that is not in the catalogue: as much resemblance as
+    # the beside threshold asks, but nothing stronger is paid, so it is judged as heard alone.
+    source = excerpt(13, 10.0, 15.0, timbre="flute")
+    other = melody_track(99, seconds=15.0, sr=SR, timbre="brass")[: len(source)]
+    alone = music.write("query-13-in-other", lambda: 0.5 * (other + source[: len(other)]))
+    result = submit_check(client, world["company"], alone).json()
+    matched = {m["track_id"]: m for m in result["matches"]}
+    soft = matched[world["tracks"][13]]
+    assert threshold * ratio <= soft["resemblance"] < threshold
+    assert (soft["is_use"], soft["beside_use"], soft["threshold"]) == (False, False, threshold)
+    assert result["charge_micros"] == 0
 
 
 def test_unrelated_music_abstains_and_charges_nothing_but_is_recorded(

@@ -111,3 +111,40 @@ def test_a_calibration_fitted_for_another_embedder_is_named_at_start_up(
     del data["provenance"]
     older.write_text(json.dumps(data))
     assert Calibration.load(older).fitted_for is None
+
+
+def test_a_match_beside_a_paid_use_has_its_own_threshold_and_false_positive_curve(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The packaged calibration pays a mix's quieter sources from a lower threshold (fitted
+    on spurious matches beside true uses) and says what that costs; a file from before it
+    judges them as if heard alone."""
+    packaged = Calibration.load(settings.calibration_file)
+    params = packaged.params
+    assert params.abstain_threshold <= params.beside_use_threshold < params.use_threshold
+    assert params.beside_threshold(params.use_threshold) == pytest.approx(
+        params.beside_use_threshold, abs=1e-6
+    )
+    # A catalogue's own threshold is scaled by the same ratio (never paid under the scale).
+    scaled = params.beside_threshold(0.8)
+    ratio = params.beside_use_threshold / params.use_threshold
+    assert 0.8 * ratio <= scaled <= 0.8 * ratio + 1e-6
+    assert packaged.beside_curve, "the packaged file has no curve beside a paid use"
+    # Beside a true use, a spurious match at the use threshold is rarer than a negative's.
+    at_use = params.use_threshold
+    beside_rate = packaged.expected_fpr(at_use, beside=True)
+    alone_rate = packaged.expected_fpr(at_use)
+    assert beside_rate is not None
+    assert alone_rate is not None
+    assert beside_rate <= alone_rate
+    assert packaged.expected_fpr(params.beside_use_threshold, beside=True) <= 0.01
+
+    data = json.loads(settings.calibration_file.read_text())
+    del data["params"]["beside_use_threshold"]
+    del data["beside_curve"]
+    before = tmp_path / "calibration-before-beside.json"
+    before.write_text(json.dumps(data))
+    old = Calibration.load(before)
+    assert old.params.beside_use_threshold == old.params.use_threshold
+    assert old.params.beside_threshold(0.8) == 0.8
+    assert old.expected_fpr(0.5, beside=True) is None

@@ -77,11 +77,22 @@ class MatchOut(BaseModel):
     )
     expected_fpr: float | None = Field(
         description="The false-positive rate at this resemblance: the share of pieces not "
-        "drawn from the catalogue whose best match reaches it (from the calibration)."
+        "drawn from the catalogue whose best match reaches it, or for a match `beside_use`, "
+        "of pieces with a paid use in which a track that is not a source reaches it (from "
+        "the calibration)."
     )
     share: float = Field(description="This use's part of the piece's uses (0 when not a use).")
-    is_use: bool = Field(description="Resemblance reached the catalogue's threshold: paid.")
-    threshold: float
+    is_use: bool = Field(description="Resemblance reached `threshold`: paid.")
+    threshold: float = Field(
+        description="The threshold this match was judged by: the catalogue's, or for a match "
+        "`beside_use`, the catalogue's scaled by the calibrated ratio."
+    )
+    beside_use: bool = Field(
+        default=False,
+        description="Heard beside a stronger paid use of this piece and under the catalogue's "
+        "threshold: judged as another source of a mix, whose threshold and `expected_fpr` come "
+        "from the spurious matches beside true uses (see the README's Calibration).",
+    )
     terms_version: int
     preference: str = Field(
         default="allowed",

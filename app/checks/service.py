@@ -411,25 +411,60 @@ class Uses:
         registration, at the group's strongest resemblance), strongest first
     counted_with : a match merged into another track's use -> that track
     held_by : a use paid into escrow -> the open ownership conflict that holds it
+    thresholds : each matched track -> the threshold it was judged by (`_thresholds`)
+    beside : matched tracks heard beside a stronger use, under their terms' threshold
     """
 
     ranked: list[tuple[TrackMatch, Licensed]]
     uses: list[tuple[TrackMatch, Licensed]]
     counted_with: dict[uuid.UUID, uuid.UUID]
     held_by: dict[uuid.UUID, uuid.UUID]
+    thresholds: dict[uuid.UUID, float]
+    beside: frozenset[uuid.UUID]
 
 
 def _by_strength(pair: tuple[TrackMatch, Licensed]) -> tuple[int, str]:
     return -quantise(pair[0].resemblance), str(pair[1].track_id)
 
 
-def _ranked_uses(analysis: Analysis) -> Uses:
-    """The matches, and the uses among them (resemblance at or above their terms'
-    threshold), with matches on two registrations of one recording counted once."""
+def _thresholds(
+    matches: list[tuple[TrackMatch, Licensed]], params: AttributionParams
+) -> tuple[dict[uuid.UUID, float], frozenset[uuid.UUID]]:
+    """The threshold each match is judged by, and the matches heard beside a stronger use.
+
+    A match that reaches its terms' threshold is a use as it is. One under it, but heard
+    beside a use at least as strong in the same piece, is judged as another source of a mix:
+    from its terms' threshold scaled by the calibrated ratio (`AttributionParams.
+    beside_threshold`), since what sits beside a true use is far less often spurious than a
+    piece's best match (README, "Calibration").
+    """
+    alone = [
+        quantise(m.resemblance)
+        for m, lic in matches
+        if quantise(m.resemblance) >= quantise(lic.threshold)
+    ]
+    strongest = max(alone, default=None)
+    thresholds: dict[uuid.UUID, float] = {}
+    beside: set[uuid.UUID] = set()
+    for m, lic in matches:
+        r = quantise(m.resemblance)
+        if strongest is not None and r < quantise(lic.threshold) and r <= strongest:
+            thresholds[lic.track_id] = params.beside_threshold(lic.threshold)
+            beside.add(lic.track_id)
+        else:
+            thresholds[lic.track_id] = lic.threshold
+    return thresholds, frozenset(beside)
+
+
+def _ranked_uses(analysis: Analysis, params: AttributionParams) -> Uses:
+    """The matches, and the uses among them (resemblance at or above the threshold each is
+    judged by, `_thresholds`), with matches on two registrations of one recording counted
+    once."""
+    thresholds, beside = _thresholds(analysis.matches, params)
     above = [
         (m, lic)
         for m, lic in analysis.matches
-        if quantise(m.resemblance) >= quantise(lic.threshold)
+        if quantise(m.resemblance) >= quantise(thresholds[lic.track_id])
     ]
     of_track = {lic.track_id: (m, lic) for m, lic in above}
     # Tracks that may join a use through a pair: those that did not match, and those that
@@ -455,7 +490,7 @@ def _ranked_uses(analysis: Analysis) -> Uses:
             held_by[rep] = group.held_by
     ranked = [(m, lic) for m, lic in analysis.matches if lic.track_id not in implied]
     ranked = sorted(ranked + list(implied.values()), key=_by_strength)
-    return Uses(ranked, sorted(uses, key=_by_strength), counted_with, held_by)
+    return Uses(ranked, sorted(uses, key=_by_strength), counted_with, held_by, thresholds, beside)
 
 
 def _candidates(uses: list[tuple[TrackMatch, Licensed]]) -> list[UseCandidate]:
@@ -464,9 +499,10 @@ def _candidates(uses: list[tuple[TrackMatch, Licensed]]) -> list[UseCandidate]:
     return [UseCandidate(quantise(m.resemblance), lic.applied_rate_micros) for m, lic in uses]
 
 
-def charge_for(analysis: Analysis, *, fee_bps: int) -> int:
+def charge_for(analysis: Analysis, *, params: AttributionParams, fee_bps: int) -> int:
     """What recording this analysis would charge (the same pricing `record` applies)."""
-    return price(_candidates(_ranked_uses(analysis).uses), fee_bps=fee_bps).charge_micros
+    uses = _ranked_uses(analysis, params).uses
+    return price(_candidates(uses), fee_bps=fee_bps).charge_micros
 
 
 def enforce_spending_limits(
@@ -483,7 +519,7 @@ def enforce_spending_limits(
     Checked before the ledger append, outside the chain lock: checks running at the same time
     can together pass the credit limit by at most their number times `max_per_check`.
     """
-    charge = charge_for(analysis, fee_bps=submission.fee_bps)
+    charge = charge_for(analysis, params=submission.params, fee_bps=submission.fee_bps)
     if charge == 0:
         return
     company = submission.ai_company_id
@@ -531,7 +567,7 @@ def resolve_accounts(
 ) -> Accounts:
     """The ledger accounts a check may post to (created on first use), in a short transaction
     of its own, so that the chain lock is never held for these lookups."""
-    found = _ranked_uses(analysis)
+    found = _ranked_uses(analysis, submission.params)
     if not found.uses:
         return {}
     wanted: list[tuple[uuid.UUID | None, AccountKind]] = [
@@ -565,7 +601,7 @@ def record(
     result as stored. Runs inside the ledger appender (under the chain lock); `accounts` come
     from `resolve_accounts`."""
     sub = submission
-    found = _ranked_uses(analysis)
+    found = _ranked_uses(analysis, sub.params)
     ranked, uses = found.ranked, found.uses
     pricing = price(_candidates(uses), fee_bps=sub.fee_bps)
     tx_id = head.next_id() if pricing.charge_micros > 0 else None
@@ -593,11 +629,13 @@ def record(
                 artist=lic.artist,
                 resemblance=quantise(m.resemblance) / RESEMBLANCE_SCALE,
                 expected_fpr=sub.calibration.expected_fpr(
-                    quantise(m.resemblance) / RESEMBLANCE_SCALE
+                    quantise(m.resemblance) / RESEMBLANCE_SCALE,
+                    beside=lic.track_id in found.beside,
                 ),
                 share=round(float(share_of.get(lic.track_id, 0)), 6),
                 is_use=lic.track_id in use_ids,
-                threshold=lic.threshold,
+                threshold=found.thresholds.get(lic.track_id, lic.threshold),
+                beside_use=lic.track_id in found.beside,
                 terms_version=lic.terms_version,
                 preference=lic.preference.value,
                 preference_policy=lic.preference_policy,

@@ -82,6 +82,14 @@ class AttributionParams:
     # The default license threshold: resemblance from which a match is a paid use, where a
     # catalogue's terms do not say (calibrated for a false-positive rate of at most 1 %).
     use_threshold: float = 0.5
+    # A match heard beside a stronger paid use of the same piece (another source of a mix) is
+    # paid from this resemblance where a catalogue has the default threshold, and from its own
+    # threshold scaled by beside_use_threshold / use_threshold where it set one
+    # (`beside_threshold`). Calibrated on the spurious matches that sit beside true uses: at
+    # most 1 % of the checks with a paid use gain a spurious second source (README,
+    # "Calibration"). At or above use_threshold (and where a file does not set it), a mix's
+    # sources are judged as if heard alone.
+    beside_use_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -151,7 +159,7 @@ class AttributionParams:
             problems.append(
                 f"explain_again_threshold={self.explain_again_threshold} must be in 0..1"
             )
-        for name in ("abstain_threshold", "use_threshold"):
+        for name in ("abstain_threshold", "use_threshold", "beside_use_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name}={getattr(self, name)} must be in 0..1")
         if problems:
@@ -188,6 +196,8 @@ class AttributionParams:
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"attribution parameter {name}={value!r} must be a number")
             values[name] = value
+        # A file from before the beside threshold judges a mix's sources as if heard alone.
+        values.setdefault("beside_use_threshold", values.get("use_threshold", cls.use_threshold))
         return cls(**values)
 
     def floor_for(self, variant: int) -> float:
@@ -196,6 +206,16 @@ class AttributionParams:
         if variant % 12 == 0:
             return self.similarity_floor
         return self.similarity_floor + self.transposition_margin
+
+    def beside_threshold(self, threshold: float) -> float:
+        """The threshold of a match heard beside a stronger paid use, for a catalogue whose
+        own threshold is `threshold`: scaled by beside_use_threshold / use_threshold, so the
+        default threshold maps to the calibrated beside_use_threshold exactly."""
+        if self.beside_use_threshold >= self.use_threshold:
+            return threshold
+        scaled = threshold * (self.beside_use_threshold / self.use_threshold)
+        # In millionths, as resemblances are compared (rounded up: never pays below the scale).
+        return math.ceil(round(scaled * 1e6, 3)) / 1e6
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters as JSON-ready values (recorded with every check)."""
@@ -214,32 +234,40 @@ class Calibration:
         (``python -m bench.attribution --calibrate``). Empty when the file has none.
     fitted_for : (name, version) of the embedder the thresholds were fitted with (the file's
         ``provenance.embedder``), None when the file does not say
+    beside_curve : the same for a match heard beside a stronger paid use: the share of checks
+        with a true paid use in which a track that is not a source reaches r beside it
+        (``beside_use_threshold``). Empty when the file has none.
     """
 
     params: AttributionParams
     curve: tuple[tuple[float, float], ...] = ()
     fitted_for: tuple[str, str] | None = None
+    beside_curve: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
-        rs = [r for r, _ in self.curve]
-        fprs = [f for _, f in self.curve]
-        if rs != sorted(rs) or len(set(rs)) != len(rs):
-            raise ValueError("calibration curve: resemblances must increase")
-        if any(not 0.0 <= f <= 1.0 for f in fprs):
-            raise ValueError("calibration curve: false-positive rates must be within 0..1")
+        for name, curve in (("curve", self.curve), ("beside_curve", self.beside_curve)):
+            rs = [r for r, _ in curve]
+            if rs != sorted(rs) or len(set(rs)) != len(rs):
+                raise ValueError(f"calibration {name}: resemblances must increase")
+            if any(not 0.0 <= f <= 1.0 for _, f in curve):
+                raise ValueError(f"calibration {name}: false-positive rates must be within 0..1")
 
     @classmethod
     def load(cls, path: Path = DEFAULT_CALIBRATION) -> Calibration:
-        """Read a calibration file: ``params`` and, if present, ``curve``."""
+        """Read a calibration file: ``params`` and, if present, ``curve`` and
+        ``beside_curve``."""
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object")
-        raw_curve = data.get("curve", [])
-        if not isinstance(raw_curve, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)
-            for p in raw_curve
-        ):
-            raise ValueError(f"{path}: 'curve' must be a list of [resemblance, fpr] pairs")
+        curves = {}
+        for name in ("curve", "beside_curve"):
+            raw_curve = data.get(name, [])
+            if not isinstance(raw_curve, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)
+                for p in raw_curve
+            ):
+                raise ValueError(f"{path}: '{name}' must be a list of [resemblance, fpr] pairs")
+            curves[name] = tuple((float(r), float(f)) for r, f in raw_curve)
         provenance = data.get("provenance")
         embedder = provenance.get("embedder") if isinstance(provenance, dict) else None
         fitted_for = (
@@ -249,8 +277,9 @@ class Calibration:
         )
         return cls(
             params=AttributionParams.load(path),
-            curve=tuple((float(r), float(f)) for r, f in raw_curve),
+            curve=curves["curve"],
             fitted_for=fitted_for,
+            beside_curve=curves["beside_curve"],
         )
 
     def fitted_for_another(self, name: str, version: str) -> bool:
@@ -258,11 +287,13 @@ class Calibration:
         its resemblances then mean other false-positive rates, and it must be calibrated."""
         return self.fitted_for is not None and self.fitted_for != (name, version)
 
-    def expected_fpr(self, resemblance: float) -> float | None:
+    def expected_fpr(self, resemblance: float, *, beside: bool = False) -> float | None:
         """The false-positive rate at this resemblance: the share of negatives whose best
-        match reaches it. Conservative between grid points (the rate at the grid point
-        below); None without a curve."""
-        if not self.curve:
+        match reaches it, or with `beside`, of checks with a paid use in which a track that
+        is not a source reaches it beside that use. Conservative between grid points (the
+        rate at the grid point below); None without the curve."""
+        curve = self.beside_curve if beside else self.curve
+        if not curve:
             return None
-        at_or_below = [f for r, f in self.curve if r <= resemblance + 1e-12]
-        return at_or_below[-1] if at_or_below else self.curve[0][1]
+        at_or_below = [f for r, f in curve if r <= resemblance + 1e-12]
+        return at_or_below[-1] if at_or_below else curve[0][1]
