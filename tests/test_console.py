@@ -30,9 +30,10 @@ from app.config import Settings
 from app.db import create_db_engine
 from app.main import create_app
 from app.models import Base
+from tests.audio_synth import melody_track
 from tests.conftest import PROCRASTINATE_TABLES
 from tests.factories import Tenant, Tenants, audio_file, run_jobs, submit_check, upload
-from tests.worlds import RATE, Music, excerpt
+from tests.worlds import RATE, SR, Music, excerpt
 
 CHROMIUM = os.environ.get("ECHOLEDGER_CHROMIUM", "/usr/bin/chromium")
 try:
@@ -651,3 +652,55 @@ def test_a_label_uploads_tracks_from_the_catalogue_page(
     denied = page.request.post(route, multipart=files, headers={"X-CSRF-Token": company_csrf})
     assert denied.status == 403, denied.text()
     assert len(live.get(label, f"/v1/catalogues/{catalogue['id']}/tracks")["items"]) == 2
+
+
+def test_a_mixs_quieter_source_shows_it_was_paid_beside_the_louder_one(
+    page: Page, live: Live, music: Music, database_url: str
+) -> None:
+    """A catalogue asks 0.95; the quieter source of a mix is paid under it, and the check's
+    page says why: it was heard beside a stronger use, judged by the scaled threshold."""
+    tenants = live.ids["tenants"]
+    label = tenants.create("label", "Quiet Records")
+    company = tenants.create("ai_company", "Mix Labs")
+    catalogue = tenants.catalogue(label, rate_per_use_micros=RATE, threshold=0.95)
+    loud_path = music.write(
+        "console-21", lambda: melody_track(21, seconds=30.0, sr=SR, timbre="piano")
+    )
+    quiet_path = music.write(
+        "console-22", lambda: melody_track(22, seconds=30.0, sr=SR, timbre="flute")
+    )
+    for path in (loud_path, quiet_path):
+        assert upload(live.api, label, catalogue["id"], path).status_code == 202  # type: ignore[arg-type]
+    settings: Settings = live.app.state.settings
+    engine = create_db_engine(database_url, pool_size=1)
+    worker = threading.Thread(target=run_jobs, args=(settings, engine))
+    worker.start()
+    worker.join(timeout=120)
+    engine.dispose()
+
+    def part(seed: int, timbre: str, start: float) -> Any:
+        return melody_track(seed, seconds=start + 15.0, sr=SR, timbre=timbre)[int(start * SR) :]
+
+    loud, quiet = part(21, "piano", 3.0), part(22, "flute", 10.0)
+    n = min(len(loud), len(quiet))
+    mix = music.write("console-mix-21-22", lambda: 0.5 * (loud[:n] + 10 ** (-12 / 20) * quiet[:n]))
+    answer = submit_check(live.api, company, mix)  # type: ignore[arg-type]
+    assert answer.status_code == 201, answer.text
+    result = answer.json()
+    beside = [m for m in result["matches"] if m["beside_use"]]
+    assert len(beside) == 1, result["matches"]
+    assert beside[0]["is_use"] is True
+    assert beside[0]["threshold"] < 0.95
+
+    sign_in(page, live, company)
+    page.goto(f"{live.base}/console/checks/{result['id']}")
+    matches = page.locator("article.match")
+    assert matches.count() == 2
+    paid_beside = page.locator("article.match", has_text="beside a stronger use")
+    assert paid_beside.count() == 1
+    text = paid_beside.inner_text()
+    assert "use" in text
+    assert f"threshold {beside[0]['threshold']}" in text
+    assert "scaled for another source of a mix" in text
+    assert "spurious match beside a true use" in text
+    shot(page, "company-check-mix-beside")
