@@ -51,7 +51,9 @@ class LicenseTermsIn(BaseModel):
         ge=0.0,
         le=1.0,
         description="Resemblance (0..1) at or above which a match counts as a use. "
-        "Omitted: the service default (ECHOLEDGER_DEFAULT_THRESHOLD).",
+        "Omitted: the service default (ECHOLEDGER_DEFAULT_THRESHOLD). A match heard beside a "
+        "stronger use of the same piece (another source of a mix) is judged by this threshold "
+        "scaled by the calibrated ratio (`beside_use` in a check's matches).",
     )
     valid_from: TermsInstant | None = None
     valid_to: TermsInstant | None = None

@@ -45,7 +45,8 @@ class Check(Base):
 
 
 class Use(Base):
-    """A match at or above its catalogue's threshold: a paid use of one track."""
+    """A match at or above the threshold it was judged by (its catalogue's, or that scaled
+    beside a stronger use): a paid use of one track."""
 
     __tablename__ = "uses"
     __table_args__ = (
