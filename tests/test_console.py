@@ -209,6 +209,17 @@ def status_of(page: Page, live: Live, path: str) -> int:
     return response.status
 
 
+def ingest_pending(live: Live, database_url: str) -> None:
+    """Run the ingestion worker until the queue is empty, in a thread: this one holds the
+    browser's event loop (Playwright's sync API), and the job runner needs its own."""
+    settings: Settings = live.app.state.settings
+    engine = create_db_engine(database_url, pool_size=1)
+    worker = threading.Thread(target=run_jobs, args=(settings, engine))
+    worker.start()
+    worker.join(timeout=120)
+    engine.dispose()
+
+
 def period_bounds(page: Page) -> tuple[str, str]:
     """The dashboard's period as the API's [from, to) instants."""
     first = page.input_value("input[name=from]")
@@ -524,14 +535,8 @@ def test_a_pending_track_updates_in_the_page_until_indexed(
     assert row.inner_text() == "pending"
     assert page.inner_text("[data-status=pending]") == "1"
     shot(page, "label-catalogue-pending")
-    # The worker indexes it (in a thread: this one holds the browser's event loop); the page
-    # polls and shows the new status without a reload.
-    settings: Settings = live.app.state.settings
-    engine = create_db_engine(database_url, pool_size=1)
-    worker = threading.Thread(target=run_jobs, args=(settings, engine))
-    worker.start()
-    worker.join(timeout=120)
-    engine.dispose()
+    # The worker indexes it; the page polls and shows the new status without a reload.
+    ingest_pending(live, database_url)
     page.wait_for_selector(f"tr[data-track-id='{track_id}'] .badge.indexed", timeout=30_000)
     assert page.inner_text("[data-status=indexed]") == "3"
     assert page.inner_text("[data-status=pending]") == "0"
@@ -599,14 +604,9 @@ def test_a_label_uploads_tracks_from_the_catalogue_page(
     assert {t["title"] for t in api_tracks} == {"Morning Tide", "Reel"}
     assert {t["artist"] for t in api_tracks} == {"Nordic Tapes Ensemble"}
     shot(page, "label-catalogue-uploaded")
-    # The worker ingests them (in a thread: this one holds the browser's event loop); the
-    # page polls until one is indexed and the other failed, with its reason.
-    settings: Settings = live.app.state.settings
-    engine = create_db_engine(database_url, pool_size=1)
-    worker = threading.Thread(target=run_jobs, args=(settings, engine))
-    worker.start()
-    worker.join(timeout=120)
-    engine.dispose()
+    # The worker ingests them; the page polls until one is indexed and the other failed,
+    # with its reason.
+    ingest_pending(live, database_url)
     page.wait_for_selector(f"tr[data-track-id='{valid_id}'] .badge.indexed", timeout=30_000)
     page.wait_for_selector(f"tr[data-track-id='{corrupt_id}'] .badge.failed", timeout=30_000)
     reason = page.inner_text(f"tr[data-track-id='{corrupt_id}'] .error")
@@ -671,12 +671,7 @@ def test_a_mixs_quieter_source_shows_it_was_paid_beside_the_louder_one(
     )
     for path in (loud_path, quiet_path):
         assert upload(live.api, label, catalogue["id"], path).status_code == 202  # type: ignore[arg-type]
-    settings: Settings = live.app.state.settings
-    engine = create_db_engine(database_url, pool_size=1)
-    worker = threading.Thread(target=run_jobs, args=(settings, engine))
-    worker.start()
-    worker.join(timeout=120)
-    engine.dispose()
+    ingest_pending(live, database_url)
 
     def part(seed: int, timbre: str, start: float) -> Any:
         return melody_track(seed, seconds=start + 15.0, sr=SR, timbre=timbre)[int(start * SR) :]
