@@ -578,11 +578,11 @@ def calibrate_beside(
 
     threshold = fit(sorted(scores))
     a, b = split_half(scores, salt="beside")
-    crossfit = (
-        (sum(scores[i] >= fit(b) for i in a) + sum(scores[i] >= fit(a) for i in b)) / len(scores)
-        if a and b
-        else 0.0
-    )
+    crossfit = 0.0
+    if a and b:
+        on_a, on_b = fit(sorted(b)), fit(sorted(a))  # each half at the other half's fit
+        hits = sum(scores[i] >= on_a for i in a) + sum(scores[i] >= on_b for i in b)
+        crossfit = hits / len(scores)
     values = list(scores.values())
     grid = [round(i * CURVE_STEP, 6) for i in range(round(1 / CURVE_STEP) + 1)]
     return BesideCalibration(

@@ -84,7 +84,8 @@ def test_a_quieter_source_beside_a_paid_use_is_paid_from_the_calibrated_beside_t
     """A mix's quieter source is judged beside the louder one: from its catalogue's
     threshold scaled by the calibrated ratio, with the false-positive rate of a spurious
     match beside a true use. Heard alone at the same resemblance, it is not paid."""
-    params = Calibration.load(settings.calibration_file).params
+    calibration = Calibration.load(settings.calibration_file)
+    params = calibration.params
     ratio = params.beside_use_threshold / params.use_threshold
     assert ratio < 0.8, "the packaged calibration judges a mix's sources as if heard alone"
     threshold = 0.95
@@ -106,7 +107,6 @@ def test_a_quieter_source_beside_a_paid_use_is_paid_from_the_calibrated_beside_t
     assert soft["beside_use"] is True
     assert soft["is_use"] is True
     assert soft["threshold"] == pytest.approx(threshold * ratio, abs=2e-6)
-    calibration = Calibration.load(settings.calibration_file)
     assert soft["expected_fpr"] == calibration.expected_fpr(soft["resemblance"], beside=True)
     assert sum(m["amount_micros"] for m in (loud, soft)) == result["charge_micros"] == RATE
     assert 0 < soft["amount_micros"] < loud["amount_micros"]

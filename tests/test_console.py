@@ -693,8 +693,8 @@ def test_a_mixs_quieter_source_shows_it_was_paid_beside_the_louder_one(
     assert matches.count() == 2
     paid_beside = page.locator("article.match", has_text="beside a stronger use")
     assert paid_beside.count() == 1
+    assert paid_beside.locator(".badge.indexed").inner_text() == "use"
     text = paid_beside.inner_text()
-    assert "use" in text
     assert f"threshold {beside[0]['threshold']}" in text
     assert "scaled for another source of a mix" in text
     assert "spurious match beside a true use" in text
