@@ -112,6 +112,7 @@ S_QUERY = 0.5
 RECALL_AT = 10
 BAR_MS = 50.0
 BAR_RECALL = 0.95
+BAR_MEMORY_BYTES = 3 * 10**9  # index memory at 10M segments (issue "Scale")
 # What a check runs with (the shipped calibration): its similarity floor (hits below it never
 # propose a track) and its key scan.
 CHECK_PARAMS = AttributionParams.load()
@@ -787,6 +788,17 @@ def table(runs: list[dict[str, Any]], threads: list[int]) -> str:
                     + f" {cpu:>11} {s['recall10']:5.3f} {s['recall10_derived']:4.2f} "
                     f"{s['recall10_novel']:4.2f} {bar:>5}"
                 )
+    lines.append("")
+    for run in runs:
+        for opt in run["options"]:
+            rss = opt["rss_delta_bytes"]
+            recalls = ", ".join(
+                f"{s['params'] or '-'} {s['recall10'] / BAR_RECALL:.2f}" for s in opt["settings"]
+            )
+            lines.append(
+                f"{run['n']:,} {opt['factory']}: memory {rss / BAR_MEMORY_BYTES:.2f} of the "
+                f"{BAR_MEMORY_BYTES / 1e9:g} GB bar; recall@10 of the {BAR_RECALL} bar: {recalls}"
+            )
     lines.append(
         "* no remove_ids. Times: ms per 30-s query (one search call), tN = N OpenMP threads per "
         "search; cpu = CPU time of the searching thread (robust to other load). bar = p95 < 50 ms "

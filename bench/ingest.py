@@ -159,9 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fmt, r in results.items():
         passed = r["total_x"] >= BAR
         ok &= passed
+        verdict = "ok" if passed else "BELOW BAR"
         print(f"{fmt:<8}{r['cpu_decode_x']:>10.1f}{r['cpu_embed_x']:>10.1f}"
               f"{r['cpu_total_x']:>10.1f}{r['wall_total_x']:>10.1f}"
-              f"   {'ok' if passed else 'BELOW BAR'}")  # fmt: skip
+              f"   {r['total_x'] / BAR:.2f} of the bar: {verdict}")  # fmt: skip
     openl3 = measure_openl3(args.openl3_seconds, (1, 2)) if args.openl3_seconds > 0 else None
     if openl3 is None:
         print("openl3: not measured (the openl3 extra is not installed, or --openl3-seconds 0)")
