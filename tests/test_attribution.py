@@ -303,6 +303,23 @@ def test_matches_below_the_abstain_threshold_are_dropped_and_order_is_by_resembl
     assert [m.track for m in strict] == [1, 3]
 
 
+def test_matches_of_equal_resemblance_are_ordered_closest_first() -> None:
+    """A verbatim source and a close setting of the same tune both saturate at 1: the one
+    whose windows match more closely comes first, whatever its track number."""
+    table = HitTable(30.0)
+    table.diagonal(2, offset=40.0, sim=0.93)  # the setting: every window above full quality
+    table.diagonal(7, offset=3.0, sim=0.99)  # the source
+    table.diagonal(4, offset=90.0, sim=0.95, q_to=14.0)  # closer, but covers less
+
+    matches = table.attribute()
+
+    assert [m.resemblance for m in matches[:2]] == [1.0, 1.0]
+    assert [m.track for m in matches] == [7, 2, 4]
+    assert matches[0].closeness > matches[1].closeness > 0.0
+    n = len(matches[0].hits)
+    assert matches[0].closeness == pytest.approx(n * (0.99 - PARAMS.similarity_floor), rel=1e-6)
+
+
 def test_a_short_query_needs_min_evidence_for_full_resemblance() -> None:
     table = HitTable(10.0)  # 6 s of window starts
     table.diagonal(3, offset=20.0, sim=0.9)

@@ -394,6 +394,33 @@ def test_transpositions_are_searched_only_with_an_embedder_that_can_transpose() 
     assert adapted.k == params.k
 
 
+def test_uses_of_equal_resemblance_are_listed_closest_first() -> None:
+    """Two tracks at resemblance 1 (a source and a close setting of the same tune): the
+    closer comes first in the check's matches and uses, whatever the order of their ids."""
+    from app.catalogues.licensing import Licensed
+    from app.checks.attribution import AttributionParams, Evidence, TrackMatch
+
+    def licensed(track_id: uuid.UUID) -> Licensed:
+        return Licensed(
+            track_id=track_id, title="t", artist="a", catalogue_id=uuid.uuid4(),
+            label_id=uuid.uuid4(), terms_id=uuid.uuid4(), terms_version=1,
+            rate_per_use_micros=RATE, threshold=0.5,
+        )  # fmt: skip
+
+    run = (Evidence(0.0, 20.0, 3.0, 23.0, 0.95),)
+    setting = (TrackMatch(1, 1.0, run, closeness=8.4), licensed(uuid.UUID(int=1)))
+    source = (TrackMatch(2, 1.0, run, closeness=11.9), licensed(uuid.UUID(int=2)))
+    weaker = (TrackMatch(3, 0.7, run, closeness=12.5), licensed(uuid.UUID(int=0)))
+    analysis = check_service.Analysis(
+        duration_s=20.0, index_watermark=0, matches=[weaker, setting, source]
+    )
+
+    found = check_service._ranked_uses(analysis, AttributionParams())
+
+    assert [lic.track_id.int for _, lic in found.ranked] == [2, 1, 0]
+    assert [lic.track_id.int for _, lic in found.uses] == [2, 1, 0]
+
+
 def test_a_piece_played_an_octave_higher_is_paid_in_its_own_key(
     settings: Settings, engine: Engine, music: Music
 ) -> None:

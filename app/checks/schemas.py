@@ -136,7 +136,10 @@ class CheckResult(BaseModel):
     embedder: EmbedderOut
     index_watermark: int
     matches: list[MatchOut] = Field(
-        description="Tracks the piece resembles, strongest first; empty when nothing does."
+        description=(
+            "Tracks the piece resembles, strongest first (the highest resemblance; at equal "
+            "resemblance, the one whose windows match more closely); empty when nothing does."
+        )
     )
     charge_micros: int
     fee_micros: int

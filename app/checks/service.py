@@ -423,8 +423,12 @@ class Uses:
     beside: frozenset[uuid.UUID]
 
 
-def _by_strength(pair: tuple[TrackMatch, Licensed]) -> tuple[int, str]:
-    return -quantise(pair[0].resemblance), str(pair[1].track_id)
+def _by_strength(pair: tuple[TrackMatch, Licensed]) -> tuple[int, int, str]:
+    """The highest resemblance first, then the closest match (`TrackMatch.closeness`), then
+    by track id."""
+    match = pair[0]
+    # In millionths like resemblance, so that float rounding cannot reorder near-equal ones.
+    return -quantise(match.resemblance), -round(match.closeness * 1e6), str(pair[1].track_id)
 
 
 def _thresholds(

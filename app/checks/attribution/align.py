@@ -58,12 +58,16 @@ class TrackMatch:
 
     hits : (query window, column) of the inlier hit of each query window the runs cover,
         indexes into the [n, k] arrays given to `attribute`
+    closeness : the summed similarity above the similarity floor of those hits. Resemblance
+        saturates (a verbatim source and a close setting of the same tune can both score 1);
+        this does not, so it orders matches of equal resemblance, the closer first.
     """
 
     track: int
     resemblance: float
     evidence: tuple[Evidence, ...]
     hits: tuple[tuple[int, int], ...] = ()
+    closeness: float = 0.0
 
 
 def attribute(
@@ -174,10 +178,17 @@ def attribute(
                 resemblance=resemblance,
                 evidence=tuple(sorted((r.evidence for r in runs), key=lambda e: e.query_start)),
                 hits=tuple((w, best[w][1]) for w in sorted(best)),
+                closeness=float(sum(sim - params.similarity_floor for sim, _ in best.values())),
             )
         )
-    matches.sort(key=lambda m: (-m.resemblance, m.track))
+    matches.sort(key=by_strength)
     return matches
+
+
+def by_strength(match: TrackMatch) -> tuple[float, float, int]:
+    """Sort key: the highest resemblance first, then the closest (in millionths, so that
+    float rounding cannot reorder near-equal ones), then by track."""
+    return -match.resemblance, -round(match.closeness, 6), match.track
 
 
 def _variant_labels(variants: IntArray | None, shape: tuple[int, ...]) -> I64:

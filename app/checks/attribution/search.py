@@ -59,7 +59,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from app.checks.attribution.align import F64, I64, FloatArray, TrackMatch, attribute
+from app.checks.attribution.align import F64, I64, FloatArray, TrackMatch, attribute, by_strength
 from app.checks.attribution.params import AttributionParams
 from app.index.base import SearchResult
 
@@ -256,7 +256,7 @@ class _Check:
             self.verify(rest, again, basis)
         self.score_conditionally()
         matches = [m for m, _ in self.found.values() if m.resemblance >= params.abstain_threshold]
-        matches.sort(key=lambda m: (-m.resemblance, m.track))
+        matches.sort(key=by_strength)
         return matches
 
     def score_conditionally(self) -> None:
@@ -299,15 +299,10 @@ class _Check:
                 self.found[track] = outcome
 
     def strength(self, track: int) -> float:
-        """How much of the query a found track explains, and how closely: the summed
-        similarity of its aligned windows above the floor. Resemblance saturates (a verbatim
-        source and a close setting of the same tune can both score 1); this does not."""
-        match, hits = self.found[track]
-        if not match.hits:
-            return 0.0
-        rows = np.array([i for i, _ in match.hits], dtype=np.int64)
-        cols = np.array([j for _, j in match.hits], dtype=np.int64)
-        return float(np.sum(hits.similarities[rows, cols] - self.params.similarity_floor))
+        """How much of the query a found track explains, and how closely: its `closeness`
+        (the summed similarity of its aligned windows above the floor), which does not
+        saturate as resemblance does."""
+        return self.found[track][0].closeness
 
     # -- proposal --------------------------------------------------------------------------
 
