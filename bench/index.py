@@ -447,8 +447,8 @@ OPTIONS: dict[str, Option] = {
         ),
         Option(
             # The same, the top k * k_factor_rf re-ranked on SQ8 codes: the service's
-            # RerankedIndex (removable), what `auto` picks from
-            # ECHOLEDGER_INDEX_RERANK_FROM_SEGMENTS.
+            # RerankedIndex (removable), with the lists SQ8 would have (what `auto` picked
+            # from ECHOLEDGER_INDEX_RERANK_FROM_SEGMENTS before the coarse variant below).
             "ivf-pqfs-rsq8",
             lambda n, d: f"IVF{nlist_for(n)},PQ{d // 2}x4fs,Refine(SQ8)",
             lambda n: [f"nprobe={p},k_factor_rf=4" for p in (32, 64, 128, 256, 512)],
@@ -456,7 +456,9 @@ OPTIONS: dict[str, Option] = {
         Option(
             # The same over a quarter of the lists, probing a quarter as many (the same share
             # of the codes): a check searches a few hundred rows at once, so the coarse step
-            # (every row against every centroid) is a cost of its own at 16k lists.
+            # (every row against every centroid) is a cost of its own at 16k lists. What
+            # `auto` picks from ECHOLEDGER_INDEX_RERANK_FROM_SEGMENTS (tiers.
+            # RERANK_LIST_DIVISOR), at half the nprobe of the row above.
             "ivf-pqfs-rsq8-coarse",
             lambda n, d: f"IVF{max(64, nlist_for(n) // 4)},PQ{d // 2}x4fs,Refine(SQ8)",
             lambda n: [f"nprobe={p},k_factor_rf=4" for p in (8, 16, 32, 64, 128)],
@@ -791,6 +793,8 @@ def table(runs: list[dict[str, Any]], threads: list[int]) -> str:
     lines.append("")
     for run in runs:
         for opt in run["options"]:
+            if not opt["settings"]:
+                continue  # exact search only gave the truth (--truth-rows)
             rss = opt["rss_delta_bytes"]
             recalls = ", ".join(
                 f"{s['params'] or '-'} {s['recall10'] / BAR_RECALL:.2f}" for s in opt["settings"]

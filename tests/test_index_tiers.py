@@ -76,15 +76,17 @@ def test_the_choice_moves_from_exact_to_inverted_files_to_product_codes() -> Non
     assert tiers.choose(50_000, 128, policy).factory == "IVF1024,SQ8"
     below = tiers.choose(999_999, 128, policy)
     assert (below.factory, below.search_params) == ("IVF4096,SQ8", "nprobe=16")
+    # The re-ranked tier: a quarter of the lists, probed at half the count (README, Scale).
     million = tiers.choose(1_000_000, 128, policy)
     assert (million.factory, million.search_params) == (
-        "IVF4096,PQ64x4fs,Refine(SQ8)",
-        "nprobe=64",
+        "IVF1024,PQ64x4fs,Refine(SQ8)",
+        "nprobe=32",
     )
+    assert tiers.is_upgrade(below.factory, million.factory)
     ten = tiers.choose(10_000_000, 128, policy)
     assert (ten.factory, ten.search_params) == (
-        "IVF16384,PQ64x4fs,Refine(SQ8)",
-        "nprobe=128",
+        "IVF4096,PQ64x4fs,Refine(SQ8)",
+        "nprobe=64",
     )
     big = tiers.choose(50_000_000, 128, policy)
     assert (big.factory, big.search_params) == ("OPQ32,IVF32768,PQ32", "nprobe=45")
@@ -177,7 +179,7 @@ def test_a_catalogue_past_the_rerank_tier_gets_re_ranked_fast_scan(
     manager.start()
     report = manager.report()
     assert (report.factory, report.search_params) == (
-        "IVF128,PQ8x4fs,Refine(SQ8)",
+        "IVF64,PQ8x4fs,Refine(SQ8)",
         "nprobe=32",
     )
     assert isinstance(manager._state.index, RerankedIndex)
@@ -193,7 +195,7 @@ def test_a_catalogue_past_the_rerank_tier_gets_re_ranked_fast_scan(
     restarted.start()
     again = restarted.report()
     assert (again.factory, again.started_from, again.segments) == (
-        "IVF128,PQ8x4fs,Refine(SQ8)",
+        "IVF64,PQ8x4fs,Refine(SQ8)",
         "snapshot",
         1500,
     )
