@@ -400,9 +400,8 @@ class Option:
     removal: bool = True  # False: benchmark an index the service could not use as is
 
 
-def nlist_for(n: int) -> int:
-    """Power of two near 4 * sqrt(n): 1024 at 100k, 4096 at 1M."""
-    return int(2 ** round(math.log2(4 * math.sqrt(n))))
+# The service's rule for inverted lists (about 4·√n, a power of two): 1024 at 100k, 4096 at 1M.
+nlist_for = tiers.nlist_for
 
 
 OPTIONS: dict[str, Option] = {
@@ -460,7 +459,10 @@ OPTIONS: dict[str, Option] = {
             # `auto` picks from ECHOLEDGER_INDEX_RERANK_FROM_SEGMENTS (tiers.
             # RERANK_LIST_DIVISOR), at half the nprobe of the row above.
             "ivf-pqfs-rsq8-coarse",
-            lambda n, d: f"IVF{max(64, nlist_for(n) // 4)},PQ{d // 2}x4fs,Refine(SQ8)",
+            lambda n, d: (
+                f"IVF{max(tiers.MIN_NLIST, nlist_for(n) // tiers.RERANK_LIST_DIVISOR)},"
+                f"PQ{d // 2}x4fs,Refine(SQ8)"
+            ),
             lambda n: [f"nprobe={p},k_factor_rf=4" for p in (8, 16, 32, 64, 128)],
         ),
         Option(

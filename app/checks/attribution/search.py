@@ -265,14 +265,15 @@ class _Check:
         A track that resembles the true source (a setting of the same hymn, a passage in the
         same style) matches the query too, and as strongly as it resembles the source; with
         the source explained away it has nothing left to match. So sources are ranked by
-        `strength` and each is verified again with every stronger source
-        explained away (the strongest on the query as is), and, for mixes, with every other
-        source explained away; it keeps the better of the two.
+        `TrackMatch.closeness` (which, unlike resemblance, does not saturate) and each is
+        verified again with every stronger source explained away (the strongest on the query
+        as is), and, for mixes, with every other source explained away; it keeps the better
+        of the two.
         """
         strong = self.params.explain_threshold
         ranked = sorted(
             (t for t, (m, _) in self.found.items() if m.resemblance >= strong),
-            key=lambda t: (-self.strength(t), t),
+            key=lambda t: (-self.found[t][0].closeness, t),
         )
         if len(ranked) < 2:
             return
@@ -297,12 +298,6 @@ class _Check:
                 del self.found[track]
             else:
                 self.found[track] = outcome
-
-    def strength(self, track: int) -> float:
-        """How much of the query a found track explains, and how closely: its `closeness`
-        (the summed similarity of its aligned windows above the floor), which does not
-        saturate as resemblance does."""
-        return self.found[track][0].closeness
 
     # -- proposal --------------------------------------------------------------------------
 
