@@ -22,7 +22,8 @@ else the abstain threshold. Parameters today's AttributionParams does not know (
 
 With --calibrate the service runs with the abstain threshold at zero (it then reports every
 match); the abstain threshold is fitted for a false-positive rate of at most --abstain-fpr and
-the use threshold for at most --target-fpr, with the curve of false-positive rate against
+the use threshold for at most --target-fpr on music the fit did not see (the split-conformal
+order statistic, `metrics.allowed_above`), with the curve of false-positive rate against
 resemblance, and both are written to --calibration-file. `--fit all` (the default) fits them on
 every negative and reports the cross-fitted rate (each half of the negatives at the thresholds
 fitted on the other half) as the honest one; `--fit half` fits on one half and reports the

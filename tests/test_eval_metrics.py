@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from bench import metrics
@@ -110,18 +111,18 @@ def test_the_beside_threshold_is_fitted_on_spurious_matches_beside_true_uses() -
 
     from bench import attribution
 
-    negatives = [SimpleNamespace(id=f"n{i}", kind="hard_negative") for i in range(100)]
+    negatives = [SimpleNamespace(id=f"n{i}", kind="hard_negative") for i in range(200)]
     queries = [
         SimpleNamespace(id=f"q{i}", transformation="clean", sources=[Source(f"p{i}")])
-        for i in range(200)
+        for i in range(300)
     ]
-    # Negatives put the use threshold just above 0.55 (one in 100 above), the abstain at 0.1.
+    # Negatives put the use threshold just above 0.55 (one in 200 above), the abstain at 0.1.
     predictions: dict[str, list[Prediction]] = {
         n.id: [Prediction("p0", 0.6 if i == 0 else 0.55 if i == 1 else 0.1)]
         for i, n in enumerate(negatives)
     }
     for i, q in enumerate(queries):
-        # Two checks in 200 meet another piece at 0.45, two at 0.35, the rest at 0.05.
+        # Two checks in 300 meet another piece at 0.45, two at 0.35, the rest at 0.05.
         spurious = 0.45 if i < 2 else 0.35 if i < 4 else 0.05
         predictions[q.id] = [Prediction(f"p{i}", 0.9), Prediction("other", spurious)]
     # A check whose source is not paid: its 0.48 must not move the fit.
@@ -138,12 +139,13 @@ def test_the_beside_threshold_is_fitted_on_spurious_matches_beside_true_uses() -
         manifest, outcome, target_fpr=0.01, abstain_fpr=0.05, min_threshold=0.02
     )
     assert cal.beside is not None
-    assert cal.beside.n == 200
-    # At most 1 % (2 of 200) reach it: above the 0.35s, under the 0.45s.
+    assert cal.beside.n == 300
+    # Of 300 checks, two may reach a 1 % threshold (allowed_above): above the 0.35s, under
+    # the 0.45s.
     assert 0.35 < cal.beside.threshold < 0.45
-    assert cal.beside.fpr == 0.01
+    assert cal.beside.fpr == pytest.approx(2 / 300)
     assert cal.beside.threshold <= cal.use_threshold
-    assert dict(cal.beside.curve)[0.4] == 0.01
+    assert dict(cal.beside.curve)[0.4] == pytest.approx(2 / 300)
     assert cal.as_dict()["beside"]["threshold"] == pytest.approx(cal.beside.threshold, abs=1e-6)
     # Kept between the abstain and the use threshold.
     floor = metrics.calibrate_beside(
@@ -156,7 +158,7 @@ def test_the_beside_threshold_is_fitted_on_spurious_matches_beside_true_uses() -
             manifest, outcome, threshold=0.02, use_threshold=0.5, beside_threshold=0.3
         )
     }
-    assert rows[attribution.BESIDE_ROW].fpr_use == pytest.approx(4 / 200)
+    assert rows[attribution.BESIDE_ROW].fpr_use == pytest.approx(4 / 300)
 
 
 def test_a_set_reports_the_true_sources_resemblance_over_long_queries() -> None:
@@ -226,8 +228,10 @@ def test_evidence_error_follows_the_tempo_of_the_source() -> None:
     assert metrics.evidence_error(source, [Span(40.0, 50.0, 0.0, 10.0)]) is None
 
 
-def test_threshold_lets_through_at_most_the_target_share_of_negatives() -> None:
-    scores = [0.0] * 90 + [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+def test_threshold_lets_through_what_new_negatives_would_reach_at_most_the_target() -> None:
+    # 250 negatives at 1 %: ceil(251 * 0.99) = 249 must be rejected, so one may pass (the
+    # plug-in share, floor(2.5), would let two through).
+    scores = [0.0] * 240 + [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
     t = metrics.calibrate_threshold(scores, target_fpr=0.01)
     # Only the 0.95 may reach it; the rejected 0.9, scored again elsewhere a little
     # differently (1e-6 higher), stays rejected.
@@ -235,8 +239,26 @@ def test_threshold_lets_through_at_most_the_target_share_of_negatives() -> None:
     assert sum(s >= t for s in scores) == 1
     assert metrics.calibrate_threshold(scores, target_fpr=0.01, margin=0.0) <= 0.9000001
     assert metrics.calibrate_threshold(scores, target_fpr=0.0) > 0.95
+    # 100 negatives cannot show a 1 % rate with one through (2 / 101 > 1 %): none may pass.
+    assert metrics.calibrate_threshold(scores[-100:], target_fpr=0.01) > 0.95
+    allowed = [metrics.allowed_above(n, 0.01) for n in (98, 99, 100, 199, 246, 492)]
+    assert allowed == [0, 0, 0, 1, 1, 3]
+    assert metrics.allowed_above(492, 0.05) == 23
     with pytest.raises(ValueError, match="at least one negative"):
         metrics.calibrate_threshold([], target_fpr=0.01)
+
+
+def test_threshold_holds_its_rate_on_negatives_the_fit_did_not_see() -> None:
+    """Fitted on 246 negatives at 1 %, the rate on new ones stays at or under 1 % on average
+    over many draws. Scores are uniform on 0..1, so a threshold t lets through exactly
+    1 - t of new negatives; letting through floor(1 % of 246) = 2 of the fit's gives 1.2 %."""
+    rng = np.random.default_rng(3)
+    rates = [
+        1.0 - metrics.calibrate_threshold(rng.random(246).tolist(), target_fpr=0.01, margin=0.0)
+        for _ in range(4000)
+    ]
+    assert float(np.mean(rates)) <= 0.01
+    assert float(np.mean(rates)) == pytest.approx(2 / 247, rel=0.05)
 
 
 def test_calibration_fits_on_one_half_of_each_kind_and_reports_the_other() -> None:
@@ -276,9 +298,10 @@ def test_calibration_fits_the_use_threshold_and_reports_the_curve() -> None:
     scores = {i: round(0.005 * n, 3) for n, i in enumerate(ids)}  # 0.0 .. 0.995
     cal = metrics.calibrate(scores, kinds, target_fpr=0.01, abstain_fpr=0.05)
     fit = sorted(scores[i] for i in cal.calibration_ids)
-    assert sum(s >= cal.use_threshold for s in fit) <= 1  # at most 1 % of 100
-    assert sum(s >= cal.use_threshold * 0.999 for s in fit) >= 1  # and no higher than needed
-    assert sum(s >= cal.threshold for s in fit) <= 5
+    # Of 100 negatives, none may reach a 1 % threshold and four a 5 % one (allowed_above).
+    assert sum(s >= cal.use_threshold for s in fit) == 0
+    assert cal.use_threshold <= max(fit) + 2 * metrics.RESCORE_MARGIN  # no higher than needed
+    assert sum(s >= cal.threshold for s in fit) == 4
     assert cal.threshold < cal.use_threshold
     assert cal.use_calibration_fpr <= 0.01
     curve = dict(cal.curve)
@@ -297,24 +320,25 @@ def test_calibration_fits_the_use_threshold_and_reports_the_curve() -> None:
 
 
 def test_fitting_on_every_negative_reports_the_cross_fitted_rate() -> None:
-    kinds = {f"h{i}": "hard" for i in range(100)} | {f"o{i}": "other" for i in range(100)}
+    kinds = {f"h{i}": "hard" for i in range(200)} | {f"o{i}": "other" for i in range(200)}
     half = metrics.calibrate(dict.fromkeys(kinds, 0.0), kinds, target_fpr=0.01)
     fit, held = sorted(half.calibration_ids), sorted(half.heldout_ids)
-    # Two outliers, both in the calibration half: fitted on it alone, the use threshold must
-    # rise above the second (1 % of 100 is one); fitted on all 200 negatives, both may pass.
-    scores = dict.fromkeys(kinds, 0.0) | {fit[0]: 0.6, fit[1]: 0.5, held[0]: 0.3}
+    # Four outliers, two in each half: fitted on the calibration half alone (200 negatives,
+    # one may pass at 1 %), the use threshold must rise above its second; fitted on all 400
+    # (three may pass), above the fourth.
+    scores = dict.fromkeys(kinds, 0.0) | {fit[0]: 0.6, fit[1]: 0.5, held[0]: 0.3, held[1]: 0.2}
     on_half = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1)
     on_all = metrics.calibrate(scores, kinds, target_fpr=0.01, min_threshold=0.1, fit_on_all=True)
     assert on_half.fitted_on == "half"
     assert on_all.fitted_on == "all"
     assert 0.5 < on_half.use_threshold <= 0.6
-    assert 0.3 < on_all.use_threshold <= 0.5
+    assert 0.2 < on_all.use_threshold <= 0.3
     # Cross-fitted: the held-out half at the calibration half's threshold (> 0.5) lets nothing
-    # through; the calibration half at the held-out half's threshold (the 0.1 floor) lets both
-    # outliers through: 2 of 200.
-    assert on_all.use_crossfit_fpr == pytest.approx(2 / 200)
+    # through; the calibration half at the held-out half's threshold (above 0.2) lets both
+    # of its outliers through: 2 of 400.
+    assert on_all.use_crossfit_fpr == pytest.approx(2 / 400)
     assert on_half.use_crossfit_fpr == on_all.use_crossfit_fpr  # it does not depend on the fit
-    assert on_all.as_dict()["use_crossfit_fpr"] == 0.01
+    assert on_all.as_dict()["use_crossfit_fpr"] == 0.005
 
 
 def test_negatives_pooled_from_other_corpora_take_part_in_the_calibration() -> None:
