@@ -355,7 +355,7 @@ def calibrate(
     return replace(
         fitted,
         beside=metrics.calibrate_beside(
-            beside, target_fpr=target_fpr, floor=fitted.threshold, ceiling=fitted.use_threshold
+            beside, target_fpr=target_fpr, floor=min_threshold, ceiling=fitted.use_threshold
         ),
     )
 

@@ -150,17 +150,19 @@ FULL_REUSE_S = 16.0  # verbatim reuse of this long scores resemblance 1.0
 LOCATED_S = 1.0  # evidence within this many seconds of the truth locates the source
 
 
-def _kept(predictions: Sequence[Prediction], threshold: float) -> list[Prediction]:
-    return [p for p in predictions if p.resemblance >= threshold]
-
-
 def paid_pieces(
-    predictions: Sequence[Prediction], *, use_threshold: float, beside_threshold: float | None
+    predictions: Sequence[Prediction],
+    *,
+    use_threshold: float,
+    beside_threshold: float | None,
+    abstain_threshold: float = 0.0,
 ) -> set[str]:
     """The pieces a check pays, as the service decides (`app.checks.service._thresholds`):
-    those at or above the use threshold, and those at or above the beside threshold that are
-    heard beside a paid match at least as strong."""
-    alone = [p.resemblance for p in predictions if p.resemblance >= use_threshold]
+    those at or above the use threshold (and the abstain threshold: a match not listed is not
+    paid alone), and those under the use threshold, at or above the beside threshold, that
+    are heard beside a paid match at least as strong."""
+    floor = max(use_threshold, abstain_threshold)
+    alone = [p.resemblance for p in predictions if p.resemblance >= floor]
     if not alone:
         return set()
     strongest = max(alone)
@@ -168,8 +170,28 @@ def paid_pieces(
     return {
         p.piece_id
         for p in predictions
-        if p.resemblance >= use_threshold or lowest <= p.resemblance <= strongest
+        if p.resemblance >= floor
+        or (lowest <= p.resemblance < use_threshold and p.resemblance <= strongest)
     }
+
+
+def reported(
+    predictions: Sequence[Prediction],
+    *,
+    threshold: float,
+    use_threshold: float,
+    beside_threshold: float | None,
+) -> list[Prediction]:
+    """The matches a check lists, in their order, as the service decides
+    (`app.checks.service._ranked_uses`): those at or above the abstain threshold, and those
+    under it that are paid beside a stronger use (`paid_pieces`)."""
+    paying = paid_pieces(
+        predictions,
+        use_threshold=use_threshold,
+        beside_threshold=beside_threshold,
+        abstain_threshold=threshold,
+    )
+    return [p for p in predictions if p.resemblance >= threshold or p.piece_id in paying]
 
 
 def beside_score(predictions: Sequence[Prediction], truth: set[str], use_threshold: float) -> float:
@@ -200,7 +222,8 @@ def score_query(
     paid one at least as strong is paid too (default: none, `paid_pieces`)
     """
     use = threshold if use_threshold is None else use_threshold
-    kept = _kept(predictions, threshold)
+    kept = reported(predictions, threshold=threshold, use_threshold=use,
+                    beside_threshold=beside_threshold)  # fmt: skip
     truth = {s.piece_id for s in sources}
     ranked = [p.piece_id for p in kept]
     total = sum(p.resemblance for p in kept)
@@ -219,7 +242,8 @@ def score_query(
     ]
     best = {p.piece_id: p.resemblance for p in reversed(predictions)}
     resemblances = [best.get(piece, 0.0) for piece in truth]
-    paying = paid_pieces(kept, use_threshold=use, beside_threshold=beside_threshold)
+    paying = paid_pieces(kept, use_threshold=use, beside_threshold=beside_threshold,
+                         abstain_threshold=threshold)  # fmt: skip
     paid_each = [piece in paying for piece in truth]
     paid = bool(paid_each) and all(paid_each)
     located = paid and all(
@@ -554,9 +578,10 @@ class BesideCalibration:
     Fitted on the checks of true sources that pay something: in each, the best match that is
     not a source and sits beside a paid match at least as strong (`beside_score`). A check the
     fit did not see reaches the threshold with probability at most `target_fpr`
-    (`allowed_above`); it stays between the abstain threshold
-    (a match must be reported to be paid) and the use threshold. `crossfit_fpr`: each half of
-    the checks (by hashed id) judged at the threshold fitted on the other half, pooled.
+    (`allowed_above`); it stays between a floor (the calibration's least threshold) and the
+    use threshold, and may lie under the abstain threshold: a match paid beside a stronger
+    use is reported from it (`reported`). `crossfit_fpr`: each half of the checks (by hashed
+    id) judged at the threshold fitted on the other half, pooled.
     """
 
     threshold: float
@@ -572,7 +597,9 @@ class BesideCalibration:
             "target_fpr (split-conformal, as the use threshold) by the checks of true sources "
             "that pay something, counting in each the best match "
             "that is not a source and sits beside a paid match at least as strong (kept between "
-            "the abstain and the use threshold); crossfit_fpr: each half of those checks at "
+            "the least threshold and the use threshold; a match paid beside a stronger use is "
+            "listed from it, under the abstain threshold too); crossfit_fpr: each half of "
+            "those checks at "
             "the threshold fitted on the other half; curve = [r, share of them reaching r]",
             "threshold": _round_up(self.threshold),
             "target_fpr": self.target_fpr,
@@ -587,8 +614,8 @@ def calibrate_beside(
     scores: Mapping[str, float], *, target_fpr: float, floor: float, ceiling: float
 ) -> BesideCalibration:
     """Fit the beside threshold on `scores` (check id -> `beside_score`, over the checks of
-    true sources that pay something), kept within floor..ceiling (the abstain and the use
-    threshold)."""
+    true sources that pay something), kept within floor..ceiling (the least threshold the
+    calibration sets and the use threshold)."""
     if not scores:
         raise ValueError("need at least one check with a paid use to calibrate beside it")
 

@@ -421,6 +421,44 @@ def test_uses_of_equal_resemblance_are_listed_closest_first() -> None:
     assert [lic.track_id.int for _, lic in found.uses] == [2, 1, 0]
 
 
+def test_a_match_under_the_abstain_threshold_is_listed_only_when_paid_beside_a_use() -> None:
+    """The beside threshold is calibrated on what sits beside true uses and can lie under the
+    abstain threshold (fitted on music alone): a quieter source between the two is listed and
+    paid beside a stronger use, the same resemblance with nothing paid is not listed at all."""
+    from app.catalogues.licensing import Licensed
+    from app.checks.attribution import AttributionParams, Evidence, TrackMatch
+
+    def licensed(track_id: int) -> Licensed:
+        return Licensed(
+            track_id=uuid.UUID(int=track_id), title="t", artist="a", catalogue_id=uuid.uuid4(),
+            label_id=uuid.uuid4(), terms_id=uuid.uuid4(), terms_version=1,
+            rate_per_use_micros=RATE, threshold=0.5,
+        )  # fmt: skip
+
+    params = AttributionParams(abstain_threshold=0.26, use_threshold=0.5, beside_use_threshold=0.24)
+    assert params.report_floor == 0.24  # what the attribution keeps
+    run = (Evidence(0.0, 20.0, 3.0, 23.0, 0.9),)
+    loud = (TrackMatch(1, 0.9, run), licensed(1))
+    quiet = (TrackMatch(2, 0.25, run), licensed(2))  # between beside (0.24) and abstain (0.26)
+    faint = (TrackMatch(3, 0.23, run), licensed(3))  # under both
+
+    mix = check_service._ranked_uses(
+        check_service.Analysis(duration_s=20.0, index_watermark=0, matches=[loud, quiet, faint]),
+        params,
+    )
+    assert [lic.track_id.int for _, lic in mix.ranked] == [1, 2]
+    assert [lic.track_id.int for _, lic in mix.uses] == [1, 2]
+    assert mix.beside >= {uuid.UUID(int=2)}
+    assert mix.thresholds[uuid.UUID(int=2)] == pytest.approx(0.24, abs=1e-6)
+
+    alone = check_service._ranked_uses(
+        check_service.Analysis(duration_s=20.0, index_watermark=0, matches=[quiet, faint]),
+        params,
+    )
+    assert alone.ranked == []
+    assert alone.uses == []
+
+
 def test_a_piece_played_an_octave_higher_is_paid_in_its_own_key(
     settings: Settings, engine: Engine, music: Music
 ) -> None:

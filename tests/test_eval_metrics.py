@@ -90,16 +90,33 @@ def test_a_match_beside_a_paid_use_is_paid_from_the_beside_threshold() -> None:
     )
     assert (plain.paid, plain.sources_paid) == (False, 0.5)
     assert (beside.paid, beside.sources_paid) == (True, 1.0)
-    # Not reported (under the abstain threshold): not paid either.
-    hidden = metrics.score_query(
+    # Under the abstain threshold, paid (and listed) beside the use all the same; under the
+    # beside threshold too, neither.
+    under = metrics.score_query(
         sources, mix, threshold=0.35, use_threshold=0.5, beside_threshold=0.25
     )
-    assert hidden.sources_paid == 0.5
+    assert (under.sources_paid, under.found, under.n_predictions) == (1.0, True, 2)
+    hidden = metrics.score_query(
+        sources, mix, threshold=0.35, use_threshold=0.5, beside_threshold=0.32
+    )
+    assert (hidden.sources_paid, hidden.found, hidden.n_predictions) == (0.5, False, 1)
     # What a beside threshold must reject: the best non-source beside a paid match.
     assert metrics.beside_score(mix, {"a", "b"}, 0.5) == 0.2
     assert metrics.beside_score(mix, {"a"}, 0.5) == 0.3
     assert metrics.beside_score([Prediction("a", 0.6), Prediction("x", 0.7)], {"a"}, 0.5) == 0.7
     assert metrics.beside_score([Prediction("a", 0.6), Prediction("x", 0.4)], {"a"}, 0.65) == 0.0
+
+
+def test_a_source_under_the_abstain_threshold_counts_when_paid_beside_a_use() -> None:
+    """As the service lists them: a beside threshold under the abstain threshold lists and
+    pays a mix's quieter source from it; heard alone it is not even listed."""
+    mix = [Prediction("a", 0.9), Prediction("b", 0.25), Prediction("x", 0.2)]
+    fit = {"threshold": 0.26, "use_threshold": 0.5, "beside_threshold": 0.24}
+    assert [p.piece_id for p in metrics.reported(mix, **fit)] == ["a", "b"]
+    both = metrics.score_query([Source("a"), Source("b")], mix, **fit)
+    assert (both.found, both.paid, both.n_predictions) == (True, True, 2)
+    alone = metrics.score_query([Source("b")], mix[1:], **fit)
+    assert (alone.found, alone.paid, alone.n_predictions) == (False, False, 0)
 
 
 def test_the_beside_threshold_is_fitted_on_spurious_matches_beside_true_uses() -> None:

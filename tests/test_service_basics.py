@@ -121,7 +121,10 @@ def test_a_match_beside_a_paid_use_has_its_own_threshold_and_false_positive_curv
     judges them as if heard alone."""
     packaged = Calibration.load(settings.calibration_file)
     params = packaged.params
-    assert params.abstain_threshold <= params.beside_use_threshold < params.use_threshold
+    assert params.beside_use_threshold < params.use_threshold
+    # Under the abstain threshold too, where the calibration puts it there: a match paid
+    # beside a use is listed from it (`AttributionParams.report_floor`).
+    assert params.report_floor == min(params.abstain_threshold, params.beside_use_threshold)
     assert params.beside_threshold(params.use_threshold) == pytest.approx(
         params.beside_use_threshold, abs=1e-6
     )

@@ -91,7 +91,9 @@ class MatchOut(BaseModel):
         default=False,
         description="Heard beside a stronger paid use of this piece and under the catalogue's "
         "threshold: judged as another source of a mix, whose threshold and `expected_fpr` come "
-        "from the spurious matches beside true uses (see the README's Calibration).",
+        "from the spurious matches beside true uses (see the README's Calibration). Such a "
+        "match is listed even when it is under the abstain threshold, from which matches "
+        "heard alone are listed.",
     )
     terms_version: int
     preference: str = Field(

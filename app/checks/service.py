@@ -442,10 +442,13 @@ def _thresholds(
     beside_threshold`), since what sits beside a true use is far less often spurious than a
     piece's best match (README, "Calibration").
     """
+    abstain = quantise(params.abstain_threshold)
+    # Heard alone, a match is paid from its threshold but never under the abstain threshold
+    # (it would not be listed); only a match beside a use is judged under it.
     alone = [
         quantise(m.resemblance)
         for m, lic in matches
-        if quantise(m.resemblance) >= quantise(lic.threshold)
+        if quantise(m.resemblance) >= max(quantise(lic.threshold), abstain)
     ]
     strongest = max(alone, default=None)
     thresholds: dict[uuid.UUID, float] = {}
@@ -461,16 +464,28 @@ def _thresholds(
 
 
 def _ranked_uses(analysis: Analysis, params: AttributionParams) -> Uses:
-    """The matches, and the uses among them (resemblance at or above the threshold each is
-    judged by, `_thresholds`), with matches on two registrations of one recording counted
-    once."""
+    """The matches reported, and the uses among them (resemblance at or above the threshold
+    each is judged by, `_thresholds`), with matches on two registrations of one recording
+    counted once.
+
+    A match is reported from the abstain threshold, or, when it is paid beside a stronger
+    use, from the beside threshold, which can lie under it (`AttributionParams.report_floor`:
+    the attribution keeps matches down to the lower of the two).
+    """
     thresholds, beside = _thresholds(analysis.matches, params)
+    abstain = quantise(params.abstain_threshold)
     above = [
         (m, lic)
         for m, lic in analysis.matches
         if quantise(m.resemblance) >= quantise(thresholds[lic.track_id])
+        and (quantise(m.resemblance) >= abstain or lic.track_id in beside)
     ]
     of_track = {lic.track_id: (m, lic) for m, lic in above}
+    reported = [
+        (m, lic)
+        for m, lic in analysis.matches
+        if quantise(m.resemblance) >= abstain or lic.track_id in of_track
+    ]
     # Tracks that may join a use through a pair: those that did not match, and those that
     # matched below their threshold.
     partners = dict(analysis.partners)
@@ -492,7 +507,7 @@ def _ranked_uses(analysis: Analysis, params: AttributionParams) -> Uses:
         counted_with.update({t: rep for t in group.members if t != rep})
         if group.held_by is not None:
             held_by[rep] = group.held_by
-    ranked = [(m, lic) for m, lic in analysis.matches if lic.track_id not in implied]
+    ranked = [(m, lic) for m, lic in reported if lic.track_id not in implied]
     ranked = sorted(ranked + list(implied.values()), key=_by_strength)
     return Uses(ranked, sorted(uses, key=_by_strength), counted_with, held_by, thresholds, beside)
 

@@ -207,6 +207,15 @@ class AttributionParams:
             return self.similarity_floor
         return self.similarity_floor + self.transposition_margin
 
+    @property
+    def report_floor(self) -> float:
+        """Resemblance from which a check keeps a match at all: the abstain threshold, or the
+        beside threshold where that is lower. A match heard beside a stronger paid use is
+        paid (and so reported) from the beside threshold, which is calibrated on what sits
+        beside true uses, not on music alone (README, "Calibration"); the others are
+        reported from the abstain threshold (`app.checks.service._ranked_uses`)."""
+        return min(self.abstain_threshold, self.beside_use_threshold)
+
     def beside_threshold(self, threshold: float) -> float:
         """The threshold of a match heard beside a stronger paid use, for a catalogue whose
         own threshold is `threshold`: scaled by beside_use_threshold / use_threshold, so the

@@ -178,8 +178,10 @@ def attribute_vectors(
         octave view that fits a track best but not by ``params.octave_margin`` still labels
         the evidence with its octave when the cue names the same octave
 
-    Returns the tracks at or above ``params.abstain_threshold``, best first. Evidence
-    ``variant`` is the transposition (semitones) the run was found at.
+    Returns the tracks at or above ``params.report_floor`` (the abstain threshold, or the
+    beside threshold where that is lower: a caller reports a match under the abstain
+    threshold only when it is paid beside a stronger use), best first. Evidence ``variant``
+    is the transposition (semitones) the run was found at.
     """
     shifts = params.transpositions
     if shifts != (0,) and transpose is None:
@@ -255,7 +257,7 @@ class _Check:
             again = {t for t in self.found if t not in explained} | proposed
             self.verify(rest, again, basis)
         self.score_conditionally()
-        matches = [m for m, _ in self.found.values() if m.resemblance >= params.abstain_threshold]
+        matches = [m for m, _ in self.found.values() if m.resemblance >= params.report_floor]
         matches.sort(key=by_strength)
         return matches
 
