@@ -175,25 +175,6 @@ def paid_pieces(
     }
 
 
-def reported(
-    predictions: Sequence[Prediction],
-    *,
-    threshold: float,
-    use_threshold: float,
-    beside_threshold: float | None,
-) -> list[Prediction]:
-    """The matches a check lists, in their order, as the service decides
-    (`app.checks.service._ranked_uses`): those at or above the abstain threshold, and those
-    under it that are paid beside a stronger use (`paid_pieces`)."""
-    paying = paid_pieces(
-        predictions,
-        use_threshold=use_threshold,
-        beside_threshold=beside_threshold,
-        abstain_threshold=threshold,
-    )
-    return [p for p in predictions if p.resemblance >= threshold or p.piece_id in paying]
-
-
 def beside_score(predictions: Sequence[Prediction], truth: set[str], use_threshold: float) -> float:
     """The best resemblance of a piece that is not a source, heard beside a paid match at
     least as strong (0 when none): what a beside threshold must reject. Only meaningful when
@@ -222,8 +203,11 @@ def score_query(
     paid one at least as strong is paid too (default: none, `paid_pieces`)
     """
     use = threshold if use_threshold is None else use_threshold
-    kept = reported(predictions, threshold=threshold, use_threshold=use,
-                    beside_threshold=beside_threshold)  # fmt: skip
+    paying = paid_pieces(predictions, use_threshold=use, beside_threshold=beside_threshold,
+                         abstain_threshold=threshold)  # fmt: skip
+    # Listed, as the service lists them (`app.checks.service._ranked_uses`): from the abstain
+    # threshold, and under it when paid beside a stronger use.
+    kept = [p for p in predictions if p.resemblance >= threshold or p.piece_id in paying]
     truth = {s.piece_id for s in sources}
     ranked = [p.piece_id for p in kept]
     total = sum(p.resemblance for p in kept)
@@ -242,8 +226,6 @@ def score_query(
     ]
     best = {p.piece_id: p.resemblance for p in reversed(predictions)}
     resemblances = [best.get(piece, 0.0) for piece in truth]
-    paying = paid_pieces(kept, use_threshold=use, beside_threshold=beside_threshold,
-                         abstain_threshold=threshold)  # fmt: skip
     paid_each = [piece in paying for piece in truth]
     paid = bool(paid_each) and all(paid_each)
     located = paid and all(
@@ -580,7 +562,7 @@ class BesideCalibration:
     fit did not see reaches the threshold with probability at most `target_fpr`
     (`allowed_above`); it stays between a floor (the calibration's least threshold) and the
     use threshold, and may lie under the abstain threshold: a match paid beside a stronger
-    use is reported from it (`reported`). `crossfit_fpr`: each half of the checks (by hashed
+    use is listed from it (`score_query`). `crossfit_fpr`: each half of the checks (by hashed
     id) judged at the threshold fitted on the other half, pooled.
     """
 

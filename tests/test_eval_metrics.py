@@ -112,7 +112,6 @@ def test_a_source_under_the_abstain_threshold_counts_when_paid_beside_a_use() ->
     pays a mix's quieter source from it; heard alone it is not even listed."""
     mix = [Prediction("a", 0.9), Prediction("b", 0.25), Prediction("x", 0.2)]
     fit = {"threshold": 0.26, "use_threshold": 0.5, "beside_threshold": 0.24}
-    assert [p.piece_id for p in metrics.reported(mix, **fit)] == ["a", "b"]
     both = metrics.score_query([Source("a"), Source("b")], mix, **fit)
     assert (both.found, both.paid, both.n_predictions) == (True, True, 2)
     alone = metrics.score_query([Source("b")], mix[1:], **fit)
