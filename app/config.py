@@ -159,7 +159,8 @@ class Settings(BaseSettings):
     )
     calibration_file: Path = Field(
         default=DEFAULT_CALIBRATION,
-        description="Alignment constants and the abstain threshold (see `echoledger calibrate`).",
+        description="Alignment constants and the thresholds (written by "
+        "`python -m bench.attribution --calibrate`).",
     )
 
     @field_validator("database_url")

@@ -428,11 +428,11 @@ def test_a_match_under_the_abstain_threshold_is_listed_only_when_paid_beside_a_u
     from app.catalogues.licensing import Licensed
     from app.checks.attribution import AttributionParams, Evidence, TrackMatch
 
-    def licensed(track_id: int) -> Licensed:
+    def licensed(track_id: int, threshold: float = 0.5) -> Licensed:
         return Licensed(
             track_id=uuid.UUID(int=track_id), title="t", artist="a", catalogue_id=uuid.uuid4(),
             label_id=uuid.uuid4(), terms_id=uuid.uuid4(), terms_version=1,
-            rate_per_use_micros=RATE, threshold=0.5,
+            rate_per_use_micros=RATE, threshold=threshold,
         )  # fmt: skip
 
     params = AttributionParams(abstain_threshold=0.26, use_threshold=0.5, beside_use_threshold=0.24)
@@ -457,6 +457,15 @@ def test_a_match_under_the_abstain_threshold_is_listed_only_when_paid_beside_a_u
     )
     assert alone.ranked == []
     assert alone.uses == []
+
+    # A catalogue whose own threshold lies under the abstain threshold: heard alone, its
+    # match is judged from the abstain threshold, so 0.25 is neither listed nor paid.
+    low = (TrackMatch(4, 0.25, run), licensed(4, threshold=0.1))
+    lone = check_service._ranked_uses(
+        check_service.Analysis(duration_s=20.0, index_watermark=0, matches=[low]), params
+    )
+    assert (lone.ranked, lone.uses) == ([], [])
+    assert lone.thresholds[uuid.UUID(int=4)] == 0.26
 
 
 def test_a_piece_played_an_octave_higher_is_paid_in_its_own_key(

@@ -84,7 +84,8 @@ class MatchOut(BaseModel):
     share: float = Field(description="This use's part of the piece's uses (0 when not a use).")
     is_use: bool = Field(description="Resemblance reached `threshold`: paid.")
     threshold: float = Field(
-        description="The threshold this match was judged by: the catalogue's, or for a match "
+        description="The threshold this match was judged by: the catalogue's (never under the "
+        "abstain threshold, from which matches heard alone are listed), or for a match "
         "`beside_use`, the catalogue's scaled by the calibrated ratio."
     )
     beside_use: bool = Field(

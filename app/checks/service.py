@@ -436,19 +436,21 @@ def _thresholds(
 ) -> tuple[dict[uuid.UUID, float], frozenset[uuid.UUID]]:
     """The threshold each match is judged by, and the matches heard beside a stronger use.
 
-    A match that reaches its terms' threshold is a use as it is. One under it, but heard
-    beside a use at least as strong in the same piece, is judged as another source of a mix:
-    from its terms' threshold scaled by the calibrated ratio (`AttributionParams.
-    beside_threshold`), since what sits beside a true use is far less often spurious than a
-    piece's best match (README, "Calibration").
+    A match that reaches its terms' threshold is a use as it is; heard alone it is judged by
+    that threshold but never under the abstain threshold, from which matches heard alone are
+    listed. One under its terms' threshold, but heard beside a use at least as strong in the
+    same piece, is judged as another source of a mix: from its terms' threshold scaled by the
+    calibrated ratio (`AttributionParams.beside_threshold`), since what sits beside a true use
+    is far less often spurious than a piece's best match (README, "Calibration"); that can lie
+    under the abstain threshold.
     """
-    abstain = quantise(params.abstain_threshold)
-    # Heard alone, a match is paid from its threshold but never under the abstain threshold
-    # (it would not be listed); only a match beside a use is judged under it.
+    alone_threshold = {
+        lic.track_id: max(lic.threshold, params.abstain_threshold) for _, lic in matches
+    }
     alone = [
         quantise(m.resemblance)
         for m, lic in matches
-        if quantise(m.resemblance) >= max(quantise(lic.threshold), abstain)
+        if quantise(m.resemblance) >= quantise(alone_threshold[lic.track_id])
     ]
     strongest = max(alone, default=None)
     thresholds: dict[uuid.UUID, float] = {}
@@ -459,7 +461,7 @@ def _thresholds(
             thresholds[lic.track_id] = params.beside_threshold(lic.threshold)
             beside.add(lic.track_id)
         else:
-            thresholds[lic.track_id] = lic.threshold
+            thresholds[lic.track_id] = alone_threshold[lic.track_id]
     return thresholds, frozenset(beside)
 
 
@@ -473,14 +475,13 @@ def _ranked_uses(analysis: Analysis, params: AttributionParams) -> Uses:
     the attribution keeps matches down to the lower of the two).
     """
     thresholds, beside = _thresholds(analysis.matches, params)
-    abstain = quantise(params.abstain_threshold)
     above = [
         (m, lic)
         for m, lic in analysis.matches
         if quantise(m.resemblance) >= quantise(thresholds[lic.track_id])
-        and (quantise(m.resemblance) >= abstain or lic.track_id in beside)
     ]
     of_track = {lic.track_id: (m, lic) for m, lic in above}
+    abstain = quantise(params.abstain_threshold)
     reported = [
         (m, lic)
         for m, lic in analysis.matches

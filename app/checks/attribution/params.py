@@ -213,7 +213,9 @@ class AttributionParams:
         beside threshold where that is lower. A match heard beside a stronger paid use is
         paid (and so reported) from the beside threshold, which is calibrated on what sits
         beside true uses, not on music alone (README, "Calibration"); the others are
-        reported from the abstain threshold (`app.checks.service._ranked_uses`)."""
+        reported from the abstain threshold (`app.checks.service._ranked_uses`). A catalogue
+        whose own threshold scales its beside threshold under this floor is paid from the
+        floor."""
         return min(self.abstain_threshold, self.beside_use_threshold)
 
     def beside_threshold(self, threshold: float) -> float:
