@@ -416,6 +416,20 @@ OPTIONS: dict[str, Option] = {
             removal=False,
         ),
         Option(
+            # Graphs over 8-bit codes: what a graph would cost at 10M segments in memory
+            # (128 B of codes plus 2·M links of 4 B each per segment).
+            "hnsw16-sq8",
+            lambda n, d: "HNSW16_SQ8",
+            lambda n: [f"efSearch={e}" for e in (32, 64, 128, 256, 512)],
+            removal=False,
+        ),
+        Option(
+            "hnsw32-sq8",
+            lambda n, d: "HNSW32_SQ8",
+            lambda n: [f"efSearch={e}" for e in (32, 64, 128, 256, 512)],
+            removal=False,
+        ),
+        Option(
             "ivf-flat",
             lambda n, d: f"IVF{nlist_for(n)},Flat",
             lambda n: [f"nprobe={p}" for p in (4, 8, 16, 32, 64, 128)],
