@@ -331,6 +331,35 @@ def test_a_short_query_needs_min_evidence_for_full_resemblance() -> None:
     assert strict.resemblance == pytest.approx(6.5 / 12.0, abs=0.05)
 
 
+def test_a_check_borrowed_whole_is_paid_from_nine_and_a_half_seconds() -> None:
+    """With the shipped constants and the spectral embedder's 8 s windows, a check of 9.7 s
+    that is one recording throughout (a 10 s excerpt played 3 % faster) scores 1 and is paid
+    at the default threshold; of 9.2 s (three windows) it is scored by its share of the
+    evidence asked for."""
+    params = AttributionParams.load(DEFAULT_CALIBRATION)
+    window_s = 8.0
+
+    def whole(duration_s: float) -> TrackMatch:
+        starts = np.arange(0.0, duration_s - window_s + 1e-9, params.query_hop_s)
+        n = starts.size
+        (match,) = attribute(
+            query_starts=starts,
+            window_s=window_s,
+            query_duration_s=duration_s,
+            similarities=np.full((n, 1), 0.95, dtype=np.float32),
+            tracks=np.full((n, 1), 4, dtype=np.int64),
+            reference_starts=(starts + 30.0).astype(np.float32).reshape(n, 1),
+            params=params,
+        )
+        return match
+
+    assert whole(9.7).resemblance == pytest.approx(1.0)
+    assert whole(9.7).resemblance >= params.use_threshold
+    three = whole(9.2).resemblance
+    assert three == pytest.approx(1.5 / params.min_evidence_s)
+    assert three < 1.0
+
+
 def test_a_query_shorter_than_min_run_s_is_matched_by_a_run_across_all_of_it() -> None:
     table = HitTable(WINDOW_S + 1.5)  # four windows, 1.5 s of window starts
     table.diagonal(2, offset=40.0, sim=0.9)

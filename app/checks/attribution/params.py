@@ -66,7 +66,12 @@ class AttributionParams:
     other_line_weight: float = 0.5
     full_coverage_s: float = 16.0
     quality_dilation_hops: int = 1  # each query window takes the best quality this many hops near
-    min_evidence_s: float = 4.0
+    # Seconds of window centres a query must offer to be scored as a whole: a shorter one
+    # covers at most its share of this. 2 s is four windows at the 0.5 s hop, so a check
+    # of 9.5 s or more (8 s windows) made wholly of one recording can score 1; 4 s (11.5 s)
+    # left verbatim excerpts of 9-11 s at 0.38-0.88 with no negative scoring less for it
+    # (README, "Short queries").
+    min_evidence_s: float = 2.0
     residual_passes: int = 2  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
     # After the first pass, a further source is explained away (and the index asked again for
