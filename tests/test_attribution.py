@@ -420,6 +420,38 @@ def test_a_match_in_another_key_counts_from_a_raised_floor(variant: int) -> None
         replace(PARAMS, transposition_margin=0.4)
 
 
+@pytest.mark.parametrize("variant", [3, -5])
+def test_a_long_run_in_another_key_pays_less_of_the_margin(variant: int) -> None:
+    """Chance lines a query up with a track in one of twelve keys for a few seconds; a
+    transposed reuse lines up for all of it. With `transposition_margin_span_s` a run in
+    another key whose window starts span more than that has its margin scaled down by that
+    share, so a whole transposed query counts from near the base floor, a short run as
+    before, and the key the query is in is never touched."""
+    constant = replace(PARAMS, transposition_margin=0.15)
+    scaled = replace(constant, transposition_margin_span_s=4.0)
+
+    def score(duration_s: float, sim: float, label: int, params: AttributionParams) -> float:
+        table = HitTable(duration_s)
+        table.diagonal(6, offset=10.0, sim=sim)
+        variants = np.full(table.sims.shape, label, dtype=np.int64)
+        matches = table.attribute(params, variants=variants)
+        return matches[0].resemblance if matches else 0.0
+
+    # 30 s: window starts span 26 s, so the margin is 0.15 * 4 / 26 and the floor 0.523.
+    floor = PARAMS.similarity_floor + 0.15 * 4.0 / 26.0
+    plain = score(30.0, 0.6, 0, PARAMS)
+    assert score(30.0, 0.6, variant, constant) == 0.0  # under the raised floor (0.65)
+    assert score(30.0, 0.6, variant, scaled) == pytest.approx(
+        plain * ((0.6 - floor) / (0.9 - floor)) / 0.25, rel=0.02
+    )
+    assert score(30.0, 0.6, 0, scaled) == pytest.approx(plain)
+    # 8 s: the starts span 4 s, no more than the span: the whole margin, as before.
+    assert score(8.0, 0.7, variant, scaled) == pytest.approx(score(8.0, 0.7, variant, constant))
+    assert score(8.0, 0.7, variant, scaled) < score(8.0, 0.7, 0, scaled)
+    with pytest.raises(ValueError, match="transposition_margin_span_s"):
+        replace(PARAMS, transposition_margin_span_s=-1.0)
+
+
 def test_match_hits_point_at_the_inlier_hit_of_each_window() -> None:
     table = HitTable(16.0)
     for i in range(table.starts.size):

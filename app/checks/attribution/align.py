@@ -124,7 +124,9 @@ def attribute(
     trk = trk_raw.astype(np.int64)
 
     # Each hit's floor is its variant's (`AttributionParams.floor_for`): stricter in another key.
-    floors = params.similarity_floor + np.where(labels % 12 == 0, 0.0, params.transposition_margin)
+    # A run long enough to have its margin scaled down keeps hits from the base floor.
+    margin = 0.0 if params.transposition_margin_span_s > 0 else params.transposition_margin
+    floors = params.similarity_floor + np.where(labels % 12 == 0, 0.0, margin)
     keep = (trk >= 0) & np.isfinite(sims) & (sims >= floors) & np.isfinite(ref)
     if not keep.any():
         return []
@@ -360,7 +362,7 @@ def _split_runs(
         q_end = min(float(t[-1]) + window_s, max(duration_s, q_start))
         ref_start = max(0.0, r_ratio * q_start + r_offset)
         ref_end = ref_start + r_ratio * (q_end - q_start)
-        quality = score.quality(run.sim, params, variant)
+        quality = score.quality(run.sim, params, variant, float(t[-1] - t[0]))
         windows = run.window.tolist()
         runs.append(
             Run(

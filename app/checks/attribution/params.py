@@ -52,6 +52,10 @@ class AttributionParams:
     # similarity_full. A real transposed reuse matches near similarity_full and loses little;
     # a chance run at 0.7-0.8 loses most (the shipped calibration sets 0.1; README, "Any key").
     transposition_margin: float = 0.0
+    # With a value > 0, a run in another key longer than this (seconds of window starts)
+    # has its margin scaled down by this / its length: a chance alignment in one of twelve
+    # keys is short, a transposed reuse covers the whole query (0: the margin is constant).
+    transposition_margin_span_s: float = 0.0
     tempo_min: float = 0.85
     tempo_max: float = 1.15
     tempo_step: float = 0.02  # log-spaced ratio grid step
@@ -123,6 +127,13 @@ class AttributionParams:
             problems.append(
                 f"need -1 <= similarity_floor ({self.similarity_floor}) < similarity_full "
                 f"({self.similarity_full}) <= 1"
+            )
+        if not (
+            math.isfinite(self.transposition_margin_span_s)
+            and self.transposition_margin_span_s >= 0
+        ):
+            problems.append(
+                f"transposition_margin_span_s={self.transposition_margin_span_s} must be >= 0"
             )
         if not 0.0 <= self.transposition_margin < self.similarity_full - self.similarity_floor:
             problems.append(
@@ -205,12 +216,16 @@ class AttributionParams:
         values.setdefault("beside_use_threshold", values.get("use_threshold", cls.use_threshold))
         return cls(**values)
 
-    def floor_for(self, variant: int) -> float:
+    def floor_for(self, variant: int, span_s: float = 0.0) -> float:
         """The similarity floor of a match at `variant` (semitones the query was rotated by,
-        octaves included): raised by `transposition_margin` in another key."""
+        octaves included): raised by `transposition_margin` in another key, less for a run
+        whose window starts span more than `transposition_margin_span_s`."""
         if variant % 12 == 0:
             return self.similarity_floor
-        return self.similarity_floor + self.transposition_margin
+        margin = self.transposition_margin
+        if self.transposition_margin_span_s > 0 and span_s > self.transposition_margin_span_s:
+            margin *= self.transposition_margin_span_s / span_s
+        return self.similarity_floor + margin
 
     @property
     def report_floor(self) -> float:

@@ -49,9 +49,10 @@ if TYPE_CHECKING:
 F64 = npt.NDArray[np.float64]
 
 
-def quality(sim: F64, params: AttributionParams, variant: int = 0) -> F64:
-    """Window quality of similarities found at `variant` (its floor: `floor_for`)."""
-    floor = params.floor_for(variant)
+def quality(sim: F64, params: AttributionParams, variant: int = 0, span_s: float = 0.0) -> F64:
+    """Window quality of similarities found at `variant` by a run spanning `span_s` seconds of
+    window starts (its floor: `floor_for`)."""
+    floor = params.floor_for(variant, span_s)
     out: F64 = np.clip((sim - floor) / (params.similarity_full - floor), 0.0, 1.0)
     return out
 
