@@ -54,7 +54,8 @@ class AttributionParams:
     transposition_margin: float = 0.0
     # With a value > 0, a run in another key longer than this (seconds of window starts)
     # has its margin scaled down by this / its length: a chance alignment in one of twelve
-    # keys is short, a transposed reuse covers the whole query (0: the margin is constant).
+    # keys is short, a transposed reuse covers the whole query (0: the margin is constant;
+    # the shipped calibration sets 8 s, a 16 s run; README, "Any key").
     transposition_margin_span_s: float = 0.0
     tempo_min: float = 0.85
     tempo_max: float = 1.15
@@ -72,9 +73,9 @@ class AttributionParams:
     quality_dilation_hops: int = 1  # each query window takes the best quality this many hops near
     # Seconds of window centres a query must offer to be scored as a whole: a shorter one
     # covers at most its share of this. 2 s is four windows at the 0.5 s hop, so a check
-    # of 9.5 s or more (8 s windows) made wholly of one recording can score 1; 4 s (11.5 s)
-    # left verbatim excerpts of 9-11 s at 0.38-0.88 with no negative scoring less for it
-    # (README, "Short queries").
+    # of 9.5 s or more (8 s windows) made wholly of one recording can score 1. At 4 s (11.5 s)
+    # verbatim excerpts of 9-11 s scored 0.38-0.88; at 2 s the calibrated use threshold and
+    # its false-positive rate did not move (README, "Short queries").
     min_evidence_s: float = 2.0
     residual_passes: int = 2  # explain-away rounds in `attribute_vectors`; 0 turns it off
     explain_threshold: float = 0.1  # resemblance from which a match is explained away
