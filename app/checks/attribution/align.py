@@ -124,7 +124,11 @@ def attribute(
     trk = trk_raw.astype(np.int64)
 
     # Each hit's floor is its variant's (`AttributionParams.floor_for`): stricter in another key.
-    # A run long enough to have its margin scaled down keeps hits from the base floor.
+    # With the margin scaled by run length, hits in another key are kept from the base floor:
+    # under a short run's raised floor they weigh nothing (`score.quality`), but they bridge
+    # gaps inside a long transposed run. Keeping them only from the lowest floor the query's
+    # span allows (`floor_for(variant, span)`) was measured: the refit use threshold rose
+    # 0.516 -> 0.573 and transposed and re-instrumented queries lost one or two of 32 each.
     margin = 0.0 if params.transposition_margin_span_s > 0 else params.transposition_margin
     floors = params.similarity_floor + np.where(labels % 12 == 0, 0.0, margin)
     keep = (trk >= 0) & np.isfinite(sims) & (sims >= floors) & np.isfinite(ref)
